@@ -1,0 +1,40 @@
+# Pressroom developer entry points. Every target sets up what it needs first (scripts/setup.sh
+# is idempotent and quick when nothing changed).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV        := .venv
+SETUP       := bash scripts/setup.sh
+FLASK       := $(VENV)/bin/flask --app wsgi
+PORT        ?= 8000
+PYTEST_ARGS ?=
+
+export FLASK_APP := wsgi
+export PORT
+
+.PHONY: help run test bench migrate clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+run: ## set up, migrate, then run web + worker (honcho) on PORT (default 8000)
+	$(SETUP) venv redis
+	$(FLASK) db upgrade
+	$(FLASK) users bootstrap
+	exec $(VENV)/bin/honcho start -f Procfile
+
+test: ## run the test suite (set TEST_DATABASE_URL for PostgreSQL; PYTEST_ARGS for pytest)
+	$(SETUP) venv-dev redis-bin chromium
+	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+bench: ## run the benchmarks in bench/
+	$(SETUP) venv-dev redis-bin wrk
+	$(VENV)/bin/python bench/run.py
+
+migrate: ## apply database migrations (flask db upgrade)
+	$(SETUP) venv
+	$(FLASK) db upgrade
+
+clean: ## remove caches and test artefacts (keeps .venv and instance/)
+	find . -path ./$(VENV) -prune -o -path ./.git -prune -o -type d -name __pycache__ -exec rm -rf {} +
+	rm -rf .pytest_cache .hypothesis test-artifacts .coverage htmlcov

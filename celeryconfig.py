@@ -1,0 +1,68 @@
+"""Every Celery setting, lower-case, read from the environment.
+
+The broker and result backend URLs are set from the app's REDIS_URL in
+webapp/celery_app.py; everything else lives here.
+"""
+import os
+
+
+def _num(name, default, cast=float):
+    value = os.environ.get(name)
+    return cast(value) if value not in (None, "") else default
+
+
+# Only JSON crosses the wire: no pickle, so a message can never run code.
+task_serializer = "json"
+result_serializer = "json"
+accept_content = ["json"]
+result_accept_content = ["json"]
+
+# A task is acknowledged only when it ends, and a worker that dies gives it back:
+# the task is idempotent (guarded updates and a claim), so a second delivery is harmless.
+task_acks_late = True
+task_reject_on_worker_lost = True
+worker_prefetch_multiplier = 1
+task_track_started = True
+result_expires = _num("CELERY_RESULT_EXPIRES", 24 * 3600, int)
+
+task_default_queue = "celery"
+task_routes = {"webapp.tasks.generate_article": {"queue": "generation"}}
+
+# Threads suit this I/O-bound work: dozens of streams at once in one process.
+worker_pool = "threads"
+worker_concurrency = _num("CELERY_CONCURRENCY", 16, int)
+worker_hijack_root_logger = False
+
+# The longest an article can take is one client timeout per attempt. An unacknowledged
+# message is redelivered after the visibility timeout, so it must be longer than that;
+# webapp checks this at start-up.
+_openai_timeout = _num("OPENAI_TIMEOUT", 120.0)
+_attempts = _num("GENERATION_MAX_ATTEMPTS", 3, int)
+visibility_timeout = _num(
+    "CELERY_VISIBILITY_TIMEOUT", max(3600, int(_openai_timeout * _attempts * 2) + 600), int
+)
+
+# Fail fast when Redis is down or frozen, instead of hanging a web request.
+_socket_timeout = _num("REDIS_SOCKET_TIMEOUT", 2.0)
+broker_connection_timeout = _socket_timeout
+broker_connection_retry_on_startup = True
+broker_transport_options = {
+    "visibility_timeout": visibility_timeout,
+    "socket_timeout": _socket_timeout,
+    "socket_connect_timeout": _socket_timeout,
+    "max_retries": 1,
+    "interval_start": 0,
+    "interval_step": 0.2,
+    "interval_max": 0.5,
+}
+task_publish_retry = True
+task_publish_retry_policy = {
+    "max_retries": 1,
+    "interval_start": 0,
+    "interval_step": 0.2,
+    "interval_max": 0.5,
+}
+redis_socket_timeout = _socket_timeout
+redis_socket_connect_timeout = _socket_timeout
+redis_retry_on_timeout = False
+result_backend_transport_options = {"retry_policy": {"max_retries": 1, "timeout": 2.0}}

@@ -1,0 +1,178 @@
+"""Pressroom: batches of articles written by an LLM, watched live, cancellable."""
+from __future__ import annotations
+
+import os
+
+from flask import Flask, jsonify, render_template, request
+from flask_wtf.csrf import CSRFError
+from sqlalchemy import event
+from werkzeug.exceptions import HTTPException
+
+from .config import load_config
+from .extensions import csrf, db, login_manager, migrate
+
+INSECURE_KEYS = {"", "dev-only-insecure-key", "change-me", "secret"}
+
+
+def create_app(test_config: dict | None = None) -> Flask:
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    app = Flask(__name__, instance_path=os.path.join(root, "instance"),
+                template_folder=os.path.join(root, "templates"),
+                static_folder=os.path.join(root, "static"))
+    app.config.from_mapping(load_config(app.instance_path))
+    if test_config:
+        app.config.from_mapping(test_config)
+    os.makedirs(app.instance_path, exist_ok=True)
+    check_settings(app)
+
+    register_extensions(app)
+    register_blueprints(app)
+    register_errorhandlers(app)
+    register_headers(app)
+    register_commands(app)
+    register_template_helpers(app)
+
+    from .celery_app import celery_init_app
+    celery_init_app(app)
+    return app
+
+
+def check_settings(app: Flask) -> None:
+    """Refuse to start with settings that are unsafe in production, saying why."""
+    if os.environ.get("PRESSROOM_ENV") == "production" and app.config["SECRET_KEY"] in INSECURE_KEYS:
+        raise RuntimeError("SECRET_KEY is missing or a known default; set a long random "
+                           "SECRET_KEY before starting Pressroom in production.")
+    uri = app.config["SQLALCHEMY_DATABASE_URI"]
+    options = app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {})
+    if uri.startswith("sqlite"):
+        # Dozens of worker threads write here: wait for the lock rather than fail.
+        options.setdefault("connect_args", {"timeout": 30})
+    else:
+        options.setdefault("pool_pre_ping", True)
+        options.setdefault("pool_size", 20)
+        options.setdefault("max_overflow", 20)
+
+
+def register_extensions(app: Flask) -> None:
+    db.init_app(app)
+    migrate.init_app(app, db, directory=os.path.join(os.path.dirname(app.instance_path), "migrations"))
+    csrf.init_app(app)
+    login_manager.init_app(app)
+    login_manager.login_view = "auth.login"
+    login_manager.login_message = "Please sign in to continue."
+    login_manager.login_message_category = "info"
+
+    from .models import User
+
+    @login_manager.user_loader
+    def load_user(user_id: str):
+        user = db.session.get(User, int(user_id)) if user_id.isdigit() else None
+        return user if user is not None and not user.is_disabled else None
+
+    @login_manager.unauthorized_handler
+    def unauthorized():
+        from flask import redirect, url_for
+        if request.headers.get("HX-Request") == "true":
+            # A poll whose session ended: send the whole page to the sign-in form.
+            return "", 401, {"HX-Redirect": url_for("auth.login")}
+        return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
+
+    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
+        with app.app_context():
+            event.listen(db.engine, "connect", _sqlite_pragmas)
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    # WAL lets the pages read while workers write; NORMAL sync is safe under WAL.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def register_blueprints(app: Flask) -> None:
+    from .blueprints import api, auth, web
+
+    app.register_blueprint(auth.bp)
+    app.register_blueprint(web.bp)
+    app.register_blueprint(api.bp)
+    csrf.exempt(api.bp)  # bearer tokens, never cookies: no cross-site forgery possible
+
+
+def register_errorhandlers(app: Flask) -> None:
+    from .blueprints.api import error_response
+
+    def wants_json() -> bool:
+        return request.path.startswith("/api/")
+
+    @app.errorhandler(CSRFError)
+    def csrf_error(exc: CSRFError):
+        message = "The form expired or was sent from elsewhere; reload the page and try again."
+        if wants_json():
+            return error_response(400, "csrf", message)
+        return render_template("error.html", code=400, message=message), 400
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        code = exc.code or 500
+        message = exc.description if code in (403, 413) and exc.description else {
+            400: "The request could not be understood.",
+            403: "You do not have permission to do that.",
+            404: "There is nothing here.",
+            405: "That action is not allowed here.",
+            413: "The request is too large.",
+            429: "Too many requests; wait a moment and try again.",
+        }.get(code, exc.description or "Something went wrong.")
+        if wants_json():
+            return error_response(code, exc.name.lower().replace(" ", "_"), message)
+        return render_template("error.html", code=code, message=message), code
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception):
+        app.logger.exception("unhandled error on %s", request.path)
+        db.session.rollback()
+        message = "Something went wrong on our side; the error was logged."
+        if wants_json():
+            return error_response(500, "internal", message)
+        return render_template("error.html", code=500, message=message), 500
+
+
+def register_headers(app: Flask) -> None:
+    @app.after_request
+    def security_headers(response):
+        response.headers.setdefault(
+            "Content-Security-Policy",
+            "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+            "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        return response
+
+
+def register_commands(app: Flask) -> None:
+    from . import cli
+    cli.register(app)
+
+
+def register_template_helpers(app: Flask) -> None:
+    from .rendering import render_markdown
+
+    app.jinja_env.filters["markdown"] = render_markdown
+    app.jinja_env.filters["duration"] = _duration
+    app.jinja_env.globals["poll_interval"] = lambda: app.config["POLL_INTERVAL"]
+
+
+def _duration(seconds) -> str:
+    if seconds is None:
+        return "—"
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"

@@ -1,0 +1,1 @@
+"""HTTP entry points: pages and partials (web), sign-in (auth), JSON (api)."""

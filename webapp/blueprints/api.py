@@ -1,0 +1,133 @@
+"""JSON API for scripts and a CMS. Bearer tokens only, so no CSRF and no cookies."""
+from __future__ import annotations
+
+from functools import wraps
+
+from flask import Blueprint, g, jsonify, request, url_for
+
+from ..extensions import db
+from ..models import Article, Batch
+from ..services import batches, progress, users
+from ..services.batches import NotAllowed
+
+bp = Blueprint("api", __name__, url_prefix="/api/v1")
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, fields: dict | None = None):
+        super().__init__(message)
+        self.status, self.code, self.message, self.fields = status, code, message, fields or {}
+
+
+def error_response(status: int, code: str, message: str, fields: dict | None = None):
+    body = {"error": {"code": code, "message": message, "fields": fields or {}}}
+    response = jsonify(body)
+    response.status_code = status
+    if status == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="pressroom"'
+    return response
+
+
+@bp.errorhandler(ApiError)
+def handle_api_error(exc: ApiError):
+    return error_response(exc.status, exc.code, exc.message, exc.fields)
+
+
+def token_required(view):
+    @wraps(view)
+    def wrapper(*args, **kwargs):
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        user = users.user_for_token(token.strip()) if scheme.lower() == "bearer" else None
+        if user is None:
+            raise ApiError(401, "unauthorized", "Send a valid API token as 'Authorization: Bearer <token>'.")
+        g.api_user = user
+        return view(*args, **kwargs)
+    return wrapper
+
+
+def _batch_json(batch: Batch, with_articles: bool) -> dict:
+    view = progress.batch_view(batch.id, with_rows=False)
+    data = {
+        "id": batch.id, "name": batch.name, "status": view.batch.status,
+        "provider": batch.provider, "model": batch.model, "target_words": batch.target_words,
+        "tone": batch.tone, "language": batch.language, "total": view.counts.total,
+        "counts": view.counts.by_status, "done": view.counts.done, "percent": view.percent,
+        "created_at": batch.created_at.isoformat() + "Z",
+        "finished_at": batch.finished_at.isoformat() + "Z" if batch.finished_at else None,
+        "dispatched": batch.dispatched_at is not None, "dispatch_error": batch.dispatch_error,
+        "prompt_tokens": batch.prompt_tokens, "completion_tokens": batch.completion_tokens,
+        "url": url_for("api.get_batch", batch_id=batch.id),
+    }
+    if with_articles:
+        data["articles"] = [
+            {"id": r.id, "position": r.position, "title": r.title, "status": r.status,
+             "words": r.words, "error": r.error, "url": url_for("api.get_article", article_id=r.id)}
+            for r in progress.article_rows(batch.id)
+        ]
+    return data
+
+
+@bp.post("/batches")
+@token_required
+def create_batch():
+    """Submit a batch: name, titles (a list or one per line) and settings."""
+    data = request.get_json(silent=True)
+    if not isinstance(data, dict):
+        raise ApiError(400, "invalid_json", "The body must be a JSON object.")
+    try:
+        result = batches.submit(g.api_user, data)
+    except NotAllowed as exc:
+        raise ApiError(403, "forbidden", str(exc))
+    if result.batch is None:
+        raise ApiError(400, "invalid", "The batch was not created; see fields.", result.errors.fields)
+    db.session.expire_all()
+    response = jsonify(_batch_json(db.session.get(Batch, result.batch.id), with_articles=True))
+    response.status_code = 201
+    response.headers["Location"] = url_for("api.get_batch", batch_id=result.batch.id)
+    return response
+
+
+@bp.get("/batches/<int:batch_id>")
+@token_required
+def get_batch(batch_id: int):
+    """A batch's status, counts, percent and articles."""
+    batch = db.session.get(Batch, batch_id)
+    if batch is None:
+        raise ApiError(404, "not_found", f"No batch {batch_id}.")
+    return jsonify(_batch_json(batch, with_articles=True))
+
+
+@bp.post("/batches/<int:batch_id>/cancel")
+@token_required
+def cancel_batch(batch_id: int):
+    """Cancel a batch; running articles stop within a second."""
+    batch = db.session.get(Batch, batch_id)
+    if batch is None:
+        raise ApiError(404, "not_found", f"No batch {batch_id}.")
+    try:
+        batches.cancel_batch(g.api_user, batch)
+    except NotAllowed as exc:
+        raise ApiError(403, "forbidden", str(exc))
+    db.session.expire_all()
+    response = jsonify(_batch_json(db.session.get(Batch, batch_id), with_articles=False))
+    response.status_code = 202
+    return response
+
+
+@bp.get("/articles/<int:article_id>")
+@token_required
+def get_article(article_id: int):
+    """One article with its Markdown body."""
+    article = db.session.get(Article, article_id)
+    if article is None:
+        raise ApiError(404, "not_found", f"No article {article_id}.")
+    return jsonify({
+        "id": article.id, "batch_id": article.batch_id, "position": article.position,
+        "title": article.title, "status": article.status, "words": article.words,
+        "body": article.body, "error": article.error, "note": article.note,
+        "attempts": article.attempts, "finish_reason": article.finish_reason,
+        "prompt_tokens": article.prompt_tokens, "completion_tokens": article.completion_tokens,
+        "started_at": article.started_at.isoformat() + "Z" if article.started_at else None,
+        "finished_at": article.finished_at.isoformat() + "Z" if article.finished_at else None,
+    })

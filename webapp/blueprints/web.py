@@ -1,0 +1,172 @@
+"""Pages and the htmx partials that keep them live."""
+from __future__ import annotations
+
+from datetime import datetime
+
+from flask import (Blueprint, abort, current_app, flash, redirect, render_template, request,
+                   url_for)
+from flask_login import current_user, login_required
+
+from ..extensions import db
+from ..forms import NewBatchForm
+from ..models import Article, Batch
+from ..services import batches, progress
+from ..services.batches import NotAllowed
+
+bp = Blueprint("web", __name__)
+
+# htmx stops an `every` poll on this status; our load-polling stops because the final
+# partial carries no trigger, and 286 tells any other client the same.
+STOP_POLLING = 286
+
+
+@bp.before_request
+@login_required
+def require_login():
+    """Every page and partial needs a signed-in user."""
+
+
+def _is_htmx() -> bool:
+    return request.headers.get("HX-Request") == "true"
+
+
+def _since() -> datetime | None:
+    try:
+        return datetime.fromisoformat(request.args.get("since", ""))
+    except ValueError:
+        return None
+
+
+@bp.route("/")
+def dashboard():
+    """Batches, newest first, each with a live bar."""
+    page = request.args.get("page", 1, type=int) or 1
+    per_page = current_app.config["BATCHES_PER_PAGE"]
+    rows, total = batches.page_of_batches(max(page, 1), per_page)
+    return render_template("dashboard.html", rows=rows, total=total, page=page,
+                           per_page=per_page)
+
+
+@bp.route("/batches/rows")
+def batch_table():
+    """The dashboard's table of batches, polled while any of them is unfinished."""
+    page = max(request.args.get("page", 1, type=int) or 1, 1)
+    per_page = current_app.config["BATCHES_PER_PAGE"]
+    rows, total = batches.page_of_batches(page, per_page)
+    html = render_template("_partials/_batch_table.html", rows=rows, total=total, page=page,
+                           per_page=per_page)
+    live = any(not row[0].is_final for row in rows)
+    return html, (200 if live else STOP_POLLING)
+
+
+@bp.route("/batches/new", methods=["GET", "POST"])
+def new_batch():
+    """The new-batch form; a valid post stores the batch and starts it."""
+    form = NewBatchForm()
+    if not form.model.data:
+        form.model.data = current_app.config["OPENAI_MODEL"]
+    errors: dict = {}
+    if request.method == "POST":
+        if not form.validate_on_submit():  # only CSRF is checked by WTForms
+            errors = {"form": ["The form expired; please submit it again."]}
+        else:
+            try:
+                result = batches.submit(current_user, form.raw_data())
+            except NotAllowed as exc:
+                abort(403, str(exc))
+            if result.batch is not None:
+                if result.dispatch_error:
+                    flash(result.dispatch_error, "error")
+                else:
+                    flash(f"Batch “{result.batch.name}” submitted: {result.batch.total} articles.",
+                          "success")
+                return redirect(url_for("web.batch_detail", batch_id=result.batch.id), code=303)
+            errors = result.errors.fields
+    status = 400 if errors else 200
+    return render_template("new_batch.html", form=form, errors=errors,
+                           models=batches.allowed_models(),
+                           provider=batches.current_provider()), status
+
+
+@bp.route("/batches/<int:batch_id>")
+def batch_detail(batch_id: int):
+    """A batch: its overall bar, and a row per article."""
+    view = progress.batch_view(batch_id, with_rows=False)
+    if view is None:
+        abort(404)
+    return render_template("batch.html", view=view, batch=view.batch,
+                           rows=progress.article_rows(batch_id),
+                           can_manage=batches.can_manage(current_user, view.batch))
+
+
+@bp.route("/batches/<int:batch_id>/progress")
+def batch_progress(batch_id: int):
+    """The polled progress of a batch, with only the article rows that changed."""
+    view = progress.batch_view(batch_id, _since(), with_rows=True)
+    if view is None:
+        abort(404)
+    html = render_template("_partials/_batch_progress.html", view=view, batch=view.batch,
+                           can_manage=batches.can_manage(current_user, view.batch), polled=True)
+    return html, (STOP_POLLING if view.is_final else 200)
+
+
+@bp.route("/batches/<int:batch_id>/cancel", methods=["POST"])
+def cancel_batch(batch_id: int):
+    """Cancel a whole batch."""
+    batch = db.get_or_404(Batch, batch_id)
+    try:
+        batches.cancel_batch(current_user, batch)
+    except NotAllowed as exc:
+        abort(403, str(exc))
+    db.session.expire_all()
+    if _is_htmx():
+        view = progress.batch_view(batch_id, with_rows=False)
+        return render_template("_partials/_batch_actions.html", batch=view.batch, can_manage=True)
+    flash("Cancelling the batch.", "info")
+    return redirect(url_for("web.batch_detail", batch_id=batch_id), code=303)
+
+
+@bp.route("/batches/<int:batch_id>/dispatch", methods=["POST"])
+def retry_dispatch(batch_id: int):
+    """Send a batch whose dispatch failed to the queue again."""
+    batch = db.get_or_404(Batch, batch_id)
+    try:
+        error = batches.redispatch(current_user, batch)
+    except NotAllowed as exc:
+        abort(403, str(exc))
+    flash(error or "The batch was sent to the queue.", "error" if error else "success")
+    return redirect(url_for("web.batch_detail", batch_id=batch_id), code=303)
+
+
+@bp.route("/articles/<int:article_id>/cancel", methods=["POST"])
+def cancel_article(article_id: int):
+    """Cancel one article."""
+    article = db.get_or_404(Article, article_id)
+    try:
+        batches.cancel_article(current_user, article)
+    except NotAllowed as exc:
+        abort(403, str(exc))
+    db.session.expire_all()
+    if _is_htmx():
+        row = progress.article_row(article_id)
+        return render_template("_partials/_article_row.html", row=row, can_manage=True,
+                               live_words={})
+    flash("Cancelling the article.", "info")
+    return redirect(url_for("web.batch_detail", batch_id=article.batch_id), code=303)
+
+
+@bp.route("/articles/<int:article_id>")
+def article_detail(article_id: int):
+    """One article, rendered from Markdown; live while it is being written."""
+    article = db.get_or_404(Article, article_id)
+    return render_template("article.html", live=progress.article_live(article),
+                           article=article, batch=article.batch)
+
+
+@bp.route("/articles/<int:article_id>/live")
+def article_live(article_id: int):
+    """The polled body of an article that is being written."""
+    article = db.get_or_404(Article, article_id)
+    html = render_template("_partials/_article_live.html", live=progress.article_live(article),
+                           article=article)
+    return html, (STOP_POLLING if article.is_final else 200)

@@ -1,0 +1,23 @@
+"""Celery wiring: tasks run inside an app context (Flask's documented pattern)."""
+from __future__ import annotations
+
+from celery import Celery, Task
+from flask import Flask
+
+
+def celery_init_app(app: Flask) -> Celery:
+    class FlaskTask(Task):
+        def __call__(self, *args, **kwargs):
+            with app.app_context():
+                return self.run(*args, **kwargs)
+
+    celery_app = Celery(app.name, task_cls=FlaskTask)
+    celery_app.config_from_object("celeryconfig")
+    # One Redis for broker and results, named by the app's REDIS_URL unless overridden.
+    celery_app.conf.broker_url = app.config.get("CELERY_BROKER_URL") or app.config["REDIS_URL"]
+    celery_app.conf.result_backend = (
+        app.config.get("CELERY_RESULT_BACKEND") or app.config["REDIS_URL"]
+    )
+    celery_app.set_default()
+    app.extensions["celery"] = celery_app
+    return celery_app

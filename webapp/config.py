@@ -1,0 +1,45 @@
+"""Settings read from the environment, with defaults that work on a fresh machine."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def _int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    return int(value) if value not in (None, "") else default
+
+
+def _float(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    return float(value) if value not in (None, "") else default
+
+
+def load_config(instance_path: str) -> dict:
+    """Build the Flask config mapping. Every key here is documented in README.md."""
+    default_db = "sqlite:///" + str(Path(instance_path) / "pressroom.sqlite3")
+    return {
+        "SECRET_KEY": os.environ.get("SECRET_KEY", "dev-only-insecure-key"),
+        "SQLALCHEMY_DATABASE_URI": os.environ.get("DATABASE_URL", default_db),
+        "REDIS_URL": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+        # The provider: with no key, the offline provider writes placeholders.
+        "OPENAI_API_KEY": os.environ.get("OPENAI_API_KEY", ""),
+        "OPENAI_BASE_URL": os.environ.get("OPENAI_BASE_URL", ""),
+        "OPENAI_MODEL": os.environ.get("OPENAI_MODEL", "gpt-4o-mini"),
+        "OPENAI_MODELS": os.environ.get("OPENAI_MODELS", ""),
+        "OPENAI_TIMEOUT": _float("OPENAI_TIMEOUT", 120.0),
+        "OPENAI_SDK_RETRIES": _int("OPENAI_SDK_RETRIES", 0),
+        "GENERATION_MAX_ATTEMPTS": _int("GENERATION_MAX_ATTEMPTS", 3),
+        "OFFLINE_DELAY": _float("OFFLINE_DELAY", 3.0),
+        "POLL_INTERVAL": _float("POLL_INTERVAL", 1.0),
+        "BATCHES_PER_PAGE": _int("BATCHES_PER_PAGE", 20),
+        "MAX_TITLES": 1000,
+        "MAX_TITLE_LENGTH": 300,
+        # How long a running article's claim lasts without renewal; a worker that dies
+        # stops renewing, so another delivery may take the article over.
+        "ARTICLE_LEASE_SECONDS": _int("ARTICLE_LEASE_SECONDS", 60),
+        "WTF_CSRF_TIME_LIMIT": None,
+        "SESSION_COOKIE_HTTPONLY": True,
+        "SESSION_COOKIE_SAMESITE": "Lax",
+        "MAX_CONTENT_LENGTH": _int("MAX_CONTENT_LENGTH", 4 * 1024 * 1024),
+    }

@@ -1,0 +1,23 @@
+"""Form classes. They carry CSRF and render fields; the checks live in services.validation."""
+from __future__ import annotations
+
+from flask_wtf import FlaskForm
+from wtforms import IntegerField, SelectField, StringField, TextAreaField
+
+from .services.validation import TONES
+
+
+class NewBatchForm(FlaskForm):
+    name = StringField("Name")
+    titles = TextAreaField("Titles, one per line")
+    model = StringField("Model")
+    target_words = IntegerField("Target length (words)", default=800)
+    tone = SelectField("Tone", choices=[(t, t.capitalize()) for t in TONES], default="neutral",
+                       validate_choice=False)
+    language = StringField("Language", default="English")
+    instructions = TextAreaField("Extra instructions (optional)")
+
+    def raw_data(self) -> dict:
+        """What the user typed, before any coercion, for the shared validator."""
+        return {name: (field.raw_data[0] if field.raw_data else "")
+                for name, field in self._fields.items() if name != "csrf_token"}

@@ -1,0 +1,126 @@
+"""Guarded state transitions of articles and batches.
+
+Every write is an `UPDATE ... WHERE status = ...` (and, for a running article, the claim
+token of the delivery that owns it), committed at once so that SQLite write locks are
+held for milliseconds. A transition that loses a race simply reports False.
+"""
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Optional
+
+from sqlalchemy import and_, func, or_, select, update
+
+from .extensions import db
+from .models import Article, ArticleStatus as A, Batch, BatchStatus as B, utcnow
+
+
+def _apply(stmt) -> bool:
+    result = db.session.execute(stmt, execution_options={"synchronize_session": False})
+    db.session.commit()
+    return result.rowcount == 1
+
+
+def claim(article_id: int, token: str, lease_seconds: int) -> bool:
+    """Take a queued article, or a running one whose owner stopped renewing its lease."""
+    now = utcnow()
+    ok = _apply(
+        update(Article)
+        .where(Article.id == article_id,
+               or_(Article.status == A.QUEUED,
+                   and_(Article.status == A.RUNNING, Article.lease_expires_at < now)))
+        .values(status=A.RUNNING, claim_token=token, attempts=Article.attempts + 1,
+                lease_expires_at=now + timedelta(seconds=lease_seconds),
+                started_at=func.coalesce(Article.started_at, now), note=None, error=None,
+                updated_at=now)
+    )
+    return ok
+
+
+def mark_batch_running(batch_id: int) -> None:
+    now = utcnow()
+    _apply(update(Batch).where(Batch.id == batch_id, Batch.status == B.QUEUED)
+           .values(status=B.RUNNING, started_at=now))
+
+
+def renew(article_id: int, token: str, lease_seconds: int) -> bool:
+    now = utcnow()
+    return _apply(update(Article)
+                  .where(Article.id == article_id, Article.claim_token == token,
+                         Article.status.in_(A.ACTIVE))
+                  .values(lease_expires_at=now + timedelta(seconds=lease_seconds)))
+
+
+def complete(article_id: int, token: str, *, body: str, words: int, prompt_tokens: int,
+             completion_tokens: int, finish_reason: Optional[str]) -> bool:
+    """Store the body; only the delivery holding the claim can, so there is one body."""
+    now = utcnow()
+    return _apply(update(Article)
+                  .where(Article.id == article_id, Article.claim_token == token,
+                         Article.status.in_(A.ACTIVE))
+                  .values(status=A.SUCCEEDED, body=body, words=words,
+                          prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                          finish_reason=finish_reason, finished_at=now, updated_at=now,
+                          lease_expires_at=None, note=None))
+
+
+def fail(article_id: int, token: Optional[str], error: str) -> bool:
+    now = utcnow()
+    guard = (Article.claim_token == token) if token else Article.status == A.QUEUED
+    return _apply(update(Article)
+                  .where(Article.id == article_id, guard,
+                         Article.status.in_((A.QUEUED,) + A.ACTIVE))
+                  .values(status=A.FAILED, error=error[:2000], finished_at=now,
+                          updated_at=now, lease_expires_at=None, note=None))
+
+
+def release_for_retry(article_id: int, token: str, note: str) -> bool:
+    """Give a running article back to the queue while a retry waits."""
+    now = utcnow()
+    return _apply(update(Article)
+                  .where(Article.id == article_id, Article.claim_token == token,
+                         Article.status == A.RUNNING)
+                  .values(status=A.QUEUED, claim_token=None, lease_expires_at=None,
+                          note=note[:300], words=0, updated_at=now))
+
+
+def mark_cancelled(article_id: int, token: Optional[str] = None) -> bool:
+    """Cancel an article that has not finished; with a token, only as its owner."""
+    now = utcnow()
+    if token:
+        guard = and_(Article.claim_token == token, Article.status.in_(A.ACTIVE))
+    else:
+        guard = Article.status.in_((A.QUEUED, A.CANCELLING))
+    return _apply(update(Article).where(Article.id == article_id, guard)
+                  .values(status=A.CANCELLED, finished_at=now, updated_at=now,
+                          lease_expires_at=None, note=None))
+
+
+def finalize_batch(batch_id: int) -> Optional[str]:
+    """Close the batch once no article is left unfinished; returns the final status."""
+    counts = dict(db.session.execute(
+        select(Article.status, func.count()).where(Article.batch_id == batch_id)
+        .group_by(Article.status)).all())
+    if any(counts.get(s) for s in (A.QUEUED, A.RUNNING, A.CANCELLING)):
+        return None
+    batch = db.session.get(Batch, batch_id)
+    if batch is None or batch.status in B.FINAL:
+        return None
+    if batch.cancel_requested_at is not None and counts.get(A.CANCELLED):
+        status = B.CANCELLED
+    elif counts.get(A.FAILED):
+        status = B.FAILED
+    elif counts.get(A.CANCELLED) and not counts.get(A.SUCCEEDED):
+        status = B.CANCELLED
+    else:
+        status = B.SUCCEEDED
+    sums = db.session.execute(
+        select(func.coalesce(func.sum(Article.prompt_tokens), 0),
+               func.coalesce(func.sum(Article.completion_tokens), 0))
+        .where(Article.batch_id == batch_id)).one()
+    now = utcnow()
+    ok = _apply(update(Batch).where(Batch.id == batch_id, Batch.status.not_in(B.FINAL))
+                .values(status=status, finished_at=now, prompt_tokens=sums[0],
+                        completion_tokens=sums[1],
+                        started_at=func.coalesce(Batch.started_at, now)))
+    return status if ok else None

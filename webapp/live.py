@@ -1,0 +1,102 @@
+"""Live state kept in Redis: cancel flags, text written so far, Celery progress keys.
+
+The database is the source of truth; everything here may vanish (a Redis restart, result
+expiry) and the pages must still tell the truth from the database alone.
+"""
+from __future__ import annotations
+
+import json
+from typing import Iterable, Optional
+
+import redis
+from flask import current_app
+
+FLAG_TTL = 24 * 3600
+TEXT_TTL = 3600
+# Celery's Redis result backend stores each task's state under this prefix.
+RESULT_PREFIX = "celery-task-meta-"
+
+
+def get_redis() -> redis.Redis:
+    """The app's Redis client; timeouts are short so a dead Redis fails a request fast."""
+    client = current_app.extensions.get("pressroom_redis")
+    if client is None:
+        client = redis.Redis.from_url(
+            current_app.config["REDIS_URL"],
+            socket_timeout=current_app.config.get("REDIS_SOCKET_TIMEOUT", 2.0),
+            socket_connect_timeout=current_app.config.get("REDIS_SOCKET_TIMEOUT", 2.0),
+            retry_on_timeout=False,
+            health_check_interval=30,
+        )
+        current_app.extensions["pressroom_redis"] = client
+    return client
+
+
+def batch_cancel_key(batch_id: int) -> str:
+    return f"pressroom:cancel:batch:{batch_id}"
+
+
+def article_cancel_key(article_id: int) -> str:
+    return f"pressroom:cancel:article:{article_id}"
+
+
+def text_key(article_id: int) -> str:
+    return f"pressroom:text:{article_id}"
+
+
+def result_key(task_id: str) -> str:
+    return RESULT_PREFIX + task_id
+
+
+def flag_batch_cancelled(client: redis.Redis, batch_id: int) -> None:
+    client.set(batch_cancel_key(batch_id), "1", ex=FLAG_TTL)
+
+
+def flag_articles_cancelled(client: redis.Redis, article_ids: Iterable[int]) -> None:
+    pipe = client.pipeline(transaction=False)
+    for article_id in article_ids:
+        pipe.set(article_cancel_key(article_id), "1", ex=FLAG_TTL)
+    pipe.execute()
+
+
+def cancel_requested(client: redis.Redis, batch_id: int, article_id: int) -> bool:
+    values = client.mget(batch_cancel_key(batch_id), article_cancel_key(article_id))
+    return any(values)
+
+
+def read_progress(client: redis.Redis, task_ids: list[str]) -> dict[str, dict]:
+    """Progress meta of many tasks in one round trip (an MGET of their result keys)."""
+    if not task_ids:
+        return {}
+    raw = client.mget([result_key(t) for t in task_ids])
+    out: dict[str, dict] = {}
+    for task_id, value in zip(task_ids, raw):
+        meta = _decode(value)
+        if meta is not None:
+            out[task_id] = meta
+    return out
+
+
+def read_article_live(client: redis.Redis, task_id: str, article_id: int) -> tuple[Optional[dict], str]:
+    """Progress meta and text so far of one article, in one round trip."""
+    meta_raw, text = client.mget(result_key(task_id), text_key(article_id))
+    return _decode(meta_raw), (text.decode("utf-8", "replace") if text else "")
+
+
+def _decode(value: Optional[bytes]) -> Optional[dict]:
+    if not value:
+        return None
+    try:
+        meta = json.loads(value)
+    except ValueError:
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
+def progress_words(meta: Optional[dict]) -> Optional[int]:
+    """Words written so far according to a PROGRESS meta, if there is one."""
+    if not meta or meta.get("status") != "PROGRESS":
+        return None
+    result = meta.get("result") or {}
+    words = result.get("words") if isinstance(result, dict) else None
+    return words if isinstance(words, int) else None

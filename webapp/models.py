@@ -1,0 +1,162 @@
+"""Typed SQLAlchemy 2 models: the database is the source of truth for every batch."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Optional
+
+from flask_login import UserMixin
+from sqlalchemy import ForeignKey, Index, String, Text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from .extensions import db
+
+
+def utcnow() -> datetime:
+    """Naive UTC: SQLite keeps no zone, so every timestamp is stored as naive UTC."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+class ArticleStatus:
+    QUEUED = "queued"
+    RUNNING = "running"
+    CANCELLING = "cancelling"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    ALL = (QUEUED, RUNNING, CANCELLING, SUCCEEDED, FAILED, CANCELLED)
+    FINAL = (SUCCEEDED, FAILED, CANCELLED)
+    ACTIVE = (RUNNING, CANCELLING)
+
+
+class BatchStatus:
+    QUEUED = "queued"
+    RUNNING = "running"
+    CANCELLING = "cancelling"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    FINAL = (SUCCEEDED, FAILED, CANCELLED)
+
+
+class Role:
+    ADMIN = "admin"
+    EDITOR = "editor"
+    VIEWER = "viewer"
+
+    ALL = (ADMIN, EDITOR, VIEWER)
+
+
+class User(UserMixin, db.Model):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(255), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(16), default=Role.EDITOR)
+    is_disabled: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    tokens: Mapped[list["ApiToken"]] = relationship(back_populates="user")
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == Role.ADMIN
+
+    @property
+    def is_active(self) -> bool:  # Flask-Login refuses inactive users
+        return not self.is_disabled
+
+
+class ApiToken(db.Model):
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    name: Mapped[str] = mapped_column(String(100), default="default")
+    # Only a SHA-256 of the token is kept; the token itself is shown once.
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[Optional[datetime]]
+    revoked_at: Mapped[Optional[datetime]]
+
+    user: Mapped[User] = relationship(back_populates="tokens")
+
+
+class Batch(db.Model):
+    __tablename__ = "batches"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16), default=BatchStatus.QUEUED)
+    provider: Mapped[str] = mapped_column(String(200))
+    model: Mapped[str] = mapped_column(String(100))
+    target_words: Mapped[int]
+    tone: Mapped[str] = mapped_column(String(50))
+    language: Mapped[str] = mapped_column(String(50))
+    instructions: Mapped[str] = mapped_column(Text, default="")
+    total: Mapped[int] = mapped_column(default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    started_at: Mapped[Optional[datetime]]
+    finished_at: Mapped[Optional[datetime]]
+    cancel_requested_at: Mapped[Optional[datetime]]
+    # Set once every task message reached the broker; NULL with dispatch_error set means
+    # the broker was unreachable and the batch waits to be dispatched again.
+    dispatched_at: Mapped[Optional[datetime]]
+    dispatch_error: Mapped[Optional[str]] = mapped_column(Text)
+    prompt_tokens: Mapped[int] = mapped_column(default=0)
+    completion_tokens: Mapped[int] = mapped_column(default=0)
+
+    user: Mapped[User] = relationship()
+    articles: Mapped[list["Article"]] = relationship(
+        back_populates="batch", order_by="Article.position"
+    )
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in BatchStatus.FINAL
+
+
+class Article(db.Model):
+    __tablename__ = "articles"
+    __table_args__ = (
+        Index("ix_articles_batch_status", "batch_id", "status"),
+        Index("ix_articles_batch_updated", "batch_id", "updated_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    batch_id: Mapped[int] = mapped_column(ForeignKey("batches.id"))
+    position: Mapped[int]
+    title: Mapped[str] = mapped_column(String(300))
+    status: Mapped[str] = mapped_column(String(16), default=ArticleStatus.QUEUED)
+    # Pre-assigned before commit so the Celery result key is known before dispatch.
+    task_id: Mapped[str] = mapped_column(String(36), unique=True)
+    body: Mapped[Optional[str]] = mapped_column(Text)
+    words: Mapped[int] = mapped_column(default=0)
+    error: Mapped[Optional[str]] = mapped_column(Text)
+    note: Mapped[Optional[str]] = mapped_column(String(300))
+    attempts: Mapped[int] = mapped_column(default=0)
+    # The delivery that owns a running article, and until when; see services/claims.
+    claim_token: Mapped[Optional[str]] = mapped_column(String(36))
+    lease_expires_at: Mapped[Optional[datetime]]
+    prompt_tokens: Mapped[int] = mapped_column(default=0)
+    completion_tokens: Mapped[int] = mapped_column(default=0)
+    finish_reason: Mapped[Optional[str]] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[Optional[datetime]]
+    finished_at: Mapped[Optional[datetime]]
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    batch: Mapped[Batch] = relationship(back_populates="articles")
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in ArticleStatus.FINAL
+
+    @property
+    def duration_s(self) -> Optional[float]:
+        if self.started_at and self.finished_at:
+            return (self.finished_at - self.started_at).total_seconds()
+        return None

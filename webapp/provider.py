@@ -1,0 +1,239 @@
+"""LLM providers: the official openai SDK, or an offline stand-in when no key is set.
+
+A provider turns a prompt into a stream of text deltas. Errors come out as ProviderError,
+already classified, so the task decides retry or fail in one place.
+"""
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Iterator, Optional
+from urllib.parse import urlparse
+
+import openai
+
+OFFLINE = "offline"
+
+
+@dataclass
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+@dataclass
+class Stream:
+    """Iterates text deltas; after the loop, finish_reason and usage are filled in."""
+
+    deltas: Iterator[str]
+    close: callable
+    finish_reason: Optional[str] = None
+    usage: Usage = field(default_factory=Usage)
+
+    def __iter__(self):
+        return self.deltas
+
+
+class ProviderError(Exception):
+    def __init__(self, message: str, *, retryable: bool, retry_after: Optional[float] = None,
+                 kind: str = "error"):
+        super().__init__(message)
+        self.message = message
+        self.retryable = retryable
+        self.retry_after = retry_after
+        self.kind = kind
+
+
+@dataclass
+class Prompt:
+    title: str
+    words: int
+    tone: str
+    language: str
+    instructions: str = ""
+
+    def messages(self) -> list[dict]:
+        system = (
+            "You are a staff writer for an editorial team. Write complete, factual, "
+            "well-structured articles in Markdown. Start with a level-one heading that is the title."
+        )
+        user = (
+            f"Title: {self.title}\n"
+            f"Length: about {self.words} words\n"
+            f"Tone: {self.tone}\n"
+            f"Language: {self.language}\n"
+        )
+        if self.instructions:
+            user += f"Extra instructions: {self.instructions}\n"
+        return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+    def max_tokens(self) -> int:
+        # Roughly 1.4 tokens a word in English, with room for headings.
+        return int(self.words * 2) + 200
+
+
+def provider_label(config) -> str:
+    """What the UI shows as the provider of a batch submitted now."""
+    if not config.get("OPENAI_API_KEY"):
+        return OFFLINE
+    base = config.get("OPENAI_BASE_URL")
+    if not base:
+        return "openai"
+    return f"openai-compatible ({urlparse(base).netloc or base})"
+
+
+def get_provider(config, label: str):
+    """The provider for a batch; the label was fixed when the batch was submitted."""
+    if label == OFFLINE:
+        return OfflineProvider(delay=config.get("OFFLINE_DELAY", 3.0))
+    if not config.get("OPENAI_API_KEY"):
+        raise ProviderError(
+            "This batch was submitted for an OpenAI provider, but OPENAI_API_KEY is not set "
+            "on the worker.", retryable=False, kind="config")
+    return OpenAIProvider(config)
+
+
+_clients: dict[tuple, openai.OpenAI] = {}
+
+
+class OpenAIProvider:
+    def __init__(self, config):
+        key = (config["OPENAI_API_KEY"], config.get("OPENAI_BASE_URL") or None,
+               config.get("OPENAI_TIMEOUT", 120.0), config.get("OPENAI_SDK_RETRIES", 0))
+        client = _clients.get(key)
+        if client is None:
+            # The SDK's own retries stay at 0 by default: the task retries with backoff, and
+            # two layers of retries would multiply the requests sent.
+            client = openai.OpenAI(api_key=key[0], base_url=key[1], timeout=key[2],
+                                   max_retries=key[3])
+            _clients[key] = client
+        self.client = client
+
+    def stream(self, prompt: Prompt, model: str) -> Stream:
+        try:
+            response = self.client.chat.completions.create(
+                model=model,
+                messages=prompt.messages(),
+                max_tokens=prompt.max_tokens(),
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+        except openai.APIError as exc:
+            raise classify(exc) from exc
+        result = Stream(deltas=iter(()), close=response.close)
+
+        def deltas():
+            try:
+                for chunk in response:
+                    if chunk.usage is not None:
+                        result.usage = Usage(chunk.usage.prompt_tokens or 0,
+                                             chunk.usage.completion_tokens or 0)
+                    for choice in chunk.choices:
+                        if choice.finish_reason:
+                            result.finish_reason = choice.finish_reason
+                        text = choice.delta.content if choice.delta else None
+                        if text:
+                            yield text
+            except openai.APIError as exc:
+                raise classify(exc) from exc
+            except Exception as exc:  # a cut connection surfaces as a transport error
+                raise ProviderError(f"The connection to the provider was lost mid-answer ({type(exc).__name__}).",
+                                    retryable=True, kind="stream_cut") from exc
+
+        result.deltas = deltas()
+        return result
+
+
+def _retry_after(exc: openai.APIStatusError) -> Optional[float]:
+    headers = exc.response.headers if exc.response is not None else {}
+    try:
+        if headers.get("retry-after-ms"):
+            return float(headers["retry-after-ms"]) / 1000.0
+        if headers.get("retry-after"):
+            return float(headers["retry-after"])
+    except ValueError:
+        return None
+    return None
+
+
+def _code(exc: openai.APIStatusError) -> str:
+    body = exc.body if isinstance(exc.body, dict) else {}
+    err = body.get("error", body) if isinstance(body, dict) else {}
+    if not isinstance(err, dict):
+        return ""
+    return str(err.get("code") or err.get("type") or "")
+
+
+def classify(exc: Exception) -> ProviderError:
+    """One place that decides what every provider failure means."""
+    if isinstance(exc, openai.APITimeoutError):
+        return ProviderError("The provider did not answer in time.", retryable=True, kind="timeout")
+    if isinstance(exc, openai.APIConnectionError):
+        return ProviderError("Could not connect to the provider.", retryable=True, kind="connection")
+    if isinstance(exc, openai.APIStatusError):
+        status, code = exc.status_code, _code(exc)
+        if status == 429 and code == "insufficient_quota":
+            return ProviderError("The provider account has run out of quota or credit.",
+                                 retryable=False, kind="quota")
+        if status == 429:
+            return ProviderError("Rate limited by the provider.", retryable=True,
+                                 retry_after=_retry_after(exc), kind="rate_limit")
+        if status in (408, 409) or status >= 500:
+            return ProviderError(f"The provider had a temporary error (HTTP {status}).",
+                                 retryable=True, retry_after=_retry_after(exc), kind="server")
+        if status == 401:
+            return ProviderError("The API key was rejected by the provider (HTTP 401). "
+                                 "Check OPENAI_API_KEY.", retryable=False, kind="auth")
+        if status == 403:
+            return ProviderError("The provider refused access (HTTP 403).", retryable=False,
+                                 kind="auth")
+        if status == 404:
+            return ProviderError("The provider does not know this model (HTTP 404).",
+                                 retryable=False, kind="model")
+        return ProviderError(f"The provider rejected the request (HTTP {status}): {exc.message}",
+                             retryable=False, kind="rejected")
+    return ProviderError(f"Unexpected provider error: {exc}", retryable=False)
+
+
+class OfflineProvider:
+    """Writes clearly labelled placeholder articles, with a realistic delay, for free."""
+
+    def __init__(self, delay: float = 3.0, chunks: int = 12):
+        self.delay = max(0.0, float(delay))
+        self.chunks = chunks
+
+    def stream(self, prompt: Prompt, model: str) -> Stream:
+        words = _placeholder_words(prompt)
+        per_chunk = max(1, -(-len(words) // self.chunks))
+        pieces = [words[i:i + per_chunk] for i in range(0, len(words), per_chunk)]
+        stopped = []
+        result = Stream(deltas=iter(()), close=lambda: stopped.append(True))
+        pause = self.delay / max(1, len(pieces))
+
+        def deltas():
+            header = (f"# {prompt.title}\n\n> **Offline placeholder.** Pressroom wrote this without "
+                      f"an LLM because no OPENAI_API_KEY is set.\n\n")
+            yield header
+            for piece in pieces:
+                if stopped:
+                    return
+                if pause:
+                    time.sleep(pause)
+                yield " ".join(piece) + " "
+            result.finish_reason = "stop"
+            result.usage = Usage(sum(len(m["content"].split()) for m in prompt.messages()),
+                                 len(words))
+
+        result.deltas = deltas()
+        return result
+
+
+_FILLER = ("editors readers story draft source context detail example evidence point "
+           "summary angle headline paragraph outline research quote background theme").split()
+
+
+def _placeholder_words(prompt: Prompt) -> list[str]:
+    rng = random.Random(prompt.title)
+    count = max(20, min(prompt.words, 400))
+    return [rng.choice(_FILLER) for _ in range(count)]

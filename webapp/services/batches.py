@@ -1,0 +1,204 @@
+"""Submitting, dispatching and cancelling batches."""
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Optional
+
+import redis
+from flask import current_app
+from sqlalchemy import func, insert, select, update
+
+from .. import lifecycle, live
+from ..extensions import db
+from ..models import Article, ArticleStatus as A, Batch, BatchStatus as B, Role, User, utcnow
+from ..provider import provider_label
+from ..tasks import generate_article
+from .validation import BatchInput, Errors, validate_batch
+
+log = logging.getLogger(__name__)
+
+
+class NotAllowed(Exception):
+    """The user may see this but not change it."""
+
+
+@dataclass
+class Submission:
+    batch: Optional[Batch]
+    errors: Errors
+    dispatch_error: Optional[str] = None
+
+
+def allowed_models() -> list[str]:
+    raw = current_app.config.get("OPENAI_MODELS") or ""
+    return [m.strip() for m in raw.split(",") if m.strip()]
+
+
+def current_provider() -> str:
+    """The provider a batch submitted now would use (shown on the form)."""
+    return provider_label(current_app.config)
+
+
+def validate(data: dict):
+    cfg = current_app.config
+    return validate_batch(data, default_model=cfg["OPENAI_MODEL"], allowed_models=allowed_models(),
+                          max_titles=cfg["MAX_TITLES"], max_title_length=cfg["MAX_TITLE_LENGTH"])
+
+
+def submit(user: User, data: dict) -> Submission:
+    """Validate, store the batch and its articles in one transaction, then dispatch."""
+    if user.role == Role.VIEWER:
+        raise NotAllowed("Viewers cannot submit batches.")
+    clean, errors = validate(data)
+    if clean is None:
+        return Submission(None, errors)
+    batch = _create(user, clean)
+    dispatch_error = dispatch(batch.id)
+    return Submission(batch, errors, dispatch_error)
+
+
+def _create(user: User, clean: BatchInput) -> Batch:
+    now = utcnow()
+    batch = Batch(user_id=user.id, name=clean.name, provider=provider_label(current_app.config),
+                  model=clean.model, target_words=clean.target_words, tone=clean.tone,
+                  language=clean.language, instructions=clean.instructions,
+                  total=len(clean.titles), status=B.QUEUED, created_at=now)
+    db.session.add(batch)
+    db.session.flush()
+    # One multi-row INSERT; each article gets its Celery task id before it is enqueued.
+    db.session.execute(insert(Article), [
+        {"batch_id": batch.id, "position": i, "title": title, "status": A.QUEUED,
+         "task_id": str(uuid.uuid4()), "created_at": now, "updated_at": now}
+        for i, title in enumerate(clean.titles, 1)
+    ])
+    db.session.commit()
+    return batch
+
+
+def dispatch(batch_id: int) -> Optional[str]:
+    """Enqueue the batch's queued articles, only after the commit; returns an error or None.
+
+    Sending an article twice is harmless (the task claims it first), so a batch whose
+    dispatch broke half-way is simply dispatched again in full.
+    """
+    rows = db.session.execute(
+        select(Article.id, Article.task_id)
+        .where(Article.batch_id == batch_id, Article.status == A.QUEUED)
+        .order_by(Article.position)).all()
+    db.session.rollback()
+    celery = current_app.extensions["celery"]
+    try:
+        with celery.producer_or_acquire() as producer:
+            for article_id, task_id in rows:
+                generate_article.apply_async((article_id,), task_id=task_id,
+                                             queue="generation", producer=producer)
+    except Exception as exc:  # kombu raises several types for an unreachable broker
+        log.warning("dispatch of batch %s failed: %s", batch_id, exc)
+        message = ("The task queue (Redis) is unreachable, so generation has not started. "
+                   "The batch is saved; it will be sent when the queue is back, or use "
+                   "“Retry dispatch”.")
+        _set(batch_id, dispatch_error=message, dispatched_at=None)
+        return message
+    _set(batch_id, dispatch_error=None, dispatched_at=utcnow())
+    return None
+
+
+def _set(batch_id: int, **values) -> None:
+    db.session.execute(update(Batch).where(Batch.id == batch_id).values(**values))
+    db.session.commit()
+
+
+def redispatch(user: User, batch: Batch) -> Optional[str]:
+    """Send a batch's queued articles again (after the queue was unreachable)."""
+    if not can_manage(user, batch):
+        raise NotAllowed("Only the batch's author or an admin can dispatch it.")
+    if batch.is_final:
+        return "This batch has already finished."
+    return dispatch(batch.id)
+
+
+def can_manage(user: User, batch: Batch) -> bool:
+    return user.role == Role.ADMIN or (user.role == Role.EDITOR and batch.user_id == user.id)
+
+
+def cancel_batch(user: User, batch: Batch) -> None:
+    """Stop a batch: queued articles never start, running ones stop within a second."""
+    if not can_manage(user, batch):
+        raise NotAllowed("Only the batch's author or an admin can cancel it.")
+    if batch.is_final:
+        return
+    now = utcnow()
+    # The flag goes first: a task that claims an article after this looks at it before
+    # sending anything to the provider.
+    _flag(lambda client: live.flag_batch_cancelled(client, batch.id))
+    db.session.execute(update(Batch).where(Batch.id == batch.id, Batch.status.not_in(B.FINAL))
+                       .values(cancel_requested_at=now, status=B.CANCELLING))
+    queued_ids = db.session.scalars(
+        select(Article.task_id).where(Article.batch_id == batch.id, Article.status == A.QUEUED)
+    ).all()
+    db.session.execute(update(Article)
+                       .where(Article.batch_id == batch.id, Article.status == A.QUEUED)
+                       .values(status=A.CANCELLED, finished_at=now, updated_at=now, note=None))
+    # A running article whose lease has lapsed has no live worker to stop it.
+    db.session.execute(update(Article)
+                       .where(Article.batch_id == batch.id, Article.status == A.RUNNING,
+                              Article.lease_expires_at < now)
+                       .values(status=A.CANCELLED, finished_at=now, updated_at=now))
+    db.session.execute(update(Article)
+                       .where(Article.batch_id == batch.id, Article.status == A.RUNNING)
+                       .values(status=A.CANCELLING, updated_at=now))
+    db.session.commit()
+    _revoke(queued_ids)
+    lifecycle.finalize_batch(batch.id)
+
+
+def cancel_article(user: User, article: Article) -> None:
+    batch = article.batch
+    if not can_manage(user, batch):
+        raise NotAllowed("Only the batch's author or an admin can cancel its articles.")
+    if article.is_final:
+        return
+    now = utcnow()
+    _flag(lambda client: live.flag_articles_cancelled(client, [article.id]))
+    if article.status == A.QUEUED:
+        lifecycle.mark_cancelled(article.id)
+        _revoke([article.task_id])
+    else:
+        db.session.execute(update(Article)
+                           .where(Article.id == article.id, Article.status == A.RUNNING)
+                           .values(status=A.CANCELLING, updated_at=now))
+        db.session.commit()
+    lifecycle.finalize_batch(batch.id)
+
+
+def _flag(write) -> None:
+    """Set a cancel flag; with Redis down the database status still stops the work
+    (a task sees it when it starts or renews its lease), only more slowly."""
+    try:
+        write(live.get_redis())
+    except redis.RedisError as exc:
+        log.warning("could not set a cancel flag in Redis: %s", exc)
+
+
+def _revoke(task_ids: list[str]) -> None:
+    """A courtesy to workers: the task checks the database and the flag anyway."""
+    if not task_ids:
+        return
+    try:
+        current_app.extensions["celery"].control.revoke(task_ids)
+    except Exception as exc:
+        log.info("revoke failed (harmless, tasks check the cancel flag): %s", exc)
+
+
+def page_of_batches(page: int, per_page: int):
+    """Newest first, with done counts per batch in the same query."""
+    done = (select(func.count()).where(Article.batch_id == Batch.id,
+                                       Article.status.in_(A.FINAL))
+            .correlate(Batch).scalar_subquery())
+    total = db.session.scalar(select(func.count()).select_from(Batch))
+    rows = db.session.execute(
+        select(Batch, done).order_by(Batch.created_at.desc(), Batch.id.desc())
+        .limit(per_page).offset((page - 1) * per_page)).all()
+    return rows, total

@@ -1,0 +1,158 @@
+"""What a progress poll shows: durable state from the database, live state from Redis.
+
+A poll of a batch costs two SQL statements (the batch with its counts, then the rows that
+changed) and at most one Redis round trip (an MGET of the running articles' result keys),
+whatever the size of the batch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Optional
+
+import redis
+from sqlalchemy import func, or_, select
+
+from .. import live
+from ..extensions import db
+from ..models import Article, ArticleStatus as A, Batch, BatchStatus as B, utcnow
+
+# Rows changed this long before the previous poll are sent again, so that a write that
+# committed a little after its timestamp (or on a machine whose clock runs behind) is
+# never missed.
+OVERLAP = timedelta(seconds=2)
+
+
+@dataclass
+class Counts:
+    by_status: dict[str, int]
+    total: int
+
+    @property
+    def done(self) -> int:
+        return sum(self.by_status.get(s, 0) for s in A.FINAL)
+
+    def get(self, status: str) -> int:
+        return self.by_status.get(status, 0)
+
+
+@dataclass
+class BatchView:
+    batch: Batch
+    counts: Counts
+    percent: int
+    elapsed_s: Optional[float]
+    eta_s: Optional[float]
+    rendered_at: str
+    changed_rows: list = field(default_factory=list)
+    live_words: dict[int, int] = field(default_factory=dict)
+    live_error: bool = False
+    changed_ids: set[int] = field(default_factory=set)
+
+    @property
+    def is_final(self) -> bool:
+        return self.batch.status in B.FINAL
+
+
+def _count_columns():
+    return [select(func.count()).where(Article.batch_id == Batch.id, Article.status == s)
+            .correlate(Batch).scalar_subquery().label(s) for s in A.ALL]
+
+
+def load_batch_with_counts(batch_id: int) -> Optional[tuple[Batch, Counts]]:
+    """The batch and its article counts by status, in one statement."""
+    row = db.session.execute(select(Batch, *_count_columns()).where(Batch.id == batch_id)).first()
+    if row is None:
+        return None
+    batch = row[0]
+    by_status = {s: row[i + 1] for i, s in enumerate(A.ALL)}
+    return batch, Counts(by_status, batch.total)
+
+
+def percent_done(batch: Batch, counts: Counts) -> int:
+    """Failed and cancelled articles count as finished; 100 only once the batch is final."""
+    if not counts.total:
+        return 100 if batch.status in B.FINAL else 0
+    pct = counts.done * 100 // counts.total
+    if batch.status not in B.FINAL:
+        pct = min(pct, 99)
+    return pct
+
+
+def timings(batch: Batch, counts: Counts, now: datetime) -> tuple[Optional[float], Optional[float]]:
+    start = batch.started_at or batch.created_at
+    end = batch.finished_at or now
+    elapsed = max(0.0, (end - start).total_seconds())
+    eta = None
+    if batch.status not in B.FINAL and counts.done and batch.started_at:
+        eta = elapsed / counts.done * (counts.total - counts.done)
+    return elapsed, eta
+
+
+def batch_view(batch_id: int, since: Optional[datetime] = None, *, with_rows: bool) -> Optional[BatchView]:
+    loaded = load_batch_with_counts(batch_id)
+    if loaded is None:
+        return None
+    batch, counts = loaded
+    now = utcnow()
+    elapsed, eta = timings(batch, counts, now)
+    view = BatchView(batch, counts, percent_done(batch, counts), elapsed, eta,
+                     rendered_at=now.isoformat())
+    if not with_rows:
+        return view
+    cond = Article.status.in_(A.ACTIVE)
+    if since is not None:
+        cond = or_(cond, Article.updated_at >= since - OVERLAP)
+    rows = db.session.execute(
+        select(*_ROW_COLUMNS).where(Article.batch_id == batch_id, cond)
+        .order_by(Article.position)).all()
+    # Rows whose status changed are rendered whole; rows still running only get their
+    # word count updated, so their cancel button is never swapped away under the pointer.
+    view.changed_rows = [r for r in rows if since is None or r.updated_at >= since - OVERLAP]
+    view.changed_ids = {r.id for r in view.changed_rows}
+    running = [r for r in rows if r.status in A.ACTIVE]
+    if running and batch.status not in B.FINAL:
+        try:
+            metas = live.read_progress(live.get_redis(), [r.task_id for r in running])
+        except redis.RedisError:
+            view.live_error = True
+            return view
+        for r in running:
+            words = live.progress_words(metas.get(r.task_id))
+            if words is not None:
+                view.live_words[r.id] = words
+    return view
+
+
+_ROW_COLUMNS = (Article.id, Article.position, Article.title, Article.status, Article.words,
+                Article.note, Article.error, Article.task_id, Article.updated_at)
+
+
+def article_rows(batch_id: int):
+    """Every row of a batch, for the full page (not polled)."""
+    return db.session.execute(select(*_ROW_COLUMNS).where(Article.batch_id == batch_id)
+                              .order_by(Article.position)).all()
+
+
+def article_row(article_id: int):
+    return db.session.execute(select(*_ROW_COLUMNS).where(Article.id == article_id)).one()
+
+
+@dataclass
+class ArticleLive:
+    article: Article
+    text_so_far: str
+    words_so_far: Optional[int]
+    live_error: bool = False
+
+
+def article_live(article: Article) -> ArticleLive:
+    """An article and, while it is being written, the text so far (one Redis round trip)."""
+    if article.status not in A.ACTIVE:
+        return ArticleLive(article, "", None)
+    try:
+        meta, text = live.read_article_live(live.get_redis(), article.task_id, article.id)
+    except redis.RedisError:
+        return ArticleLive(article, "", None, live_error=True)
+    words = live.progress_words(meta)
+    return ArticleLive(article, text, words if words is not None else len(text.split()))
