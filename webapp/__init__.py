@@ -11,7 +11,7 @@ from werkzeug.exceptions import HTTPException
 from .config import load_config
 from .extensions import csrf, db, login_manager, migrate
 
-INSECURE_KEYS = {"", "dev-only-insecure-key", "change-me", "secret"}
+INSECURE_KEYS = {"", "dev", "change-me", "changeme", "secret", "secret-key"}
 
 
 def create_app(test_config: dict | None = None) -> Flask:
@@ -39,9 +39,11 @@ def create_app(test_config: dict | None = None) -> Flask:
 
 def check_settings(app: Flask) -> None:
     """Refuse to start with settings that are unsafe in production, saying why."""
-    if os.environ.get("PRESSROOM_ENV") == "production" and app.config["SECRET_KEY"] in INSECURE_KEYS:
-        raise RuntimeError("SECRET_KEY is missing or a known default; set a long random "
-                           "SECRET_KEY before starting Pressroom in production.")
+    if os.environ.get("PRESSROOM_ENV") == "production":
+        key = os.environ.get("SECRET_KEY", "")
+        if key in INSECURE_KEYS or len(key) < 32:
+            raise RuntimeError("PRESSROOM_ENV=production needs SECRET_KEY set to a random value "
+                               "of at least 32 characters (it is missing, short or a known default).")
     uri = app.config["SQLALCHEMY_DATABASE_URI"]
     options = app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {})
     if uri.startswith("sqlite"):
@@ -93,8 +95,9 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
 
 
 def register_blueprints(app: Flask) -> None:
-    from .blueprints import api, auth, web
+    from .blueprints import api, auth, ops, web
 
+    app.register_blueprint(ops.bp)
     app.register_blueprint(auth.bp)
     app.register_blueprint(web.bp)
     app.register_blueprint(api.bp)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 
 
@@ -15,11 +16,32 @@ def _float(name: str, default: float) -> float:
     return float(value) if value not in (None, "") else default
 
 
+def _secret_key(instance_path: str) -> str:
+    """SECRET_KEY from the environment, else a random key kept in instance/ (made once).
+
+    A key in a file survives restarts, so sessions do too; production sets SECRET_KEY.
+    """
+    if os.environ.get("SECRET_KEY"):
+        return os.environ["SECRET_KEY"]
+    path = Path(instance_path) / "secret_key"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_urlsafe(48)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(key)
+        return key
+    except OSError:
+        return ""
+
+
 def load_config(instance_path: str) -> dict:
     """Build the Flask config mapping. Every key here is documented in README.md."""
     default_db = "sqlite:///" + str(Path(instance_path) / "pressroom.sqlite3")
     return {
-        "SECRET_KEY": os.environ.get("SECRET_KEY", "dev-only-insecure-key"),
+        "SECRET_KEY": _secret_key(instance_path),
         "SQLALCHEMY_DATABASE_URI": os.environ.get("DATABASE_URL", default_db),
         "REDIS_URL": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
         # The provider: with no key, the offline provider writes placeholders.
@@ -30,6 +52,8 @@ def load_config(instance_path: str) -> dict:
         "OPENAI_TIMEOUT": _float("OPENAI_TIMEOUT", 120.0),
         "OPENAI_SDK_RETRIES": _int("OPENAI_SDK_RETRIES", 0),
         "GENERATION_MAX_ATTEMPTS": _int("GENERATION_MAX_ATTEMPTS", 3),
+        "GENERATION_RETRY_BASE": _float("GENERATION_RETRY_BASE", 2.0),
+        "REDIS_SOCKET_TIMEOUT": _float("REDIS_SOCKET_TIMEOUT", 2.0),
         "OFFLINE_DELAY": _float("OFFLINE_DELAY", 3.0),
         "POLL_INTERVAL": _float("POLL_INTERVAL", 1.0),
         "BATCHES_PER_PAGE": _int("BATCHES_PER_PAGE", 20),
