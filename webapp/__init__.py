@@ -9,7 +9,7 @@ from sqlalchemy import event
 from werkzeug.exceptions import HTTPException
 
 from .config import load_config
-from .extensions import csrf, db, login_manager, migrate
+from .extensions import csrf, db, limiter, login_manager, migrate
 
 INSECURE_KEYS = {"", "dev", "change-me", "changeme", "secret", "secret-key"}
 
@@ -24,6 +24,11 @@ def create_app(test_config: dict | None = None) -> Flask:
         app.config.from_mapping(test_config)
     os.makedirs(app.instance_path, exist_ok=True)
     check_settings(app)
+
+    if app.config["PROXY_FIX_HOPS"]:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+        hops = app.config["PROXY_FIX_HOPS"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
 
     register_extensions(app)
     register_blueprints(app)
@@ -67,9 +72,22 @@ def register_extensions(app: Flask) -> None:
     from .models import User
 
     @login_manager.user_loader
-    def load_user(user_id: str):
+    def load_user(session_id: str):
+        user_id, _, fingerprint = session_id.partition(".")
         user = db.session.get(User, int(user_id)) if user_id.isdigit() else None
-        return user if user is not None and not user.is_disabled else None
+        if user is None or user.is_disabled or fingerprint != user.session_fingerprint():
+            return None  # disabled, or the password changed: the session is over
+        return user
+
+    # Sign-in attempts are counted in Redis, so the limit holds across every web process.
+    app.config.setdefault("RATELIMIT_STORAGE_URI", app.config["REDIS_URL"])
+    app.config.setdefault("RATELIMIT_STORAGE_OPTIONS", {
+        "socket_timeout": app.config["REDIS_SOCKET_TIMEOUT"],
+        "socket_connect_timeout": app.config["REDIS_SOCKET_TIMEOUT"]})
+    app.config.setdefault("RATELIMIT_KEY_PREFIX", "pressroom-limits")
+    # With Redis down, sign-in still works (unlimited) rather than locking everyone out.
+    app.config.setdefault("RATELIMIT_SWALLOW_ERRORS", True)
+    limiter.init_app(app)
 
     @login_manager.unauthorized_handler
     def unauthorized():
@@ -95,10 +113,12 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
 
 
 def register_blueprints(app: Flask) -> None:
-    from .blueprints import api, auth, ops, web
+    from .blueprints import account, admin, api, auth, ops, web
 
     app.register_blueprint(ops.bp)
     app.register_blueprint(auth.bp)
+    app.register_blueprint(account.bp)
+    app.register_blueprint(admin.bp)
     app.register_blueprint(web.bp)
     app.register_blueprint(api.bp)
     csrf.exempt(api.bp)  # bearer tokens, never cookies: no cross-site forgery possible
@@ -120,14 +140,16 @@ def register_errorhandlers(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
         code = exc.code or 500
-        message = exc.description if code in (403, 413) and exc.description else {
+        custom = exc.description and exc.description != type(exc).description
+        limit_mb = (app.config.get("MAX_CONTENT_LENGTH") or 0) / (1024 * 1024)
+        message = exc.description if custom else {
             400: "The request could not be understood.",
             403: "You do not have permission to do that.",
             404: "There is nothing here.",
             405: "That action is not allowed here.",
-            413: "The request is too large.",
+            413: f"The request is too large: the limit is {limit_mb:g} MB.",
             429: "Too many requests; wait a moment and try again.",
-        }.get(code, exc.description or "Something went wrong.")
+        }.get(code, "Something went wrong.")
         if wants_json():
             return error_response(code, exc.name.lower().replace(" ", "_"), message)
         return render_template("error.html", code=code, message=message), code
@@ -152,6 +174,16 @@ def register_headers(app: Flask) -> None:
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "same-origin")
         response.headers.setdefault("X-Frame-Options", "DENY")
+        if request.is_secure:
+            # Served over HTTPS (directly or behind a trusted proxy): cookies never travel
+            # in clear afterwards.
+            cookies = response.headers.getlist("Set-Cookie")
+            if cookies:
+                response.headers.remove("Set-Cookie")
+                for cookie in cookies:
+                    if "; secure" not in cookie.lower():
+                        cookie += "; Secure"
+                    response.headers.add("Set-Cookie", cookie)
         return response
 
 
@@ -165,6 +197,7 @@ def register_template_helpers(app: Flask) -> None:
 
     app.jinja_env.filters["markdown"] = render_markdown
     app.jinja_env.filters["duration"] = _duration
+    app.jinja_env.filters["dict_without_page"] = lambda d: {k: v for k, v in d.items() if k != "page"}
     app.jinja_env.globals["poll_interval"] = lambda: app.config["POLL_INTERVAL"]
 
 

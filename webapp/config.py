@@ -63,6 +63,13 @@ def load_config(instance_path: str) -> dict:
         # stops renewing, so another delivery may take the article over.
         "ARTICLE_LEASE_SECONDS": _int("ARTICLE_LEASE_SECONDS", 60),
         "WTF_CSRF_TIME_LIMIT": None,
+        # Failed sign-ins allowed per client address and per account (Flask-Limiter syntax).
+        "LOGIN_LIMIT_IP": os.environ.get("LOGIN_LIMIT_IP", "20 per 10 minutes"),
+        "LOGIN_LIMIT_ACCOUNT": os.environ.get("LOGIN_LIMIT_ACCOUNT", "5 per 10 minutes"),
+        # Number of reverse proxies in front of the app whose X-Forwarded-* to trust.
+        "PROXY_FIX_HOPS": _int("PROXY_FIX_HOPS", 0),
+        "REMEMBER_COOKIE_HTTPONLY": True,
+        "REMEMBER_COOKIE_SAMESITE": "Lax",
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
         "MAX_CONTENT_LENGTH": _int("MAX_CONTENT_LENGTH", 4 * 1024 * 1024),

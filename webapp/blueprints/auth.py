@@ -3,15 +3,19 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from flask import Blueprint, flash, redirect, render_template, request, session, url_for
+from flask import (Blueprint, current_app, flash, redirect, render_template, request, session,
+                   url_for)
 from flask_login import current_user, login_required, login_user, logout_user
 from flask_wtf import FlaskForm
 from wtforms import BooleanField, EmailField, PasswordField
 from wtforms.validators import DataRequired, Length
 
-from ..services import users
+from ..extensions import limiter
+from ..services import audit, users
 
 bp = Blueprint("auth", __name__)
+
+FAILED = 401
 
 
 class LoginForm(FlaskForm):
@@ -26,12 +30,27 @@ def safe_next(target: str | None) -> str:
     if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
         return fallback
     parts = urlsplit(target)
-    if parts.scheme or parts.netloc or any(ord(c) < 32 for c in target):
+    if parts.scheme or parts.netloc or any(ord(c) < 32 or c.isspace() for c in target):
         return fallback
     return target
 
 
+def _account_key() -> str:
+    return "login-account:" + (request.form.get("email") or "").strip().lower()[:255]
+
+
+def _failed(response) -> bool:
+    return response.status_code == FAILED
+
+
+_TOO_MANY = "Too many failed sign-ins. Wait a few minutes before trying again."
+
+
 @bp.route("/login", methods=["GET", "POST"])
+@limiter.limit(lambda: current_app.config["LOGIN_LIMIT_IP"], methods=["POST"],
+               deduct_when=_failed, error_message=_TOO_MANY)
+@limiter.limit(lambda: current_app.config["LOGIN_LIMIT_ACCOUNT"], methods=["POST"],
+               key_func=_account_key, deduct_when=_failed, error_message=_TOO_MANY)
 def login():
     """Show the sign-in form and sign a user in."""
     if current_user.is_authenticated:
@@ -41,19 +60,24 @@ def login():
     if form.validate_on_submit():
         user = users.authenticate(form.email.data, form.password.data)
         if user is None:
+            # One message for an unknown email and a wrong password.
             error = "Wrong email or password."
+            audit.record("sign_in_failed", actor=(form.email.data or "").strip().lower()[:255])
         else:
             session.clear()  # a fresh session at sign-in: no fixation
             login_user(user, remember=form.remember.data)
+            audit.record("sign_in", user=user)
             return redirect(safe_next(request.args.get("next")), code=303)
-    status = 401 if error else 200
-    return render_template("login.html", form=form, error=error), status
+    elif request.method == "POST":
+        error = "Enter your email and password."
+    return render_template("login.html", form=form, error=error), (FAILED if error else 200)
 
 
 @bp.route("/logout", methods=["POST"])
 @login_required
 def logout():
     """Sign out and forget the session."""
+    audit.record("sign_out")
     logout_user()
     session.clear()
     flash("You are signed out.", "info")

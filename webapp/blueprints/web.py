@@ -9,9 +9,10 @@ from flask_login import current_user, login_required
 
 from ..extensions import db
 from ..forms import NewBatchForm
-from ..models import Article, Batch
+from ..models import Article, Batch, Role
 from ..services import batches, progress
 from ..services.batches import NotAllowed
+from .access import roles_required
 
 bp = Blueprint("web", __name__)
 
@@ -60,6 +61,7 @@ def batch_table():
 
 
 @bp.route("/batches/new", methods=["GET", "POST"])
+@roles_required(Role.ADMIN, Role.EDITOR)
 def new_batch():
     """The new-batch form; a valid post stores the batch and starts it."""
     form = NewBatchForm()

@@ -15,6 +15,7 @@ from ..extensions import db
 from ..models import Article, ArticleStatus as A, Batch, BatchStatus as B, Role, User, utcnow
 from ..provider import provider_label
 from ..tasks import generate_article
+from . import audit
 from .validation import BatchInput, Errors, validate_batch
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,8 @@ def submit(user: User, data: dict) -> Submission:
     if clean is None:
         return Submission(None, errors)
     batch = _create(user, clean)
+    audit.record("batch_submitted", user=user, target=f"batch:{batch.id}",
+                 detail=f"{batch.name} ({batch.total} articles, {batch.provider}, {batch.model})")
     dispatch_error = dispatch(batch.id)
     return Submission(batch, errors, dispatch_error)
 
@@ -116,6 +119,7 @@ def redispatch(user: User, batch: Batch) -> Optional[str]:
         raise NotAllowed("Only the batch's author or an admin can dispatch it.")
     if batch.is_final:
         return "This batch has already finished."
+    audit.record("batch_dispatched", user=user, target=f"batch:{batch.id}")
     return dispatch(batch.id)
 
 
@@ -149,6 +153,8 @@ def cancel_batch(user: User, batch: Batch) -> None:
     db.session.execute(update(Article)
                        .where(Article.batch_id == batch.id, Article.status == A.RUNNING)
                        .values(status=A.CANCELLING, updated_at=now))
+    audit.record("batch_cancelled", user=user, target=f"batch:{batch.id}",
+                 detail=f"{len(queued_ids)} queued articles cancelled", commit=False)
     db.session.commit()
     _revoke(queued_ids)
     lifecycle.finalize_batch(batch.id)
@@ -162,6 +168,8 @@ def cancel_article(user: User, article: Article) -> None:
         return
     now = utcnow()
     _flag(lambda client: live.flag_articles_cancelled(client, [article.id]))
+    audit.record("article_cancelled", user=user, target=f"article:{article.id}",
+                 detail=article.title[:200])
     if article.status == A.QUEUED:
         lifecycle.mark_cancelled(article.id)
         _revoke([article.task_id])

@@ -3,16 +3,20 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from datetime import timedelta
 from typing import Optional
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from ..extensions import db
-from ..models import ApiToken, Role, User
+from ..models import ApiToken, Role, User, utcnow
+from . import audit
 
 # Compared against when the email is unknown, so both failures take the same time.
 _DUMMY_HASH = generate_password_hash("not-a-real-password")
+# Last use of a token is written at most this often, so API reads stay read-only.
+_TOUCH_EVERY = timedelta(minutes=1)
 
 
 class UserError(Exception):
@@ -23,11 +27,17 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
+def _clean_email(email: str) -> str:
+    email = (email or "").strip().lower()
+    if "@" not in email or len(email) > 255 or any(c.isspace() for c in email) \
+            or email.startswith("@") or email.endswith("@"):
+        raise UserError(f"“{email}” is not an email address.")
+    return email
+
+
 def create_user(email: str, role: str = Role.EDITOR, password: Optional[str] = None) -> tuple[User, str, str]:
     """Create a user with a password and a first API token; both are returned once."""
-    email = (email or "").strip().lower()
-    if "@" not in email or len(email) > 255 or any(c.isspace() for c in email):
-        raise UserError(f"“{email}” is not an email address.")
+    email = _clean_email(email)
     if role not in Role.ALL:
         raise UserError(f"Role must be one of: {', '.join(Role.ALL)}.")
     if db.session.scalar(select(User.id).where(User.email == email)):
@@ -37,6 +47,8 @@ def create_user(email: str, role: str = Role.EDITOR, password: Optional[str] = N
     db.session.add(user)
     db.session.flush()
     token = issue_token(user, "default")
+    audit.record("user_created", target=f"user:{user.id}", detail=f"{email} as {role}",
+                 commit=False)
     db.session.commit()
     return user, password, token
 
@@ -45,6 +57,32 @@ def issue_token(user: User, name: str) -> str:
     token = "pr_" + secrets.token_urlsafe(32)
     db.session.add(ApiToken(user_id=user.id, name=name, token_hash=hash_token(token)))
     return token
+
+
+def create_token(user: User, name: str) -> str:
+    name = (name or "").strip()
+    if not name or len(name) > 100:
+        raise UserError("Give the token a name of 1 to 100 characters.")
+    token = issue_token(user, name)
+    audit.record("token_created", user=user, target=f"user:{user.id}", detail=name, commit=False)
+    db.session.commit()
+    return token
+
+
+def tokens_of(user: User) -> list[ApiToken]:
+    return db.session.scalars(select(ApiToken).where(ApiToken.user_id == user.id)
+                              .order_by(ApiToken.id.desc())).all()
+
+
+def revoke_token(user: User, token_id: int) -> None:
+    tok = db.session.get(ApiToken, token_id)
+    if tok is None or tok.user_id != user.id:
+        raise LookupError("No such token.")
+    if tok.revoked_at is None:
+        tok.revoked_at = utcnow()
+        audit.record("token_revoked", user=user, target=f"user:{user.id}", detail=tok.name,
+                     commit=False)
+        db.session.commit()
 
 
 def authenticate(email: str, password: str) -> Optional[User]:
@@ -69,8 +107,60 @@ def user_for_token(token: str) -> Optional[User]:
     ).first()
     if row is None or row[0].is_disabled:
         return None
-    return row[0]
+    user, tok = row
+    now = utcnow()
+    if tok.last_used_at is None or now - tok.last_used_at > _TOUCH_EVERY:
+        db.session.execute(update(ApiToken).where(ApiToken.id == tok.id).values(last_used_at=now))
+        db.session.commit()
+    return user
 
 
 def any_users() -> bool:
     return db.session.scalar(select(User.id).limit(1)) is not None
+
+
+def all_users() -> list[User]:
+    return db.session.scalars(select(User).order_by(User.email)).all()
+
+
+def _get(user_id: int) -> User:
+    user = db.session.get(User, user_id)
+    if user is None:
+        raise LookupError("No such user.")
+    return user
+
+
+def set_role(admin: User, user_id: int, role: str) -> User:
+    user = _get(user_id)
+    if role not in Role.ALL:
+        raise UserError(f"Role must be one of: {', '.join(Role.ALL)}.")
+    if user.id == admin.id and role != Role.ADMIN:
+        raise UserError("You cannot take away your own admin role.")
+    if user.role != role:
+        audit.record("user_role_changed", target=f"user:{user.id}",
+                     detail=f"{user.email}: {user.role} → {role}", commit=False)
+        user.role = role
+        db.session.commit()
+    return user
+
+
+def set_disabled(admin: User, user_id: int, disabled: bool) -> User:
+    """A disabled user's session and tokens stop working on their next request."""
+    user = _get(user_id)
+    if user.id == admin.id and disabled:
+        raise UserError("You cannot disable your own account.")
+    if user.is_disabled != disabled:
+        user.is_disabled = disabled
+        audit.record("user_disabled" if disabled else "user_enabled", target=f"user:{user.id}",
+                     detail=user.email, commit=False)
+        db.session.commit()
+    return user
+
+
+def reset_password(admin: User, user_id: int) -> tuple[User, str]:
+    user = _get(user_id)
+    password = secrets.token_urlsafe(12)
+    user.password_hash = generate_password_hash(password)
+    audit.record("password_reset", target=f"user:{user.id}", detail=user.email, commit=False)
+    db.session.commit()
+    return user, password

@@ -1,0 +1,71 @@
+"""tests.fakeai as a separate process whose settings the benchmark changes between phases.
+
+`python -m tests.fakeai` fixes latency and chunk count at start-up; the benchmark needs
+several (0.5 s, instant, a slow 10 s stream) against one Celery worker whose
+OPENAI_BASE_URL cannot change, so this wrapper keeps one server and reads one JSON command
+a line on stdin, answering one JSON line on stdout:
+
+    {"cmd": "set", "latency": 0.5, "chunks": 10, "words": 120}   change settings
+    {"cmd": "reset"}                                            clear the request log
+    {"cmd": "stats"}                                            counts and per-request times
+
+Times in the answers are time.monotonic() of this process; on Linux that is
+CLOCK_MONOTONIC, the same clock in every process, so the benchmark can compare them.
+The first stdout line is the base URL, as with `python -m tests.fakeai`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+
+from tests.fakeai import FakeAI
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--latency", type=float, default=0.0)
+    parser.add_argument("--chunks", type=int, default=10)
+    parser.add_argument("--words", type=int, default=120)
+    args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    fake = FakeAI(latency=args.latency, chunks=args.chunks, words=args.words).start()
+    print(fake.base_url, flush=True)
+    try:
+        for line in sys.stdin:  # EOF (the benchmark went away) ends the server too
+            if not line.strip():
+                continue
+            try:
+                print(json.dumps(handle(fake, json.loads(line))), flush=True)
+            except Exception as exc:
+                print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}), flush=True)
+    finally:
+        fake.stop()
+
+
+def handle(fake: FakeAI, cmd: dict) -> dict:
+    if cmd["cmd"] == "set":
+        for name in ("latency", "chunks", "words"):
+            if name in cmd:
+                setattr(fake, name, cmd[name])
+        return {"ok": True}
+    if cmd["cmd"] == "reset":
+        fake.reset()
+        return {"ok": True}
+    if cmd["cmd"] == "stats":
+        records = fake.requests
+        return {
+            "requests": len(records),
+            "in_flight": fake.in_flight,
+            "max_concurrent": fake.max_concurrent,
+            "records": [{"start": r.start, "end": r.end, "status": r.status,
+                         "disconnected": r.client_disconnected,
+                         "disconnected_at": r.disconnected_at, "chunks_sent": r.chunks_sent}
+                        for r in records],
+        }
+    raise ValueError(f"unknown command {cmd['cmd']!r}")
+
+
+if __name__ == "__main__":
+    main()
