@@ -476,12 +476,26 @@ class Bench:
     # -- the run --------------------------------------------------------------------------
 
     def run_phase(self, name: str, fn) -> None:
+        spy = None
+        if self.args.profile_worker and name in ("makespan", "pipeline", "cancel"):
+            # Investigation aid: sample the worker's Python stacks while the phase runs.
+            out = self.tmp / f"worker-{name}.txt"
+            spy = subprocess.Popen([str(VENV_BIN / "py-spy"), "record", "--pid", str(self.worker.pid),
+                                    "--rate", "200", "--gil", "--format", "raw", "--output", str(out),
+                                    "--nonblocking"], stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
+            time.sleep(1)  # py-spy needs a moment to attach
         try:
             fn()
         except Exception as exc:  # one broken phase still lets the others report
             self.errors[name] = f"{type(exc).__name__}: {exc}"
             log(f"phase {name} FAILED: {exc}")
             traceback.print_exc()
+        finally:
+            if spy is not None:
+                spy.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+                spy.wait(30)
+                log(f"worker profile: {self.tmp / f'worker-{name}.txt'}")
 
 
 def _utcnow() -> datetime:
@@ -538,6 +552,9 @@ def main() -> int:
                         help="seed baseline on 40 titles, extrapolated to 200")
     parser.add_argument("--only", default="",
                         help="comma-separated phases: makespan,seed,pipeline,poll,load,cancel")
+    parser.add_argument("--profile-worker", action="store_true",
+                        help="sample the Celery worker with py-spy during the worker phases "
+                             "(py-spy must be installed in .venv; implies --keep)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, db)")
     args = parser.parse_args()
     for tool in ("redis-server", "wrk"):
@@ -571,7 +588,7 @@ def main() -> int:
     finally:
         signal.alarm(0)
         procs.stop_all()
-        if args.keep or bench.errors:
+        if args.keep or args.profile_worker or bench.errors:
             print(f"logs and database kept in {tmp}")
         else:
             shutil.rmtree(tmp, ignore_errors=True)

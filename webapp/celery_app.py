@@ -18,6 +18,22 @@ def celery_init_app(app: Flask) -> Celery:
     celery_app.conf.result_backend = (
         app.config.get("CELERY_RESULT_BACKEND") or app.config["REDIS_URL"]
     )
+    check_visibility_timeout(app, celery_app)
     celery_app.set_default()
     app.extensions["celery"] = celery_app
     return celery_app
+
+
+def check_visibility_timeout(app: Flask, celery_app: Celery) -> None:
+    """Refuse to start when Redis could hand a running article to a second worker.
+
+    Redis redelivers a message that is not acknowledged within the visibility timeout; an
+    article may take one full client timeout per attempt, so the timeout must be longer.
+    """
+    visibility = celery_app.conf.broker_transport_options.get("visibility_timeout", 3600)
+    longest = app.config["OPENAI_TIMEOUT"] * app.config["GENERATION_MAX_ATTEMPTS"]
+    if visibility <= longest:
+        raise RuntimeError(
+            f"CELERY_VISIBILITY_TIMEOUT ({visibility:g} s) must be longer than OPENAI_TIMEOUT × "
+            f"GENERATION_MAX_ATTEMPTS ({longest:g} s), or Redis may deliver a running article "
+            "to a second worker.")

@@ -53,6 +53,13 @@ def load_config(instance_path: str) -> dict:
         "OPENAI_SDK_RETRIES": _int("OPENAI_SDK_RETRIES", 0),
         "GENERATION_MAX_ATTEMPTS": _int("GENERATION_MAX_ATTEMPTS", 3),
         "GENERATION_RETRY_BASE": _float("GENERATION_RETRY_BASE", 2.0),
+        # Articles of one batch in flight at once, across all workers (0: no cap).
+        "BATCH_MAX_CONCURRENCY": _int("BATCH_MAX_CONCURRENCY", 32),
+        # Shared provider limits per model, JSON; see README "Provider limits and cost".
+        "RATE_LIMITS": os.environ.get("RATE_LIMITS", ""),
+        "PRICE_TABLE": os.environ.get("PRICE_TABLE", ""),
+        # Default budget per batch in US dollars (empty: no cap).
+        "DEFAULT_BUDGET_USD": _float("DEFAULT_BUDGET_USD", 0.0) or None,
         "REDIS_SOCKET_TIMEOUT": _float("REDIS_SOCKET_TIMEOUT", 2.0),
         "OFFLINE_DELAY": _float("OFFLINE_DELAY", 3.0),
         "POLL_INTERVAL": _float("POLL_INTERVAL", 1.0),

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from flask_wtf import FlaskForm
-from wtforms import IntegerField, SelectField, StringField, TextAreaField
+from wtforms import SelectField, StringField, TextAreaField
 
 from .services.validation import TONES
 
@@ -11,11 +11,14 @@ class NewBatchForm(FlaskForm):
     name = StringField("Name")
     titles = TextAreaField("Titles, one per line")
     model = StringField("Model")
-    target_words = IntegerField("Target length (words)", default=800)
+    # Text, not IntegerField: WTForms would reject "abc" itself and the view would show
+    # "the form expired" instead of the shared validator's message on this field.
+    target_words = StringField("Target length (words)", default="800")
     tone = SelectField("Tone", choices=[(t, t.capitalize()) for t in TONES], default="neutral",
                        validate_choice=False)
     language = StringField("Language", default="English")
     instructions = TextAreaField("Extra instructions (optional)")
+    budget_usd = StringField("Budget in US dollars (optional)")
 
     def raw_data(self) -> dict:
         """What the user typed, before any coercion, for the shared validator."""

@@ -21,12 +21,16 @@ def _apply(stmt) -> bool:
     return result.rowcount == 1
 
 
-def claim(article_id: int, token: str, lease_seconds: int) -> bool:
-    """Take a queued article, or a running one whose owner stopped renewing its lease."""
+def claim(article_id: int, batch_id: int, token: str, lease_seconds: int) -> bool:
+    """Take a queued article, or a running one whose owner stopped renewing its lease.
+
+    Never in a paused batch: once a pause has committed, nothing new starts.
+    """
     now = utcnow()
+    not_paused = select(Batch.id).where(Batch.id == batch_id, Batch.status != B.PAUSED)
     ok = _apply(
         update(Article)
-        .where(Article.id == article_id,
+        .where(Article.id == article_id, Article.batch_id.in_(not_paused),
                or_(Article.status == A.QUEUED,
                    and_(Article.status == A.RUNNING, Article.lease_expires_at < now)))
         .values(status=A.RUNNING, claim_token=token, attempts=Article.attempts + 1,
@@ -44,15 +48,17 @@ def mark_batch_running(batch_id: int) -> None:
 
 
 def renew(article_id: int, token: str, lease_seconds: int) -> bool:
+    """Extend the claim; False when it was lost or the article is being cancelled."""
     now = utcnow()
     return _apply(update(Article)
                   .where(Article.id == article_id, Article.claim_token == token,
-                         Article.status.in_(A.ACTIVE))
+                         Article.status == A.RUNNING)
                   .values(lease_expires_at=now + timedelta(seconds=lease_seconds)))
 
 
 def complete(article_id: int, token: str, *, body: str, words: int, prompt_tokens: int,
-             completion_tokens: int, finish_reason: Optional[str]) -> bool:
+             completion_tokens: int, finish_reason: Optional[str], cost_usd: float,
+             review_flag: Optional[str]) -> bool:
     """Store the body; only the delivery holding the claim can, so there is one body."""
     now = utcnow()
     return _apply(update(Article)
@@ -60,7 +66,8 @@ def complete(article_id: int, token: str, *, body: str, words: int, prompt_token
                          Article.status.in_(A.ACTIVE))
                   .values(status=A.SUCCEEDED, body=body, words=words,
                           prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                          finish_reason=finish_reason, finished_at=now, updated_at=now,
+                          finish_reason=finish_reason, cost_usd=cost_usd,
+                          review_flag=review_flag, finished_at=now, updated_at=now,
                           lease_expires_at=None, note=None))
 
 
@@ -116,11 +123,50 @@ def finalize_batch(batch_id: int) -> Optional[str]:
         status = B.SUCCEEDED
     sums = db.session.execute(
         select(func.coalesce(func.sum(Article.prompt_tokens), 0),
-               func.coalesce(func.sum(Article.completion_tokens), 0))
+               func.coalesce(func.sum(Article.completion_tokens), 0),
+               func.coalesce(func.sum(Article.cost_usd), 0.0))
         .where(Article.batch_id == batch_id)).one()
     now = utcnow()
     ok = _apply(update(Batch).where(Batch.id == batch_id, Batch.status.not_in(B.FINAL))
                 .values(status=status, finished_at=now, prompt_tokens=sums[0],
-                        completion_tokens=sums[1],
+                        completion_tokens=sums[1], cost_usd=sums[2],
                         started_at=func.coalesce(Batch.started_at, now)))
     return status if ok else None
+
+
+def pause_batch(batch_id: int, reason: str, by: str) -> bool:
+    """Stop sending: queued articles wait until the batch is resumed."""
+    return _apply(update(Batch)
+                  .where(Batch.id == batch_id, Batch.status.in_((B.QUEUED, B.RUNNING)))
+                  .values(status=B.PAUSED, paused_reason=reason[:2000], paused_by=by))
+
+
+def enforce_budget(batch_id: int) -> bool:
+    """When the spend reaches the batch's budget, cancel what has not started.
+
+    Articles already running finish (their tokens are spent already); the batch says why it
+    stopped. Returns True when this call stopped the batch.
+    """
+    budget, spend = db.session.execute(
+        select(Batch.budget_usd,
+               select(func.coalesce(func.sum(Article.cost_usd), 0.0))
+               .where(Article.batch_id == batch_id).scalar_subquery())
+        .where(Batch.id == batch_id)).one()
+    if budget is None or spend < budget:
+        db.session.rollback()
+        return False
+    now = utcnow()
+    stopped = db.session.execute(
+        update(Batch).where(Batch.id == batch_id, Batch.stop_reason.is_(None),
+                            Batch.status.not_in(B.FINAL))
+        .values(stop_reason=f"Budget reached: ${spend:.4f} spent of ${budget:.4f}.",
+                cancel_requested_at=func.coalesce(Batch.cancel_requested_at, now)),
+        execution_options={"synchronize_session": False}).rowcount == 1
+    if stopped:
+        db.session.execute(update(Article)
+                           .where(Article.batch_id == batch_id, Article.status == A.QUEUED)
+                           .values(status=A.CANCELLED, note="budget reached", finished_at=now,
+                                   updated_at=now),
+                           execution_options={"synchronize_session": False})
+    db.session.commit()
+    return stopped

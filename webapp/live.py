@@ -64,17 +64,16 @@ def cancel_requested(client: redis.Redis, batch_id: int, article_id: int) -> boo
     return any(values)
 
 
-def read_progress(client: redis.Redis, task_ids: list[str]) -> dict[str, dict]:
-    """Progress meta of many tasks in one round trip (an MGET of their result keys)."""
-    if not task_ids:
-        return {}
-    raw = client.mget([result_key(t) for t in task_ids])
+def read_progress(client: redis.Redis, task_ids: list[str],
+                  extra_keys: list[str]) -> tuple[dict[str, dict], list]:
+    """Progress meta of many tasks, plus other small values, in one round trip (one MGET)."""
+    raw = client.mget([result_key(t) for t in task_ids] + extra_keys)
     out: dict[str, dict] = {}
     for task_id, value in zip(task_ids, raw):
         meta = _decode(value)
         if meta is not None:
             out[task_id] = meta
-    return out
+    return out, raw[len(task_ids):]
 
 
 def read_article_live(client: redis.Redis, task_id: str, article_id: int) -> tuple[Optional[dict], str]:

@@ -33,6 +33,8 @@ class ArticleStatus:
 class BatchStatus:
     QUEUED = "queued"
     RUNNING = "running"
+    # Nothing new is sent while paused (by a person, or by the provider circuit breaker).
+    PAUSED = "paused"
     CANCELLING = "cancelling"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
@@ -117,6 +119,14 @@ class Batch(db.Model):
     dispatch_error: Mapped[Optional[str]] = mapped_column(Text)
     prompt_tokens: Mapped[int] = mapped_column(default=0)
     completion_tokens: Mapped[int] = mapped_column(default=0)
+    cost_usd: Mapped[float] = mapped_column(default=0.0)
+    # Optional spending cap; when the spend reaches it, queued articles are cancelled.
+    budget_usd: Mapped[Optional[float]]
+    paused_reason: Mapped[Optional[str]] = mapped_column(Text)
+    # "user" or "provider" (the circuit breaker); only an admin resumes the latter.
+    paused_by: Mapped[Optional[str]] = mapped_column(String(16))
+    # Why the batch stopped early, when it was not a person's cancel (e.g. budget reached).
+    stop_reason: Mapped[Optional[str]] = mapped_column(Text)
 
     user: Mapped[User] = relationship()
     articles: Mapped[list["Article"]] = relationship(
@@ -153,6 +163,10 @@ class Article(db.Model):
     prompt_tokens: Mapped[int] = mapped_column(default=0)
     completion_tokens: Mapped[int] = mapped_column(default=0)
     finish_reason: Mapped[Optional[str]] = mapped_column(String(32))
+    cost_usd: Mapped[float] = mapped_column(default=0.0)
+    # Set when the answer must not pass as a plain success: "length", "content_filter",
+    # "empty" or "refused"; the article is then flagged for review with this reason.
+    review_flag: Mapped[Optional[str]] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[Optional[datetime]]
     finished_at: Mapped[Optional[datetime]]

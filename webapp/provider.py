@@ -30,6 +30,8 @@ class Stream:
     close: callable
     finish_reason: Optional[str] = None
     usage: Usage = field(default_factory=Usage)
+    refusal: str = ""
+    headers: dict = field(default_factory=dict)
 
     def __iter__(self):
         return self.deltas
@@ -112,16 +114,19 @@ class OpenAIProvider:
 
     def stream(self, prompt: Prompt, model: str) -> Stream:
         try:
-            response = self.client.chat.completions.create(
+            # The raw response gives the provider's x-ratelimit-* headers too.
+            raw = self.client.chat.completions.with_raw_response.create(
                 model=model,
                 messages=prompt.messages(),
                 max_tokens=prompt.max_tokens(),
                 stream=True,
                 stream_options={"include_usage": True},
             )
+            response = raw.parse()
         except openai.APIError as exc:
             raise classify(exc) from exc
-        result = Stream(deltas=iter(()), close=response.close)
+        result = Stream(deltas=iter(()), close=response.close,
+                        headers={k.lower(): v for k, v in raw.headers.items()})
 
         def deltas():
             try:
@@ -132,9 +137,11 @@ class OpenAIProvider:
                     for choice in chunk.choices:
                         if choice.finish_reason:
                             result.finish_reason = choice.finish_reason
-                        text = choice.delta.content if choice.delta else None
-                        if text:
-                            yield text
+                        delta = choice.delta
+                        if delta is not None and getattr(delta, "refusal", None):
+                            result.refusal += delta.refusal
+                        if delta is not None and delta.content:
+                            yield delta.content
             except openai.APIError as exc:
                 raise classify(exc) from exc
             except Exception as exc:  # a cut connection surfaces as a transport error

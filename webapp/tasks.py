@@ -10,16 +10,22 @@ from celery import shared_task
 from flask import current_app
 from sqlalchemy import select
 
-from . import lifecycle, live
+from . import lifecycle, live, ratelimit
 from .extensions import db
-from .models import Article, ArticleStatus as A, Batch
+from .models import Article, ArticleStatus as A, Batch, BatchStatus as B
+from .pricing import TOKENS_PER_WORD, cost_of, price_for
 from .provider import Prompt, ProviderError, get_provider
+from .tokencount import count_chat_tokens
 
 log = logging.getLogger(__name__)
 
 # How often a streaming task reports progress and looks for a cancel flag: often enough
 # for a live bar and a sub-second cancel, rarely enough to keep Redis traffic small.
 REPORT_EVERY = 0.25
+# Errors after which sending more of the batch only burns requests: pause it instead.
+BREAKER_KINDS = ("auth", "quota")
+# While another article of the batch probes the provider, look again this often.
+PROBE_POLL = 0.05
 
 
 class _Cancelled(Exception):
@@ -31,8 +37,8 @@ def generate_article(self, article_id: int) -> dict:
     """Write one article: claim it, stream it from the provider, store it once."""
     row = db.session.execute(
         select(Article.status, Article.batch_id, Article.title, Article.attempts,
-               Batch.provider, Batch.model, Batch.target_words, Batch.tone, Batch.language,
-               Batch.instructions)
+               Batch.status.label("batch_status"), Batch.provider, Batch.model,
+               Batch.target_words, Batch.tone, Batch.language, Batch.instructions)
         .join(Batch, Batch.id == Article.batch_id).where(Article.id == article_id)
     ).one_or_none()
     db.session.rollback()  # end the read transaction before any long work
@@ -43,55 +49,145 @@ def generate_article(self, article_id: int) -> dict:
 
     redis = live.get_redis()
     if row.status == A.CANCELLING or live.cancel_requested(redis, row.batch_id, article_id):
-        lifecycle.mark_cancelled(article_id)
-        lifecycle.finalize_batch(row.batch_id)
-        return {"status": A.CANCELLED}
+        return _cancel_unstarted(article_id, row.batch_id)
+    if row.batch_status == B.PAUSED:
+        # Left queued; resuming the batch sends it again.
+        return {"status": "paused"}
 
     cfg = current_app.config
-    token = str(uuid.uuid4())
     lease = cfg["ARTICLE_LEASE_SECONDS"]
-    if not lifecycle.claim(article_id, token, lease):
-        # Another delivery owns it (a duplicate message) or it was cancelled meanwhile.
+    if not ratelimit.acquire_slot(redis, row.batch_id, article_id,
+                                  cfg["BATCH_MAX_CONCURRENCY"], lease):
+        # The batch has its share of workers busy: come back later, behind other batches.
+        raise self.retry(countdown=random.uniform(0.5, 2.0), max_retries=None)
+    try:
+        return _generate(self, article_id, row, redis)
+    finally:
+        ratelimit.release_slot(redis, row.batch_id, article_id)
+
+
+def _cancel_unstarted(article_id: int, batch_id: int) -> dict:
+    lifecycle.mark_cancelled(article_id)
+    lifecycle.finalize_batch(batch_id)
+    return {"status": A.CANCELLED}
+
+
+def _generate(task, article_id: int, row, redis) -> dict:
+    cfg = current_app.config
+    lease = cfg["ARTICLE_LEASE_SECONDS"]
+    prompt = Prompt(title=row.title, words=row.target_words, tone=row.tone,
+                    language=row.language, instructions=row.instructions or "")
+    expected_tokens = (count_chat_tokens(row.model, prompt.messages())[0]
+                       + int(row.target_words * TOKENS_PER_WORD))
+    gate = _wait_for_provider(redis, row, article_id, expected_tokens)
+    if gate == "cancelled":
+        return _cancel_unstarted(article_id, row.batch_id)
+    if gate == "tripped":
+        return {"status": "paused"}  # the breaker paused the batch; resume sends it again
+    probing = gate == "probe"
+
+    token = str(uuid.uuid4())
+    if not lifecycle.claim(article_id, row.batch_id, token, lease):
+        # Another delivery owns it (a duplicate message), or it was cancelled or paused.
+        if probing:
+            ratelimit.probe_failed(redis, row.batch_id, tripped=False)
         return {"status": "skipped"}
     lifecycle.mark_batch_running(row.batch_id)
     attempt = row.attempts + 1
-
-    prompt = Prompt(title=row.title, words=row.target_words, tone=row.tone,
-                    language=row.language, instructions=row.instructions or "")
     try:
         # The last look before money is spent: a cancel that landed after the claim.
         if live.cancel_requested(redis, row.batch_id, article_id):
             raise _Cancelled()
-        provider = get_provider(cfg, row.provider)
-        stream = provider.stream(prompt, row.model)
-        text = _consume(self, stream, redis, row.batch_id, article_id, token, lease, attempt)
+        stream = get_provider(cfg, row.provider).stream(prompt, row.model)
+        if probing:
+            ratelimit.probe_passed(redis, row.batch_id)
+            probing = False
+        ratelimit.adapt_to_headers(redis, row.model, stream.headers)
+        text = _consume(task, stream, redis, row.batch_id, article_id, token, lease, attempt)
     except _Cancelled:
+        if probing:
+            ratelimit.probe_failed(redis, row.batch_id, tripped=False)
         lifecycle.mark_cancelled(article_id, token)
         redis.delete(live.text_key(article_id))
         lifecycle.finalize_batch(row.batch_id)
         return {"status": A.CANCELLED}
     except ProviderError as err:
-        return _handle_error(self, err, article_id, row.batch_id, token, attempt)
+        if probing:
+            ratelimit.probe_failed(redis, row.batch_id, tripped=err.kind in BREAKER_KINDS)
+        return _handle_error(task, err, article_id, row, token, attempt, redis)
 
     words = len(text.split())
+    usage = stream.usage
     stored = lifecycle.complete(
         article_id, token, body=text, words=words,
-        prompt_tokens=stream.usage.prompt_tokens,
-        completion_tokens=stream.usage.completion_tokens,
-        finish_reason=stream.finish_reason)
+        prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
+        finish_reason=stream.finish_reason, review_flag=_review_flag(stream, text),
+        cost_usd=cost_of(price_for(cfg, row.provider, row.model),
+                         usage.prompt_tokens, usage.completion_tokens))
     redis.delete(live.text_key(article_id))
+    lifecycle.enforce_budget(row.batch_id)
     lifecycle.finalize_batch(row.batch_id)
     return {"status": A.SUCCEEDED if stored else "lost-claim", "words": words}
 
 
+def _review_flag(stream, text: str) -> str | None:
+    """An answer that must not pass as a plain success, and why."""
+    if stream.refusal:
+        return "refused"
+    if not text.strip():
+        return "empty"
+    if stream.finish_reason in ("length", "content_filter"):
+        return stream.finish_reason
+    return None
+
+
+def _wait_for_provider(redis, row, article_id: int, tokens: int) -> str:
+    """Wait for the batch's first-request probe and the shared rate limits.
+
+    Returns "go", "probe" (this article is the batch's first request), "tripped" (the
+    circuit breaker paused the batch) or "cancelled".
+    """
+    limiter = ratelimit.get_limiter()
+    hold = current_app.config["OPENAI_TIMEOUT"] + 5
+    waiting = False
+    try:
+        while True:
+            gate = ratelimit.probe_state(redis, row.batch_id, hold)
+            if gate == "tripped":
+                return gate
+            wait = PROBE_POLL if gate == "wait" else ratelimit.holdoff_remaining(redis, row.model)
+            if not wait:
+                wait = limiter.try_acquire(row.model, tokens)
+                if not wait:
+                    return gate
+            if gate == "probe":
+                ratelimit.probe_failed(redis, row.batch_id, tripped=False)  # let others try
+            if not waiting:
+                waiting = True
+                redis.incr(ratelimit.waiting_key(row.batch_id))
+            # Short sleeps, so a cancel or a pause is noticed while waiting.
+            time.sleep(min(wait, REPORT_EVERY))
+            if live.cancel_requested(redis, row.batch_id, article_id):
+                return "cancelled"
+    finally:
+        if waiting:
+            redis.decr(ratelimit.waiting_key(row.batch_id))
+
+
 def _consume(task, stream, redis, batch_id, article_id, token, lease, attempt) -> str:
+    """Read the stream, reporting progress and watching for a cancel; the whole answer
+    must arrive within the provider timeout, however slowly it trickles."""
     parts: list[str] = []
+    deadline = time.monotonic() + current_app.config["OPENAI_TIMEOUT"]
     last_report = 0.0
     last_renew = time.monotonic()
     try:
         for delta in stream:
             parts.append(delta)
             now = time.monotonic()
+            if now > deadline:
+                raise ProviderError("The provider did not finish the answer in time.",
+                                    retryable=True, kind="timeout")
             if now - last_report < REPORT_EVERY:
                 continue
             last_report = now
@@ -104,18 +200,26 @@ def _consume(task, stream, redis, batch_id, article_id, token, lease, attempt) -
             if now - last_renew > lease / 3:
                 last_renew = now
                 if not lifecycle.renew(article_id, token, lease):
-                    raise _Cancelled()  # the claim was lost: stop writing
+                    raise _Cancelled()  # the claim was lost, or the article is cancelling
+                ratelimit.acquire_slot(redis, batch_id, article_id,
+                                       current_app.config["BATCH_MAX_CONCURRENCY"], lease)
     finally:
         stream.close()
     return "".join(parts)
 
 
-def _handle_error(task, err: ProviderError, article_id, batch_id, token, attempt) -> dict:
+def _handle_error(task, err: ProviderError, article_id, row, token, attempt, redis) -> dict:
+    """Retry what may pass, fail what will not, and pause the batch on key or quota errors."""
     cfg = current_app.config
     max_attempts = cfg["GENERATION_MAX_ATTEMPTS"]
+    if err.kind == "rate_limit":
+        ratelimit.note_429(redis, row.batch_id)
+        if err.retry_after:
+            ratelimit.hold_off(redis, row.model, err.retry_after)
     if err.retryable and attempt < max_attempts:
-        delay = backoff_delay(attempt, err.retry_after, cfg.get("GENERATION_RETRY_BASE", 2.0))
-        note = f"{err.message} Retry {attempt + 1} of {max_attempts} in {delay:.0f} s."
+        delay = backoff_delay(attempt, err.retry_after, cfg["GENERATION_RETRY_BASE"])
+        label = "Rate limited" if err.kind == "rate_limit" else err.message.rstrip(".")
+        note = f"{label} — retry {attempt + 1} of {max_attempts} in {delay:.0f} s"
         if lifecycle.release_for_retry(article_id, token, note):
             raise task.retry(countdown=delay, max_retries=None)
         return {"status": "lost-claim"}
@@ -123,15 +227,19 @@ def _handle_error(task, err: ProviderError, article_id, batch_id, token, attempt
     if err.retryable:
         message = f"{err.message} Gave up after {attempt} attempts."
     lifecycle.fail(article_id, token, message)
-    lifecycle.finalize_batch(batch_id)
+    if err.kind in BREAKER_KINDS:
+        lifecycle.pause_batch(row.batch_id, f"Paused by the circuit breaker: {err.message} "
+                              "Fix the provider settings, then an admin resumes the batch.",
+                              by="provider")
+    lifecycle.finalize_batch(row.batch_id)
     log.warning("article %s failed: %s", article_id, message)
     return {"status": A.FAILED, "error": message}
 
 
 def backoff_delay(attempt: int, retry_after: float | None, base: float) -> float:
-    """Exponential backoff with jitter, never shorter than the provider asked for."""
-    delay = min(60.0, base * (2 ** (attempt - 1)))
-    delay = delay * (0.5 + random.random() / 2)
+    """The provider's Retry-After when it gave one (plus a little jitter so that workers
+    do not return in step); otherwise exponential backoff with jitter."""
     if retry_after is not None:
-        delay = max(delay, retry_after)
-    return round(delay, 2)
+        return round(retry_after + random.uniform(0, min(1.0, 0.1 + retry_after * 0.1)), 2)
+    delay = min(300.0, base * (2 ** (attempt - 1)))
+    return round(delay * (0.5 + random.random() / 2), 2)

@@ -57,12 +57,16 @@ def _batch_json(batch: Batch, with_articles: bool) -> dict:
         "finished_at": batch.finished_at.isoformat() + "Z" if batch.finished_at else None,
         "dispatched": batch.dispatched_at is not None, "dispatch_error": batch.dispatch_error,
         "prompt_tokens": batch.prompt_tokens, "completion_tokens": batch.completion_tokens,
+        "cost_usd": round(view.counts.spend, 6), "budget_usd": batch.budget_usd,
+        "flagged": view.counts.flagged, "paused_reason": batch.paused_reason,
+        "stop_reason": batch.stop_reason,
         "url": url_for("api.get_batch", batch_id=batch.id),
     }
     if with_articles:
         data["articles"] = [
             {"id": r.id, "position": r.position, "title": r.title, "status": r.status,
-             "words": r.words, "error": r.error, "url": url_for("api.get_article", article_id=r.id)}
+             "words": r.words, "error": r.error, "note": r.note, "review_flag": r.review_flag,
+             "url": url_for("api.get_article", article_id=r.id)}
             for r in progress.article_rows(batch.id)
         ]
     return data
@@ -98,21 +102,42 @@ def get_batch(batch_id: int):
     return jsonify(_batch_json(batch, with_articles=True))
 
 
-@bp.post("/batches/<int:batch_id>/cancel")
-@token_required
-def cancel_batch(batch_id: int):
-    """Cancel a batch; running articles stop within a second."""
+def _act(batch_id: int, action):
     batch = db.session.get(Batch, batch_id)
     if batch is None:
         raise ApiError(404, "not_found", f"No batch {batch_id}.")
     try:
-        batches.cancel_batch(g.api_user, batch)
+        error = action(g.api_user, batch)
     except NotAllowed as exc:
         raise ApiError(403, "forbidden", str(exc))
     db.session.expire_all()
-    response = jsonify(_batch_json(db.session.get(Batch, batch_id), with_articles=False))
+    data = _batch_json(db.session.get(Batch, batch_id), with_articles=False)
+    if error:
+        data["dispatch_error"] = error
+    response = jsonify(data)
     response.status_code = 202
     return response
+
+
+@bp.post("/batches/<int:batch_id>/cancel")
+@token_required
+def cancel_batch(batch_id: int):
+    """Cancel a batch; running articles stop within a second."""
+    return _act(batch_id, batches.cancel_batch)
+
+
+@bp.post("/batches/<int:batch_id>/pause")
+@token_required
+def pause_batch(batch_id: int):
+    """Pause a batch: nothing new is sent until it is resumed."""
+    return _act(batch_id, batches.pause_batch)
+
+
+@bp.post("/batches/<int:batch_id>/resume")
+@token_required
+def resume_batch(batch_id: int):
+    """Resume a paused batch where it stopped."""
+    return _act(batch_id, batches.resume_batch)
 
 
 @bp.get("/articles/<int:article_id>")
@@ -128,6 +153,7 @@ def get_article(article_id: int):
         "body": article.body, "error": article.error, "note": article.note,
         "attempts": article.attempts, "finish_reason": article.finish_reason,
         "prompt_tokens": article.prompt_tokens, "completion_tokens": article.completion_tokens,
+        "cost_usd": article.cost_usd, "review_flag": article.review_flag,
         "started_at": article.started_at.isoformat() + "Z" if article.started_at else None,
         "finished_at": article.finished_at.isoformat() + "Z" if article.finished_at else None,
     })

@@ -108,36 +108,57 @@ def batch_progress(batch_id: int):
     if view is None:
         abort(404)
     html = render_template("_partials/_batch_progress.html", view=view, batch=view.batch,
-                           can_manage=batches.can_manage(current_user, view.batch), polled=True)
+                           can_manage=batches.can_manage(current_user, view.batch), polled=True,
+                           seen_status=request.args.get("seen", ""))
     return html, (STOP_POLLING if view.is_final else 200)
 
 
 @bp.route("/batches/<int:batch_id>/cancel", methods=["POST"])
 def cancel_batch(batch_id: int):
     """Cancel a whole batch."""
+    return _batch_action(batch_id, batches.cancel_batch, "Cancelling the batch.")
+
+
+def _batch_action(batch_id: int, action, done_message: str):
     batch = db.get_or_404(Batch, batch_id)
     try:
-        batches.cancel_batch(current_user, batch)
+        error = action(current_user, batch)
     except NotAllowed as exc:
         abort(403, str(exc))
     db.session.expire_all()
     if _is_htmx():
         view = progress.batch_view(batch_id, with_rows=False)
-        return render_template("_partials/_batch_actions.html", batch=view.batch, can_manage=True)
-    flash("Cancelling the batch.", "info")
+        return render_template("_partials/_batch_actions.html", batch=view.batch,
+                               can_manage=True, action_error=error)
+    flash(error or done_message, "error" if error else "info")
     return redirect(url_for("web.batch_detail", batch_id=batch_id), code=303)
+
+
+@bp.route("/batches/<int:batch_id>/pause", methods=["POST"])
+def pause_batch(batch_id: int):
+    """Pause a batch: nothing new is sent until it is resumed."""
+    return _batch_action(batch_id, batches.pause_batch, "The batch is paused.")
+
+
+@bp.route("/batches/<int:batch_id>/resume", methods=["POST"])
+def resume_batch(batch_id: int):
+    """Resume a paused batch where it stopped."""
+    return _batch_action(batch_id, batches.resume_batch, "The batch is resumed.")
+
+
+@bp.route("/batches/estimate", methods=["POST"])
+@roles_required(Role.ADMIN, Role.EDITOR)
+def estimate():
+    """Tokens and cost of the new-batch form as it stands, before anything is stored."""
+    form = NewBatchForm()
+    return render_template("_partials/_estimate.html",
+                           estimate=batches.estimate_for(form.raw_data()))
 
 
 @bp.route("/batches/<int:batch_id>/dispatch", methods=["POST"])
 def retry_dispatch(batch_id: int):
     """Send a batch whose dispatch failed to the queue again."""
-    batch = db.get_or_404(Batch, batch_id)
-    try:
-        error = batches.redispatch(current_user, batch)
-    except NotAllowed as exc:
-        abort(403, str(exc))
-    flash(error or "The batch was sent to the queue.", "error" if error else "success")
-    return redirect(url_for("web.batch_detail", batch_id=batch_id), code=303)
+    return _batch_action(batch_id, batches.redispatch, "The batch was sent to the queue.")
 
 
 @bp.route("/articles/<int:article_id>/cancel", methods=["POST"])

@@ -13,7 +13,7 @@ from ..extensions import db
 from ..models import AuditEvent, User
 
 ACTIONS = ("sign_in", "sign_in_failed", "sign_out", "batch_submitted", "batch_cancelled",
-           "article_cancelled", "batch_dispatched", "user_created", "user_role_changed",
+           "article_cancelled", "batch_dispatched", "batch_paused", "batch_resumed", "user_created", "user_role_changed",
            "user_disabled", "user_enabled", "password_reset", "token_created", "token_revoked")
 
 

@@ -10,10 +10,10 @@ import redis
 from flask import current_app
 from sqlalchemy import func, insert, select, update
 
-from .. import lifecycle, live
+from .. import lifecycle, live, pricing, ratelimit
 from ..extensions import db
 from ..models import Article, ArticleStatus as A, Batch, BatchStatus as B, Role, User, utcnow
-from ..provider import provider_label
+from ..provider import Prompt, provider_label
 from ..tasks import generate_article
 from . import audit
 from .validation import BatchInput, Errors, validate_batch
@@ -67,6 +67,8 @@ def _create(user: User, clean: BatchInput) -> Batch:
     batch = Batch(user_id=user.id, name=clean.name, provider=provider_label(current_app.config),
                   model=clean.model, target_words=clean.target_words, tone=clean.tone,
                   language=clean.language, instructions=clean.instructions,
+                  budget_usd=(clean.budget_usd if clean.budget_usd is not None
+                              else current_app.config.get("DEFAULT_BUDGET_USD")),
                   total=len(clean.titles), status=B.QUEUED, created_at=now)
     db.session.add(batch)
     db.session.flush()
@@ -121,6 +123,53 @@ def redispatch(user: User, batch: Batch) -> Optional[str]:
         return "This batch has already finished."
     audit.record("batch_dispatched", user=user, target=f"batch:{batch.id}")
     return dispatch(batch.id)
+
+
+def pause_batch(user: User, batch: Batch) -> None:
+    """Stop sending the batch's articles; running ones finish, queued ones wait."""
+    if not can_manage(user, batch):
+        raise NotAllowed("Only the batch's author or an admin can pause it.")
+    if lifecycle.pause_batch(batch.id, f"Paused by {user.email}.", by="user"):
+        audit.record("batch_paused", user=user, target=f"batch:{batch.id}")
+
+
+def resume_batch(user: User, batch: Batch) -> Optional[str]:
+    """Continue a paused batch where it stopped; returns a dispatch error, if any."""
+    if not can_manage(user, batch):
+        raise NotAllowed("Only the batch's author or an admin can resume it.")
+    if batch.paused_by == "provider" and user.role != Role.ADMIN:
+        raise NotAllowed("The provider circuit breaker paused this batch; an admin resumes it "
+                         "once the key or quota problem is fixed.")
+    now = utcnow()
+    resumed = db.session.execute(
+        update(Batch).where(Batch.id == batch.id, Batch.status == B.PAUSED)
+        .values(status=B.RUNNING, paused_reason=None, paused_by=None,
+                started_at=func.coalesce(Batch.started_at, now)),
+        execution_options={"synchronize_session": False}).rowcount == 1
+    db.session.commit()
+    if not resumed:
+        return None
+    audit.record("batch_resumed", user=user, target=f"batch:{batch.id}")
+    try:
+        ratelimit.probe_reset(live.get_redis(), batch.id)  # probe the provider afresh
+    except redis.RedisError as exc:
+        log.warning("could not reset the provider probe: %s", exc)
+    # Queued articles whose messages were consumed while paused need new ones; sending an
+    # article twice is harmless.
+    error = dispatch(batch.id)
+    lifecycle.finalize_batch(batch.id)
+    return error
+
+
+def estimate_for(data: dict):
+    """Tokens and cost of what the new-batch form holds now, or None if it is not valid."""
+    clean, _ = validate(data)
+    if clean is None:
+        return None
+    prompts = [Prompt(title=t, words=clean.target_words, tone=clean.tone,
+                      language=clean.language, instructions=clean.instructions)
+               for t in clean.titles]
+    return pricing.estimate(current_app.config, current_provider(), clean.model, prompts)
 
 
 def can_manage(user: User, batch: Batch) -> bool:

@@ -13,7 +13,7 @@ from typing import Optional
 import redis
 from sqlalchemy import func, or_, select
 
-from .. import live
+from .. import live, ratelimit
 from ..extensions import db
 from ..models import Article, ArticleStatus as A, Batch, BatchStatus as B, utcnow
 
@@ -27,6 +27,8 @@ OVERLAP = timedelta(seconds=2)
 class Counts:
     by_status: dict[str, int]
     total: int
+    spend: float = 0.0
+    flagged: int = 0
 
     @property
     def done(self) -> int:
@@ -48,6 +50,8 @@ class BatchView:
     live_words: dict[int, int] = field(default_factory=dict)
     live_error: bool = False
     changed_ids: set[int] = field(default_factory=set)
+    waiting: int = 0
+    recent_429s: int = 0
 
     @property
     def is_final(self) -> bool:
@@ -55,18 +59,25 @@ class BatchView:
 
 
 def _count_columns():
-    return [select(func.count()).where(Article.batch_id == Batch.id, Article.status == s)
-            .correlate(Batch).scalar_subquery().label(s) for s in A.ALL]
+    counts = [select(func.count()).where(Article.batch_id == Batch.id, Article.status == s)
+              .correlate(Batch).scalar_subquery().label(s) for s in A.ALL]
+    spend = (select(func.coalesce(func.sum(Article.cost_usd), 0.0))
+             .where(Article.batch_id == Batch.id).correlate(Batch).scalar_subquery())
+    flagged = (select(func.count()).where(Article.batch_id == Batch.id,
+                                          Article.review_flag.is_not(None))
+               .correlate(Batch).scalar_subquery())
+    return counts + [spend.label("spend"), flagged.label("flagged")]
 
 
 def load_batch_with_counts(batch_id: int) -> Optional[tuple[Batch, Counts]]:
-    """The batch and its article counts by status, in one statement."""
+    """The batch, its article counts by status, its spend so far, in one statement."""
     row = db.session.execute(select(Batch, *_count_columns()).where(Batch.id == batch_id)).first()
     if row is None:
         return None
     batch = row[0]
     by_status = {s: row[i + 1] for i, s in enumerate(A.ALL)}
-    return batch, Counts(by_status, batch.total)
+    return batch, Counts(by_status, batch.total, spend=float(row.spend or 0.0),
+                         flagged=row.flagged or 0)
 
 
 def percent_done(batch: Batch, counts: Counts) -> int:
@@ -111,21 +122,26 @@ def batch_view(batch_id: int, since: Optional[datetime] = None, *, with_rows: bo
     view.changed_rows = [r for r in rows if since is None or r.updated_at >= since - OVERLAP]
     view.changed_ids = {r.id for r in view.changed_rows}
     running = [r for r in rows if r.status in A.ACTIVE]
-    if running and batch.status not in B.FINAL:
-        try:
-            metas = live.read_progress(live.get_redis(), [r.task_id for r in running])
-        except redis.RedisError:
-            view.live_error = True
-            return view
-        for r in running:
-            words = live.progress_words(metas.get(r.task_id))
-            if words is not None:
-                view.live_words[r.id] = words
+    if batch.status in B.FINAL:
+        return view  # finished batches render from the database alone
+    # One MGET: the running articles' Celery progress and the rate-limit pressure.
+    extra = ratelimit.pressure_keys(batch_id)
+    try:
+        metas, values = live.read_progress(live.get_redis(), [r.task_id for r in running], extra)
+    except redis.RedisError:
+        view.live_error = True
+        return view
+    view.waiting, view.recent_429s = ratelimit.pressure_from(values)
+    for r in running:
+        words = live.progress_words(metas.get(r.task_id))
+        if words is not None:
+            view.live_words[r.id] = words
     return view
 
 
 _ROW_COLUMNS = (Article.id, Article.position, Article.title, Article.status, Article.words,
-                Article.note, Article.error, Article.task_id, Article.updated_at)
+                Article.note, Article.error, Article.task_id, Article.updated_at,
+                Article.review_flag)
 
 
 def article_rows(batch_id: int):

@@ -18,6 +18,7 @@ class BatchInput:
     tone: str
     language: str
     instructions: str = ""
+    budget_usd: float | None = None
 
 
 @dataclass
@@ -116,7 +117,29 @@ def validate_batch(data: dict, *, default_model: str, allowed_models: list[str],
     language = _text(data, "language", "Language", errors, required=False, max_len=50) or "English"
     instructions = _text(data, "instructions", "Extra instructions", errors, required=False,
                          max_len=2000)
+    budget = _budget(data.get("budget_usd"), errors)
     if errors:
         return None, errors
     return BatchInput(name=name, titles=titles, model=model, target_words=target_words,
-                      tone=tone, language=language, instructions=instructions), errors
+                      tone=tone, language=language, instructions=instructions,
+                      budget_usd=budget), errors
+
+
+MAX_BUDGET = 100_000.0
+
+
+def _budget(raw, errors: Errors) -> float | None:
+    """An optional spending cap in US dollars; empty means none."""
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        return None
+    try:
+        if isinstance(raw, bool):
+            raise ValueError
+        value = float(str(raw).strip().lstrip("$"))
+    except ValueError:
+        errors.add("budget_usd", "Budget must be an amount in US dollars, like 2.50.")
+        return None
+    if not 0 < value <= MAX_BUDGET or value != value:
+        errors.add("budget_usd", f"Budget must be more than 0 and at most {MAX_BUDGET:,.0f} dollars.")
+        return None
+    return value

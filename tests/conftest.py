@@ -1,0 +1,342 @@
+"""Fixtures for the integration suite: every part is real.
+
+- a `redis-server` of our own on a free port (never a developer's 127.0.0.1:6379),
+- a real Celery worker process (threads pool, the production command line),
+- the real `openai` SDK in that worker, talking over HTTP to tests/fakeai.py,
+- the real database: an SQLite file, or PostgreSQL when TEST_DATABASE_URL is set, with the
+  schema built by the real migrations (Flask-Migrate's upgrade), not create_all.
+
+`task_always_eager` is never used: tasks go through the broker to the worker process.
+The worker's log and Redis's log are kept under test-artifacts/ to diagnose failures.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import redis
+import sqlalchemy
+from sqlalchemy import delete
+
+from tests.fakeai import FakeAI
+from tests.helpers import login, wait_until
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts"
+WORKER_NAME = f"pressroom-test-{os.getpid()}@localhost"
+SECRET_KEY = "test-secret-key-for-the-pressroom-suite"
+# Retries wait this long at first (doubled per attempt), so the retry tests take a second.
+RETRY_BASE = 0.05
+
+ACCOUNTS = {
+    "editor": ("editor@example.test", "editor-password-1"),
+    "admin": ("admin@example.test", "admin-password-1"),
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def stop_process(proc: subprocess.Popen, grace: float = 15.0) -> None:
+    """Terminate our own child; kill it if it does not stop within `grace` seconds."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+# -- Redis ------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory, artifacts):
+    """A private redis-server: no persistence, its own directory, killed at the end."""
+    exe = shutil.which("redis-server")
+    if exe is None:
+        pytest.fail("redis-server is not installed; `make test` installs it (apt-get install redis-server)")
+    workdir = tmp_path_factory.mktemp("redis")
+    # A free port can be taken between our probe and redis binding it: try a few.
+    for _ in range(5):
+        port = free_port()
+        log = open(artifacts / "redis.log", "w")
+        proc = subprocess.Popen(
+            [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(workdir), "--daemonize", "no"],
+            stdout=log, stderr=subprocess.STDOUT)
+        client = redis.Redis(port=port, socket_timeout=1, socket_connect_timeout=1)
+
+        def up():
+            if proc.poll() is not None:
+                return "exited"
+            try:
+                return client.ping()
+            except redis.ConnectionError:
+                return False
+
+        result = wait_until(up, 10, "redis-server to answer PING")
+        if result is True:
+            break
+        log.close()
+    else:
+        pytest.fail("could not start redis-server; see test-artifacts/redis.log")
+    client.close()
+    yield f"redis://127.0.0.1:{port}/0"
+    stop_process(proc, grace=5)
+    log.close()
+
+
+@pytest.fixture(scope="session")
+def redis_client(redis_url):
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+# -- the fake provider ---------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def fake_server():
+    with FakeAI() as server:
+        yield server
+
+
+@pytest.fixture
+def fake(fake_server):
+    """The session's FakeAI with its log, faults and settings reset for this test."""
+    fake_server.reset(restore_settings=True)
+    return fake_server
+
+
+# -- database and app ---------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory):
+    url = os.environ.get("TEST_DATABASE_URL")
+    if not url:
+        return "sqlite:///" + str(tmp_path_factory.mktemp("db") / "pressroom-test.sqlite3")
+    # A clean schema every session, so the migrations below run from nothing.
+    engine = sqlalchemy.create_engine(url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.exec_driver_sql("DROP SCHEMA public CASCADE")
+        conn.exec_driver_sql("CREATE SCHEMA public")
+    engine.dispose()
+    return url
+
+
+def app_config(database_url: str, redis_url: str, fake_url: str, **overrides) -> dict:
+    config = {
+        "TESTING": True,
+        "SECRET_KEY": SECRET_KEY,
+        "SQLALCHEMY_DATABASE_URI": database_url,
+        "REDIS_URL": redis_url,
+        "OPENAI_API_KEY": "test",
+        "OPENAI_BASE_URL": fake_url,
+        "OPENAI_MODEL": "gpt-4o-mini",
+        "POLL_INTERVAL": 0.2,
+        "GENERATION_RETRY_BASE": RETRY_BASE,
+        # WTF_CSRF_ENABLED is deliberately left at its default (on): tests send tokens.
+    }
+    config.update(overrides)
+    return config
+
+
+@pytest.fixture(scope="session")
+def _app(database_url, redis_url, fake_server):
+    """The app, with its schema made by the real migrations and two signed-up users."""
+    from flask_migrate import upgrade
+
+    from webapp import create_app
+    from webapp.extensions import db
+    from webapp.models import Role
+    from webapp.services import users
+
+    app = create_app(app_config(database_url, redis_url, fake_server.base_url))
+    with app.app_context():
+        upgrade()
+        tokens = {}
+        for role, (email, password) in ACCOUNTS.items():
+            _, _, tokens[role] = users.create_user(
+                email, Role.ADMIN if role == "admin" else Role.EDITOR, password=password)
+        app.config["TEST_TOKENS"] = tokens
+    yield app
+    with app.app_context():
+        db.engine.dispose()
+
+
+class Worker:
+    def __init__(self, proc: subprocess.Popen, log_path: Path, celery_app):
+        self.proc, self.log_path, self.celery = proc, log_path, celery_app
+
+    def check_alive(self) -> None:
+        if self.proc.poll() is not None:
+            pytest.fail(f"the Celery worker exited ({self.proc.returncode}); see {self.log_path}")
+
+    def ping(self) -> bool:
+        self.check_alive()
+        replies = self.celery.control.ping(destination=[WORKER_NAME], timeout=0.5)
+        return any(WORKER_NAME in reply for reply in replies)
+
+
+@pytest.fixture(scope="session")
+def worker(_app, database_url, redis_url, fake_server, artifacts):
+    """One real worker process, as the Procfile runs it, pointed at our Redis, DB and fake."""
+    env = dict(os.environ)
+    env.pop("PRESSROOM_ENV", None)
+    env.update({
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "OPENAI_API_KEY": "test",
+        "OPENAI_BASE_URL": fake_server.base_url,
+        "OPENAI_MODEL": "gpt-4o-mini",
+        "OPENAI_TIMEOUT": "30",
+        "GENERATION_RETRY_BASE": str(RETRY_BASE),
+        "SECRET_KEY": SECRET_KEY,
+        "PYTHONUNBUFFERED": "1",
+    })
+    celery_bin = Path(sys.executable).with_name("celery")
+    log_path = artifacts / "worker.log"
+    log = open(log_path, "w")
+    proc = subprocess.Popen(
+        [str(celery_bin), "-A", "wsgi:celery_app", "worker", "--pool", "threads",
+         "--concurrency", "16", "--queues", "generation,celery", "--loglevel", "INFO",
+         "-n", WORKER_NAME,
+         # One worker only: skip waiting for replies from (non-existent) peers at start-up.
+         "--without-mingle", "--without-gossip"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    handle = Worker(proc, log_path, _app.extensions["celery"])
+    try:
+        wait_until(handle.ping, 60, f"the Celery worker to answer a ping (log: {log_path})")
+        yield handle
+    finally:
+        stop_process(proc)
+        log.close()
+
+
+# -- per-test state ---------------------------------------------------------------------------
+
+def _worker_idle(worker: Worker, redis_client, fake_server) -> bool:
+    """Nothing queued, nothing reserved or running (acks are late, so a message stays in
+    kombu's `unacked` hash until its task has ended and stored its result)."""
+    worker.check_alive()
+    pipe = redis_client.pipeline(transaction=False)
+    pipe.llen("generation").llen("celery").hlen("unacked")
+    queued_generation, queued_default, unacked = pipe.execute()
+    return (queued_generation == 0 and queued_default == 0 and unacked == 0
+            and fake_server.in_flight == 0)
+
+
+def reset_state(app, worker, redis_client, fake_server) -> None:
+    """Let leftover work finish, then delete batches, articles and live keys.
+
+    Waiting first matters: on SQLite, ids are reused once the rows are gone, so a stale
+    task message could otherwise act on the next test's article of the same id.
+    Redis is not flushed: Celery's `_kombu.binding.*` keys must stay.
+    """
+    from webapp.extensions import db
+    from webapp.models import Article, Batch
+
+    # Leftovers (a failed test's batch) run fast and fault-free from now on.
+    fake_server.reset(restore_settings=True)
+    wait_until(lambda: _worker_idle(worker, redis_client, fake_server), 90,
+               "the worker to finish the previous test's tasks")
+    fake_server.wait_idle(timeout=30)
+    with app.app_context():
+        db.session.execute(delete(Article))
+        db.session.execute(delete(Batch))
+        db.session.commit()
+    for pattern in ("pressroom:*", "celery-task-meta-*"):
+        keys = list(redis_client.scan_iter(match=pattern, count=1000))
+        if keys:
+            redis_client.delete(*keys)
+
+
+@pytest.fixture
+def app(_app, worker, redis_client, fake):
+    """The session's app, with a clean slate for each test (and cleaned up after it)."""
+    reset_state(_app, worker, redis_client, fake)
+    fake.reset(restore_settings=True)
+    yield _app
+    reset_state(_app, worker, redis_client, fake)
+
+
+@pytest.fixture
+def celery_app(app):
+    return app.extensions["celery"]
+
+
+@pytest.fixture
+def accounts():
+    return ACCOUNTS
+
+
+@pytest.fixture
+def anon_client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def client(app):
+    """A browser signed in as an editor, through the real sign-in form (CSRF on)."""
+    c = app.test_client()
+    login(c, *ACCOUNTS["editor"])
+    return c
+
+
+@pytest.fixture
+def admin_client(app):
+    c = app.test_client()
+    login(c, *ACCOUNTS["admin"])
+    return c
+
+
+@pytest.fixture
+def api_headers(app):
+    """Bearer token of the editor, made by webapp.services.users.create_user."""
+    return {"Authorization": f"Bearer {app.config['TEST_TOKENS']['editor']}"}
+
+
+@pytest.fixture
+def make_app(_app, database_url, redis_url, fake_server):
+    """Build a second app with different settings (e.g. a broker that is down).
+
+    create_app() makes its Celery app the process default and re-binds the shared
+    Flask-Limiter instance, so both are put back for the main app afterwards.
+    """
+    from webapp import create_app
+    from webapp.extensions import db, limiter
+
+    made = []
+    saved = (limiter._storage, limiter._limiter, dict(limiter._storage_options))
+
+    def build(**overrides):
+        other = create_app(app_config(database_url, redis_url, fake_server.base_url, **overrides))
+        made.append(other)
+        return other
+
+    yield build
+    for other in made:
+        with other.app_context():
+            db.engine.dispose()
+    limiter._storage, limiter._limiter = saved[0], saved[1]
+    limiter._storage_options.clear()
+    limiter._storage_options.update(saved[2])
+    main_celery = _app.extensions["celery"]
+    main_celery.set_default()
+    main_celery.set_current()

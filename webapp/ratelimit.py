@@ -1,0 +1,255 @@
+"""Shared provider limits, enforced across every worker on every machine through Redis.
+
+- Requests and tokens per minute, per model, with the `limits` library: an exact moving
+  window for requests, a sliding-window counter for tokens (cheap for large costs).
+- A shared hold-off: when the provider says "wait" (429 Retry-After, or its
+  x-ratelimit-remaining-* headers reach zero) every worker waits, not just the one told.
+- A per-batch cap on articles in flight, so one huge batch cannot starve the others.
+- Pressure counters (articles waiting, recent 429s) that the batch page reads in the same
+  Redis round trip as the progress.
+"""
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+import redis
+from flask import current_app
+from limits import RateLimitItem, parse
+from limits.storage import RedisStorage
+from limits.strategies import MovingWindowRateLimiter, SlidingWindowCounterRateLimiter
+
+
+_BUCKET = 60  # seconds per bucket of the recent-429 counter
+RECENT_BUCKETS = 5
+
+
+@dataclass
+class ModelLimits:
+    requests: Optional[RateLimitItem] = None
+    tokens: Optional[RateLimitItem] = None
+
+
+def parse_limits(raw: str) -> dict[str, ModelLimits]:
+    """RATE_LIMITS is JSON: {"gpt-4o-mini": {"requests": "500/minute", "tokens": "200000/minute"}}.
+
+    The key "*" applies to models not named.
+    """
+    if not raw:
+        return {}
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise ValueError(f"RATE_LIMITS is not valid JSON: {exc}") from exc
+    out = {}
+    for model, spec in data.items():
+        if not isinstance(spec, dict):
+            raise ValueError(f"RATE_LIMITS[{model!r}] must be an object with requests/tokens.")
+        out[model] = ModelLimits(
+            requests=parse(spec["requests"]) if spec.get("requests") else None,
+            tokens=parse(spec["tokens"]) if spec.get("tokens") else None)
+    return out
+
+
+class SharedLimiter:
+    def __init__(self, redis_url: str, limits: dict[str, ModelLimits]):
+        self.limits = limits
+        storage = RedisStorage(redis_url, key_prefix="pressroom-provider",
+                               socket_timeout=2, socket_connect_timeout=2)
+        self.requests = MovingWindowRateLimiter(storage)
+        self.tokens = SlidingWindowCounterRateLimiter(storage)
+
+    def for_model(self, model: str) -> ModelLimits:
+        return self.limits.get(model) or self.limits.get("*") or ModelLimits()
+
+    def try_acquire(self, model: str, tokens: int) -> float:
+        """Take one request and `tokens` tokens; 0.0 if granted, else seconds to wait."""
+        lim = self.for_model(model)
+        if lim.requests is not None and not self.requests.hit(lim.requests, model):
+            reset = self.requests.get_window_stats(lim.requests, model).reset_time
+            return max(0.05, reset - time.time())
+        if lim.tokens is not None:
+            cost = min(tokens, lim.tokens.amount)
+            if not self.tokens.hit(lim.tokens, model, cost=cost):
+                reset = self.tokens.get_window_stats(lim.tokens, model).reset_time
+                return max(0.05, min(reset - time.time(), 5.0))
+        return 0.0
+
+
+def get_limiter() -> SharedLimiter:
+    limiter = current_app.extensions.get("pressroom_limiter")
+    if limiter is None:
+        limiter = SharedLimiter(current_app.config["REDIS_URL"],
+                                parse_limits(current_app.config.get("RATE_LIMITS", "")))
+        current_app.extensions["pressroom_limiter"] = limiter
+    return limiter
+
+
+# --- shared hold-off -------------------------------------------------------------------
+
+def holdoff_key(model: str) -> str:
+    return f"pressroom:holdoff:{model}"
+
+
+def hold_off(client: redis.Redis, model: str, seconds: float) -> None:
+    """Ask every worker to send nothing for this model for a while (never shortens one)."""
+    ms = int(seconds * 1000)
+    if ms <= 0:
+        return
+    current = client.pttl(holdoff_key(model))
+    if current is None or current < ms:
+        client.set(holdoff_key(model), "1", px=ms)
+
+
+def holdoff_remaining(client: redis.Redis, model: str) -> float:
+    ms = client.pttl(holdoff_key(model))
+    return ms / 1000.0 if ms and ms > 0 else 0.0
+
+
+_DURATION = re.compile(r"(?P<value>\d+(?:\.\d+)?)(?P<unit>ms|h|m|s)")
+
+
+def parse_reset(text: str) -> Optional[float]:
+    """OpenAI's reset headers look like '1s', '6m0s', '20ms'."""
+    if not text:
+        return None
+    total, matched = 0.0, False
+    for m in _DURATION.finditer(text):
+        matched = True
+        value = float(m.group("value"))
+        total += value * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[m.group("unit")]
+    if matched:
+        return total
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def adapt_to_headers(client: redis.Redis, model: str, headers) -> Optional[float]:
+    """When the provider reports no requests or tokens left, hold everyone off until reset."""
+    wait = None
+    for kind in ("requests", "tokens"):
+        remaining = headers.get(f"x-ratelimit-remaining-{kind}")
+        if remaining is None:
+            continue
+        try:
+            if int(float(remaining)) > 0:
+                continue
+        except ValueError:
+            continue
+        reset = parse_reset(headers.get(f"x-ratelimit-reset-{kind}", ""))
+        if reset:
+            wait = max(wait or 0.0, reset)
+    if wait:
+        hold_off(client, model, wait)
+    return wait
+
+
+# --- first-request probe (half-open circuit breaker) ---------------------------------------
+# Until one request of a batch has been accepted by the provider, only one is in flight: a
+# bad key or an empty account then costs one request, not one per worker thread.
+
+PROBE_OK, PROBE_TRIPPED = b"ok", b"tripped"
+
+
+def probe_key(batch_id: int) -> str:
+    return f"pressroom:probe:{batch_id}"
+
+
+def probe_state(client: redis.Redis, batch_id: int, hold_seconds: float) -> str:
+    """"go" (the provider accepted this batch before, or we are the prober), "wait" or
+    "tripped" (the breaker paused the batch)."""
+    key = probe_key(batch_id)
+    value = client.get(key)
+    if value == PROBE_OK:
+        return "go"
+    if value == PROBE_TRIPPED:
+        return "tripped"
+    if value is None and client.set(key, "probing", nx=True, px=int(hold_seconds * 1000)):
+        return "probe"
+    return "wait"
+
+
+def probe_passed(client: redis.Redis, batch_id: int) -> None:
+    client.set(probe_key(batch_id), PROBE_OK, ex=24 * 3600)
+
+
+def probe_failed(client: redis.Redis, batch_id: int, tripped: bool) -> None:
+    """A breaker error keeps everyone out; any other error lets the next article probe."""
+    if tripped:
+        client.set(probe_key(batch_id), PROBE_TRIPPED, ex=24 * 3600)
+    else:
+        client.delete(probe_key(batch_id))
+
+
+def probe_reset(client: redis.Redis, batch_id: int) -> None:
+    client.delete(probe_key(batch_id))
+
+
+# --- per-batch cap on articles in flight -------------------------------------------------
+
+_ACQUIRE = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+if redis.call('ZSCORE', KEYS[1], ARGV[3]) then
+  redis.call('ZADD', KEYS[1], ARGV[4], ARGV[3])
+  return 1
+end
+if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[2]) then
+  redis.call('ZADD', KEYS[1], ARGV[4], ARGV[3])
+  redis.call('EXPIRE', KEYS[1], 86400)
+  return 1
+end
+return 0
+"""
+
+
+def slots_key(batch_id: int) -> str:
+    return f"pressroom:slots:{batch_id}"
+
+
+def acquire_slot(client: redis.Redis, batch_id: int, article_id: int, cap: int, lease: float) -> bool:
+    """A place among the batch's articles in flight; each place expires unless renewed, so
+    a dead worker's places come back by themselves."""
+    if cap <= 0:
+        return True
+    now = time.time()
+    return bool(client.eval(_ACQUIRE, 1, slots_key(batch_id), now, cap, article_id, now + lease))
+
+
+def release_slot(client: redis.Redis, batch_id: int, article_id: int) -> None:
+    client.zrem(slots_key(batch_id), article_id)
+
+
+# --- pressure, for the batch page ---------------------------------------------------------
+
+def waiting_key(batch_id: int) -> str:
+    return f"pressroom:waiting:{batch_id}"
+
+
+def r429_key(batch_id: int, bucket: int) -> str:
+    return f"pressroom:429:{batch_id}:{bucket}"
+
+
+def note_429(client: redis.Redis, batch_id: int) -> None:
+    key = r429_key(batch_id, int(time.time() // _BUCKET))
+    pipe = client.pipeline(transaction=False)
+    pipe.incr(key)
+    pipe.expire(key, _BUCKET * (RECENT_BUCKETS + 1))
+    pipe.execute()
+
+
+def pressure_keys(batch_id: int) -> list[str]:
+    """Keys whose values give the pressure; read with the progress MGET."""
+    now_bucket = int(time.time() // _BUCKET)
+    return [waiting_key(batch_id)] + [r429_key(batch_id, now_bucket - i)
+                                      for i in range(RECENT_BUCKETS)]
+
+
+def pressure_from(values: list) -> tuple[int, int]:
+    waiting = int(values[0] or 0) if values else 0
+    recent = sum(int(v or 0) for v in values[1:])
+    return max(0, waiting), recent
