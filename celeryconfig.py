@@ -66,3 +66,13 @@ redis_socket_timeout = _socket_timeout
 redis_socket_connect_timeout = _socket_timeout
 redis_retry_on_timeout = False
 result_backend_transport_options = {"retry_policy": {"max_retries": 1, "timeout": 2.0}}
+
+# The reconciler brings the database and Redis back in line (lost workers, lost messages,
+# batches left open). Beat runs it; it is safe to run more often or twice.
+beat_schedule = {
+    "reconcile": {
+        "task": "webapp.housekeeping.reconcile",
+        "schedule": _num("RECONCILE_EVERY", 10.0),
+        "options": {"expires": 60},
+    },
+}

@@ -34,7 +34,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script: make `webapp` and `bench` importable
 
-from bench.procs import VENV_BIN, FakeAIProcess, Procs, free_port, start_redis, wait_for_port  # noqa: E402
+from bench.procs import (VENV_BIN, FakeAIProcess, Procs, cpu_seconds, free_port,  # noqa: E402
+                         start_redis, wait_for_port)
 
 RESULTS = ROOT / "bench" / "results" / "latest.json"
 CONCURRENCY = 32
@@ -475,6 +476,13 @@ class Bench:
 
     # -- the run --------------------------------------------------------------------------
 
+    def _cpu(self) -> dict:
+        out = {"bench": sum(os.times()[:2])}
+        for name, proc in self.procs.started:
+            if name != "gunicorn":  # its work is in forked workers; see the load figures
+                out[name] = cpu_seconds(proc.pid)
+        return out
+
     def run_phase(self, name: str, fn) -> None:
         spy = None
         if self.args.profile_worker and name in ("makespan", "pipeline", "cancel"):
@@ -485,8 +493,16 @@ class Bench:
                                     "--nonblocking"], stdout=subprocess.DEVNULL,
                                    stderr=subprocess.DEVNULL)
             time.sleep(1)  # py-spy needs a moment to attach
+        # CPU used by each process during the phase: on a small machine the worker, the
+        # fake provider and this process share the cores, which the figures must show.
+        cpu_before = self._cpu()
+        wall = time.monotonic()
         try:
             fn()
+            wall = time.monotonic() - wall
+            self.details.setdefault("cpu_s", {})[name] = {
+                "wall": round(wall, 2),
+                **{k: round(v - cpu_before.get(k, 0.0), 2) for k, v in self._cpu().items()}}
         except Exception as exc:  # one broken phase still lets the others report
             self.errors[name] = f"{type(exc).__name__}: {exc}"
             log(f"phase {name} FAILED: {exc}")

@@ -35,5 +35,3 @@ def seed_batch(titles: list[str], model: str = "gpt-4o-mini", words: int = 600) 
 def noop() -> None:
     """Nothing at all: the floor of what one task costs."""
     return None
-
-import sys; sys.setswitchinterval(0.0005)

@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 from celery import Celery, Task
+from celery.signals import worker_ready
 from flask import Flask
+
+from . import workerstate
 
 
 def celery_init_app(app: Flask) -> Celery:
@@ -19,6 +22,13 @@ def celery_init_app(app: Flask) -> Celery:
         app.config.get("CELERY_RESULT_BACKEND") or app.config["REDIS_URL"]
     )
     check_visibility_timeout(app, celery_app)
+
+    @worker_ready.connect(weak=False)
+    def _start_heartbeat(sender=None, **_):
+        pool = type(sender.pool).__module__.rsplit(".", 1)[-1] if sender.pool else "?"
+        workerstate.start_heartbeat(app.config["REDIS_URL"], sender.hostname, pool,
+                                    sender.concurrency)
+
     celery_app.set_default()
     app.extensions["celery"] = celery_app
     return celery_app

@@ -1,14 +1,26 @@
-"""`flask users ...` commands."""
+"""Command-line tools: `flask users|batches|workers|queues ...`."""
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import click
 from flask import Flask
 from flask.cli import AppGroup
 
-from .models import Role
-from .services import users
+from .extensions import db
+from .models import Batch, Role
+from .services import batches as batch_service, progress, system, users
 
 users_cli = AppGroup("users", help="Manage user accounts.")
+batches_cli = AppGroup("batches", help="Inspect and steer batches.")
+
+
+@dataclass
+class CliActor:
+    """Who the audit log names for commands run on the server."""
+    id: None = None
+    email: str = "cli"
+    role: str = Role.ADMIN
 
 
 @users_cli.command("create")
@@ -40,5 +52,113 @@ def bootstrap(email: str) -> None:
     click.echo(f"token: {token}")
 
 
+def _batch(batch_id: int) -> Batch:
+    batch = db.session.get(Batch, batch_id)
+    if batch is None:
+        raise click.ClickException(f"No batch {batch_id}.")
+    return batch
+
+
+@batches_cli.command("list")
+@click.option("--limit", default=20, show_default=True)
+def list_batches(limit: int) -> None:
+    """Newest batches with their progress."""
+    rows, total = batch_service.page_of_batches(1, limit)
+    click.echo(f"{'id':>6}  {'status':<10} {'done':>11}  {'provider':<12} name")
+    for batch, done in rows:
+        click.echo(f"{batch.id:>6}  {batch.status:<10} {done:>5}/{batch.total:<5}  "
+                   f"{batch.provider[:12]:<12} {batch.name}")
+    click.echo(f"({len(rows)} of {total})")
+
+
+@batches_cli.command("show")
+@click.argument("batch_id", type=int)
+def show_batch(batch_id: int) -> None:
+    """One batch: counts by status, spend, and its articles."""
+    view = progress.batch_view(_batch(batch_id).id, with_rows=False)
+    b = view.batch
+    click.echo(f"batch {b.id}: {b.name}\nstatus: {b.status}  {view.counts.done}/{view.counts.total} "
+               f"({view.percent}%)  provider: {b.provider}  model: {b.model}")
+    click.echo("counts: " + ", ".join(f"{s} {n}" for s, n in view.counts.by_status.items() if n))
+    click.echo(f"spent: ${view.counts.spend:.4f}" + (f" of ${b.budget_usd:.2f}" if b.budget_usd else ""))
+    for reason in (b.paused_reason, b.stop_reason, b.dispatch_error):
+        if reason:
+            click.echo(reason)
+    for row in progress.article_rows(b.id):
+        click.echo(f"  {row.id:>7} {row.status:<10} {row.words:>5} w  {row.title[:70]}"
+                   + (f"  [{row.error or row.note}]" if row.error or row.note else ""))
+
+
+def _act(batch_id: int, action, done: str) -> None:
+    try:
+        error = action(CliActor(), _batch(batch_id))
+    except (batch_service.NotAllowed, batch_service.Conflict) as exc:
+        raise click.ClickException(str(exc))
+    if error:
+        raise click.ClickException(error)
+    click.echo(done)
+
+
+@batches_cli.command("cancel")
+@click.argument("batch_id", type=int)
+def cancel_batch(batch_id: int) -> None:
+    """Cancel a batch (running articles stop within a second)."""
+    _act(batch_id, batch_service.cancel_batch, f"Batch {batch_id} is cancelling.")
+
+
+@batches_cli.command("pause")
+@click.argument("batch_id", type=int)
+def pause_batch(batch_id: int) -> None:
+    """Pause a batch: nothing new is sent."""
+    _act(batch_id, batch_service.pause_batch, f"Batch {batch_id} is paused.")
+
+
+@batches_cli.command("resume")
+@click.argument("batch_id", type=int)
+def resume_batch(batch_id: int) -> None:
+    """Resume a paused batch."""
+    _act(batch_id, batch_service.resume_batch, f"Batch {batch_id} is resumed.")
+
+
+@batches_cli.command("requeue")
+@click.argument("batch_id", type=int)
+@click.option("--failed", is_flag=True, help="Also give failed articles another try.")
+def requeue_batch(batch_id: int, failed: bool) -> None:
+    """Send a batch's queued articles to the queue again (after Redis lost them)."""
+    count = batch_service.requeue(CliActor(), _batch(batch_id), include_failed=failed)
+    click.echo(f"Sent {count} articles of batch {batch_id} to the queue.")
+
+
+@click.command("workers")
+def workers() -> None:
+    """Workers by their heartbeats: pool, concurrency, articles in progress."""
+    rows = system.workerstate.read_workers(system.get_redis())
+    if not rows:
+        click.echo("No worker has reported in the last two minutes.")
+    for w in rows:
+        state = "NOT RESPONDING" if w["stale"] else "ok"
+        click.echo(f"{w['hostname']:<40} pool={w['pool']:<8} concurrency={w['concurrency']:<4} "
+                   f"active={w['active']:<4} last seen {w['age_s']:.0f} s ago  {state}")
+
+
+@click.command("queues")
+@click.option("--purge", is_flag=True, help="Delete every waiting message (asks first).")
+@click.option("--yes", is_flag=True, help="With --purge: do not ask.")
+def queues(purge: bool, yes: bool) -> None:
+    """Queue lengths; --purge empties them (articles stay queued in the database)."""
+    client = system.get_redis()
+    for name, length in system.queue_lengths(client).items():
+        click.echo(f"{name:<12} {length}")
+    if purge:
+        if not yes:
+            click.confirm("Delete every waiting message? Articles stay queued in the database "
+                          "and can be sent again with `flask batches requeue`", abort=True)
+        purged = system.purge_queues(client)
+        click.echo(f"Purged {sum(purged.values())} messages.")
+
+
 def register(app: Flask) -> None:
     app.cli.add_command(users_cli)
+    app.cli.add_command(batches_cli)
+    app.cli.add_command(workers)
+    app.cli.add_command(queues)

@@ -55,6 +55,11 @@ def load_config(instance_path: str) -> dict:
         "GENERATION_RETRY_BASE": _float("GENERATION_RETRY_BASE", 2.0),
         # Articles of one batch in flight at once, across all workers (0: no cap).
         "BATCH_MAX_CONCURRENCY": _int("BATCH_MAX_CONCURRENCY", 32),
+        # Batches larger than this are sent to the queue by a worker, not the web request.
+        "DISPATCH_INLINE_MAX": _int("DISPATCH_INLINE_MAX", 500),
+        # /metrics: a bearer token, and/or client addresses allowed without one.
+        "METRICS_TOKEN": os.environ.get("METRICS_TOKEN", ""),
+        "METRICS_ALLOW": os.environ.get("METRICS_ALLOW", "127.0.0.1/32,::1/128"),
         # Shared provider limits per model, JSON; see README "Provider limits and cost".
         "RATE_LIMITS": os.environ.get("RATE_LIMITS", ""),
         "PRICE_TABLE": os.environ.get("PRICE_TABLE", ""),
@@ -68,7 +73,7 @@ def load_config(instance_path: str) -> dict:
         "MAX_TITLE_LENGTH": 300,
         # How long a running article's claim lasts without renewal; a worker that dies
         # stops renewing, so another delivery may take the article over.
-        "ARTICLE_LEASE_SECONDS": _int("ARTICLE_LEASE_SECONDS", 60),
+        "ARTICLE_LEASE_SECONDS": _int("ARTICLE_LEASE_SECONDS", 30),
         "WTF_CSRF_TIME_LIMIT": None,
         # Failed sign-ins allowed per client address and per account (Flask-Limiter syntax).
         "LOGIN_LIMIT_IP": os.environ.get("LOGIN_LIMIT_IP", "20 per 10 minutes"),

@@ -11,6 +11,7 @@ from typing import Optional
 
 from sqlalchemy import and_, func, or_, select, update
 
+from . import metrics
 from .extensions import db
 from .models import Article, ArticleStatus as A, Batch, BatchStatus as B, utcnow
 
@@ -131,6 +132,10 @@ def finalize_batch(batch_id: int) -> Optional[str]:
                 .values(status=status, finished_at=now, prompt_tokens=sums[0],
                         completion_tokens=sums[1], cost_usd=sums[2],
                         started_at=func.coalesce(Batch.started_at, now)))
+    if ok:
+        metrics.count("batches_finished_total", status=status)
+        metrics.observe("batch_duration_seconds",
+                        (now - (batch.started_at or batch.created_at)).total_seconds())
     return status if ok else None
 
 

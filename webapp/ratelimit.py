@@ -234,12 +234,28 @@ def r429_key(batch_id: int, bucket: int) -> str:
     return f"pressroom:429:{batch_id}:{bucket}"
 
 
+ALL = "all"  # the batch id under which system-wide pressure is counted
+
+
 def note_429(client: redis.Redis, batch_id: int) -> None:
-    key = r429_key(batch_id, int(time.time() // _BUCKET))
+    bucket = int(time.time() // _BUCKET)
     pipe = client.pipeline(transaction=False)
-    pipe.incr(key)
-    pipe.expire(key, _BUCKET * (RECENT_BUCKETS + 1))
+    for key in (r429_key(batch_id, bucket), r429_key(ALL, bucket)):
+        pipe.incr(key)
+        pipe.expire(key, _BUCKET * (RECENT_BUCKETS + 1))
     pipe.execute()
+
+
+def change_waiting(client: redis.Redis, batch_id: int, delta: int) -> None:
+    pipe = client.pipeline(transaction=False)
+    pipe.incrby(waiting_key(batch_id), delta)
+    pipe.incrby(waiting_key(ALL), delta)
+    pipe.execute()
+
+
+def forget_batch(client: redis.Redis, batch_id: int) -> None:
+    """Drop a finished batch's pressure, slot and probe keys (they also expire alone)."""
+    client.delete(slots_key(batch_id), waiting_key(batch_id), probe_key(batch_id))
 
 
 def pressure_keys(batch_id: int) -> list[str]:

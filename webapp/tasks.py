@@ -10,7 +10,7 @@ from celery import shared_task
 from flask import current_app
 from sqlalchemy import select
 
-from . import lifecycle, live, ratelimit
+from . import lifecycle, live, metrics, ratelimit, workerstate
 from .extensions import db
 from .models import Article, ArticleStatus as A, Batch, BatchStatus as B
 from .pricing import TOKENS_PER_WORD, cost_of, price_for
@@ -61,7 +61,8 @@ def generate_article(self, article_id: int) -> dict:
         # The batch has its share of workers busy: come back later, behind other batches.
         raise self.retry(countdown=random.uniform(0.5, 2.0), max_retries=None)
     try:
-        return _generate(self, article_id, row, redis)
+        with workerstate.active():
+            return _generate(self, article_id, row, redis)
     finally:
         ratelimit.release_slot(redis, row.batch_id, article_id)
 
@@ -98,6 +99,7 @@ def _generate(task, article_id: int, row, redis) -> dict:
         # The last look before money is spent: a cancel that landed after the claim.
         if live.cancel_requested(redis, row.batch_id, article_id):
             raise _Cancelled()
+        started = time.monotonic()
         stream = get_provider(cfg, row.provider).stream(prompt, row.model)
         if probing:
             ratelimit.probe_passed(redis, row.batch_id)
@@ -118,6 +120,8 @@ def _generate(task, article_id: int, row, redis) -> dict:
 
     words = len(text.split())
     usage = stream.usage
+    metrics.observe("provider_request_seconds", time.monotonic() - started, model=row.model)
+    metrics.observe("provider_completion_tokens", usage.completion_tokens, model=row.model)
     stored = lifecycle.complete(
         article_id, token, body=text, words=words,
         prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
@@ -164,14 +168,14 @@ def _wait_for_provider(redis, row, article_id: int, tokens: int) -> str:
                 ratelimit.probe_failed(redis, row.batch_id, tripped=False)  # let others try
             if not waiting:
                 waiting = True
-                redis.incr(ratelimit.waiting_key(row.batch_id))
+                ratelimit.change_waiting(redis, row.batch_id, +1)
             # Short sleeps, so a cancel or a pause is noticed while waiting.
             time.sleep(min(wait, REPORT_EVERY))
             if live.cancel_requested(redis, row.batch_id, article_id):
                 return "cancelled"
     finally:
         if waiting:
-            redis.decr(ratelimit.waiting_key(row.batch_id))
+            ratelimit.change_waiting(redis, row.batch_id, -1)
 
 
 def _consume(task, stream, redis, batch_id, article_id, token, lease, attempt) -> str:
@@ -216,7 +220,9 @@ def _handle_error(task, err: ProviderError, article_id, row, token, attempt, red
         ratelimit.note_429(redis, row.batch_id)
         if err.retry_after:
             ratelimit.hold_off(redis, row.model, err.retry_after)
+    metrics.count("provider_errors_total", kind=err.kind)
     if err.retryable and attempt < max_attempts:
+        metrics.count("generation_retries_total", kind=err.kind)
         delay = backoff_delay(attempt, err.retry_after, cfg["GENERATION_RETRY_BASE"])
         label = "Rate limited" if err.kind == "rate_limit" else err.message.rstrip(".")
         note = f"{label} — retry {attempt + 1} of {max_attempts} in {delay:.0f} s"

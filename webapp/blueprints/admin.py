@@ -7,7 +7,7 @@ from flask import Blueprint, abort, flash, redirect, render_template, request, u
 from flask_login import current_user, login_required
 
 from ..models import Role
-from ..services import audit, users
+from ..services import audit, system, users
 from .access import roles_required
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -106,3 +106,15 @@ def audit_log():
     events, total = audit.search(flt, page)
     return render_template("admin_audit.html", events=events, total=total, page=page,
                            flt=flt, actions=audit.ACTIONS, per_page=50)
+
+
+@bp.get("/system")
+def system_page():
+    """Workers, queues, health and recent failures, kept live."""
+    return render_template("admin_system.html", view=system.system_view())
+
+
+@bp.get("/system/panel")
+def system_panel():
+    """The system page's live panel (polled)."""
+    return render_template("_partials/_system_panel.html", view=system.system_view())

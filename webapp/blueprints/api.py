@@ -8,7 +8,7 @@ from flask import Blueprint, g, jsonify, request, url_for
 from ..extensions import db
 from ..models import Article, Batch
 from ..services import batches, progress, users
-from ..services.batches import NotAllowed
+from ..services.batches import Conflict, NotAllowed
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -110,6 +110,8 @@ def _act(batch_id: int, action):
         error = action(g.api_user, batch)
     except NotAllowed as exc:
         raise ApiError(403, "forbidden", str(exc))
+    except Conflict as exc:
+        raise ApiError(409, "conflict", str(exc))
     db.session.expire_all()
     data = _batch_json(db.session.get(Batch, batch_id), with_articles=False)
     if error:

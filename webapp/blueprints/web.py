@@ -11,7 +11,7 @@ from ..extensions import db
 from ..forms import NewBatchForm
 from ..models import Article, Batch, Role
 from ..services import batches, progress
-from ..services.batches import NotAllowed
+from ..services.batches import Conflict, NotAllowed
 from .access import roles_required
 
 bp = Blueprint("web", __name__)
@@ -125,6 +125,8 @@ def _batch_action(batch_id: int, action, done_message: str):
         error = action(current_user, batch)
     except NotAllowed as exc:
         abort(403, str(exc))
+    except Conflict as exc:
+        error = str(exc)
     db.session.expire_all()
     if _is_htmx():
         view = progress.batch_view(batch_id, with_rows=False)

@@ -14,7 +14,8 @@ from .. import lifecycle, live, pricing, ratelimit
 from ..extensions import db
 from ..models import Article, ArticleStatus as A, Batch, BatchStatus as B, Role, User, utcnow
 from ..provider import Prompt, provider_label
-from ..tasks import generate_article
+from .. import dispatch as publish
+from ..housekeeping import dispatch_batch
 from . import audit
 from .validation import BatchInput, Errors, validate_batch
 
@@ -23,6 +24,10 @@ log = logging.getLogger(__name__)
 
 class NotAllowed(Exception):
     """The user may see this but not change it."""
+
+
+class Conflict(Exception):
+    """The batch is not in a state where this makes sense (e.g. pausing a finished one)."""
 
 
 @dataclass
@@ -83,36 +88,15 @@ def _create(user: User, clean: BatchInput) -> Batch:
 
 
 def dispatch(batch_id: int) -> Optional[str]:
-    """Enqueue the batch's queued articles, only after the commit; returns an error or None.
+    """Send the batch's queued articles, after the commit; returns an error or None.
 
-    Sending an article twice is harmless (the task claims it first), so a batch whose
-    dispatch broke half-way is simply dispatched again in full.
+    Small batches are published here; a large one is handed to a worker in one message,
+    so the request returns at once whatever the size.
     """
-    rows = db.session.execute(
-        select(Article.id, Article.task_id)
-        .where(Article.batch_id == batch_id, Article.status == A.QUEUED)
-        .order_by(Article.position)).all()
-    db.session.rollback()
-    celery = current_app.extensions["celery"]
-    try:
-        with celery.producer_or_acquire() as producer:
-            for article_id, task_id in rows:
-                generate_article.apply_async((article_id,), task_id=task_id,
-                                             queue="generation", producer=producer)
-    except Exception as exc:  # kombu raises several types for an unreachable broker
-        log.warning("dispatch of batch %s failed: %s", batch_id, exc)
-        message = ("The task queue (Redis) is unreachable, so generation has not started. "
-                   "The batch is saved; it will be sent when the queue is back, or use "
-                   "“Retry dispatch”.")
-        _set(batch_id, dispatch_error=message, dispatched_at=None)
-        return message
-    _set(batch_id, dispatch_error=None, dispatched_at=utcnow())
-    return None
-
-
-def _set(batch_id: int, **values) -> None:
-    db.session.execute(update(Batch).where(Batch.id == batch_id).values(**values))
-    db.session.commit()
+    total = db.session.scalar(select(Batch.total).where(Batch.id == batch_id)) or 0
+    if total <= current_app.config["DISPATCH_INLINE_MAX"]:
+        return publish.publish_batch(batch_id)
+    return publish.send(batch_id, lambda: dispatch_batch.apply_async((batch_id,)))
 
 
 def redispatch(user: User, batch: Batch) -> Optional[str]:
@@ -129,6 +113,10 @@ def pause_batch(user: User, batch: Batch) -> None:
     """Stop sending the batch's articles; running ones finish, queued ones wait."""
     if not can_manage(user, batch):
         raise NotAllowed("Only the batch's author or an admin can pause it.")
+    if batch.is_final:
+        raise Conflict("This batch has already finished.")
+    if batch.status == B.CANCELLING:
+        raise Conflict("This batch is being cancelled.")
     if lifecycle.pause_batch(batch.id, f"Paused by {user.email}.", by="user"):
         audit.record("batch_paused", user=user, target=f"batch:{batch.id}")
 
@@ -137,6 +125,8 @@ def resume_batch(user: User, batch: Batch) -> Optional[str]:
     """Continue a paused batch where it stopped; returns a dispatch error, if any."""
     if not can_manage(user, batch):
         raise NotAllowed("Only the batch's author or an admin can resume it.")
+    if batch.status != B.PAUSED:
+        raise Conflict("This batch is not paused.")
     if batch.paused_by == "provider" and user.role != Role.ADMIN:
         raise NotAllowed("The provider circuit breaker paused this batch; an admin resumes it "
                          "once the key or quota problem is fixed.")
@@ -159,6 +149,29 @@ def resume_batch(user: User, batch: Batch) -> Optional[str]:
     error = dispatch(batch.id)
     lifecycle.finalize_batch(batch.id)
     return error
+
+
+def requeue(user: User, batch: Batch, include_failed: bool = False) -> int:
+    """Send the batch's queued articles again; optionally give failed ones another try."""
+    if not can_manage(user, batch):
+        raise NotAllowed("Only the batch's author or an admin can requeue it.")
+    if include_failed:
+        now = utcnow()
+        db.session.execute(update(Article)
+                           .where(Article.batch_id == batch.id, Article.status == A.FAILED)
+                           .values(status=A.QUEUED, error=None, attempts=0, finished_at=None,
+                                   updated_at=now, note="Re-queued by an operator."))
+        db.session.execute(update(Batch).where(Batch.id == batch.id, Batch.status.in_(B.FINAL))
+                           .values(status=B.RUNNING, finished_at=None))
+        db.session.commit()
+    count = db.session.scalar(select(func.count()).where(Article.batch_id == batch.id,
+                                                         Article.status == A.QUEUED))
+    audit.record("batch_dispatched", user=user, target=f"batch:{batch.id}",
+                 detail=f"requeued {count} articles")
+    error = publish.publish_batch(batch.id)
+    if error:
+        raise NotAllowed(error)
+    return count
 
 
 def estimate_for(data: dict):

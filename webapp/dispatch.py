@@ -1,0 +1,68 @@
+"""Sending articles to the queue. Only after the commit, and safe to repeat: a task claims
+its article before doing anything, so an article sent twice is written once."""
+from __future__ import annotations
+
+import logging
+from typing import Iterable, Optional
+
+from flask import current_app
+from sqlalchemy import select, update
+
+from . import live
+from .extensions import db
+from .models import Article, ArticleStatus as A, Batch, utcnow
+from .tasks import generate_article
+
+log = logging.getLogger(__name__)
+
+# Kept in the broker's Redis: if Redis loses its data (a restart without persistence),
+# the marker goes with the queue, and the reconciler knows to send the batch again.
+MARKER_TTL = 7 * 24 * 3600
+
+UNREACHABLE = ("The task queue (Redis) is unreachable, so generation has not started. "
+               "The batch is saved; it is sent automatically when the queue is back, or use "
+               "“Retry dispatch”.")
+
+
+def marker_key(batch_id: int) -> str:
+    return f"pressroom:dispatched:{batch_id}"
+
+
+def publish_articles(rows: Iterable[tuple[int, str]]) -> int:
+    """Publish (article id, task id) pairs over one producer connection."""
+    celery = current_app.extensions["celery"]
+    sent = 0
+    with celery.producer_or_acquire() as producer:
+        for article_id, task_id in rows:
+            generate_article.apply_async((article_id,), task_id=task_id, queue="generation",
+                                         producer=producer)
+            sent += 1
+    return sent
+
+
+def publish_batch(batch_id: int) -> Optional[str]:
+    """Send every queued article of a batch; returns an error for the user, or None."""
+    rows = db.session.execute(
+        select(Article.id, Article.task_id)
+        .where(Article.batch_id == batch_id, Article.status == A.QUEUED)
+        .order_by(Article.position)).all()
+    db.session.rollback()
+    return send(batch_id, lambda: publish_articles(rows))
+
+
+def send(batch_id: int, publish) -> Optional[str]:
+    """Run `publish`, then record the batch as dispatched (or why it is not)."""
+    try:
+        publish()
+        live.get_redis().set(marker_key(batch_id), "1", ex=MARKER_TTL)
+    except Exception as exc:  # kombu and redis raise several types for an unreachable broker
+        log.warning("dispatch of batch %s failed: %s", batch_id, exc)
+        _set(batch_id, dispatch_error=UNREACHABLE, dispatched_at=None)
+        return UNREACHABLE
+    _set(batch_id, dispatch_error=None, dispatched_at=utcnow())
+    return None
+
+
+def _set(batch_id: int, **values) -> None:
+    db.session.execute(update(Batch).where(Batch.id == batch_id).values(**values))
+    db.session.commit()

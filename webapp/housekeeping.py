@@ -1,0 +1,153 @@
+"""Periodic and background jobs: dispatching big batches, and the reconciler that brings
+the database and Redis back in line after crashes.
+
+Scheduled with Celery beat's default scheduler (a local schedule file): it needs no
+extra dependency, and the reconciler is safe to run twice, so beat only has to be one
+process per deployment (a lock in Redis keeps two overlapping runs apart anyway).
+"""
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from celery import shared_task
+from flask import current_app
+from sqlalchemy import and_, exists, select, update
+
+from . import dispatch, lifecycle, live, metrics, ratelimit
+from .extensions import db
+from .models import Article, ArticleStatus as A, Batch, BatchStatus as B, utcnow
+
+log = logging.getLogger(__name__)
+
+LOCK_KEY = "pressroom:reconcile:lock"
+# A batch not yet sent this long after it was stored lost its dispatch (a crash between
+# the commit and the publish); younger ones may still be being sent by the web request.
+DISPATCH_GRACE = timedelta(seconds=30)
+
+
+@shared_task(name="webapp.housekeeping.dispatch_batch")
+def dispatch_batch(batch_id: int) -> dict:
+    """Send a large batch's articles from a worker, so the web request returns at once."""
+    error = dispatch.publish_batch(batch_id)
+    return {"batch": batch_id, "error": error}
+
+
+@shared_task(name="webapp.housekeeping.reconcile")
+def reconcile() -> dict:
+    """One pass of the reconciler; returns what it did."""
+    redis = live.get_redis()
+    if not redis.set(LOCK_KEY, "1", nx=True, ex=120):
+        return {"skipped": "another reconcile is running"}
+    try:
+        done = run_once()
+    finally:
+        redis.delete(LOCK_KEY)
+    for action, count in done.items():
+        if count:
+            log.info("reconciler: %s × %d", action, count)
+            metrics.count("reconciler_actions_total", count, action=action)
+    return done
+
+
+def run_once() -> dict:
+    return {
+        "requeued_lost_running": requeue_lost_running(),
+        "cancelled_lost_cancelling": cancel_lost_cancelling(),
+        "dispatched_undelivered": dispatch_undelivered(),
+        "redispatched_lost_queue": redispatch_lost_queue(),
+        "closed_batches": close_finished_batches(),
+    }
+
+
+def requeue_lost_running() -> int:
+    """Articles whose worker stopped renewing the lease: back to the queue, or failed
+    after too many attempts."""
+    now = utcnow()
+    max_attempts = current_app.config["GENERATION_MAX_ATTEMPTS"]
+    lost = db.session.execute(
+        select(Article.id, Article.batch_id, Article.task_id, Article.attempts)
+        .where(Article.status == A.RUNNING, Article.lease_expires_at < now)).all()
+    db.session.rollback()
+    requeued = []
+    for article_id, batch_id, task_id, attempts in lost:
+        guard = and_(Article.id == article_id, Article.status == A.RUNNING,
+                     Article.lease_expires_at < now)
+        if attempts >= max_attempts:
+            db.session.execute(update(Article).where(guard).values(
+                status=A.FAILED, finished_at=now, updated_at=now, lease_expires_at=None,
+                error=f"The worker writing this article stopped responding {attempts} times; "
+                      "giving up."))
+            db.session.commit()
+            lifecycle.finalize_batch(batch_id)
+            continue
+        result = db.session.execute(update(Article).where(guard).values(
+            status=A.QUEUED, claim_token=None, lease_expires_at=None, words=0, updated_at=now,
+            note="Re-queued: the worker writing it stopped responding."),
+            execution_options={"synchronize_session": False})
+        db.session.commit()
+        if result.rowcount:
+            requeued.append((article_id, task_id))
+    if requeued:
+        dispatch.publish_articles(requeued)
+    return len(lost)
+
+
+def cancel_lost_cancelling() -> int:
+    """Articles being cancelled whose worker is gone: nobody is left to stop them."""
+    now = utcnow()
+    rows = db.session.execute(
+        select(Article.id, Article.batch_id)
+        .where(Article.status == A.CANCELLING, Article.lease_expires_at < now)).all()
+    db.session.rollback()
+    for article_id, batch_id in rows:
+        lifecycle.mark_cancelled(article_id)
+        lifecycle.finalize_batch(batch_id)
+    return len(rows)
+
+
+def _open_batches_with_queued(extra):
+    has_queued = exists().where(Article.batch_id == Batch.id, Article.status == A.QUEUED)
+    return db.session.scalars(
+        select(Batch.id).where(Batch.status.in_((B.QUEUED, B.RUNNING)), has_queued, *extra)).all()
+
+
+def dispatch_undelivered() -> int:
+    """Batches stored but never sent (the broker was down, or the web process died)."""
+    cutoff = utcnow() - DISPATCH_GRACE
+    ids = _open_batches_with_queued([Batch.dispatched_at.is_(None), Batch.created_at < cutoff])
+    db.session.rollback()
+    sent = 0
+    for batch_id in ids:
+        if dispatch.publish_batch(batch_id) is None:
+            sent += 1
+    return sent
+
+
+def redispatch_lost_queue() -> int:
+    """Batches whose messages vanished with Redis's data: their marker is gone too."""
+    ids = _open_batches_with_queued([Batch.dispatched_at.is_not(None)])
+    db.session.rollback()
+    if not ids:
+        return 0
+    markers = live.get_redis().mget([dispatch.marker_key(i) for i in ids])
+    sent = 0
+    for batch_id, marker in zip(ids, markers):
+        if marker is None and dispatch.publish_batch(batch_id) is None:
+            sent += 1
+    return sent
+
+
+def close_finished_batches() -> int:
+    """Batches whose articles are all final but which were never closed."""
+    unfinished = exists().where(Article.batch_id == Batch.id,
+                                Article.status.in_((A.QUEUED,) + A.ACTIVE))
+    ids = db.session.scalars(select(Batch.id).where(Batch.status.not_in(B.FINAL),
+                                                    ~unfinished)).all()
+    db.session.rollback()
+    closed = 0
+    for batch_id in ids:
+        if lifecycle.finalize_batch(batch_id):
+            closed += 1
+            ratelimit.forget_batch(live.get_redis(), batch_id)
+    return closed

@@ -1,0 +1,200 @@
+"""The state of the system, for /readyz, /metrics, the system page and the CLI."""
+from __future__ import annotations
+
+import ipaddress
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Optional
+
+import redis
+from alembic.script import ScriptDirectory
+from flask import current_app
+from sqlalchemy import func, select, text
+
+from .. import metrics, ratelimit, workerstate
+from ..extensions import db
+from ..live import get_redis  # noqa: F401  (the CLI reaches Redis through here)
+from ..models import Article, ArticleStatus as A, Batch, BatchStatus as B, utcnow
+
+QUEUES = ("generation", "celery")
+
+
+@dataclass
+class Check:
+    ok: bool
+    latency_ms: Optional[float] = None
+    detail: str = ""
+
+
+def _timed(fn) -> Check:
+    start = time.perf_counter()
+    try:
+        detail = fn() or ""
+    except Exception as exc:  # any failure means "not ready"; say which kind, not secrets
+        db.session.rollback()
+        return Check(False, None, type(exc).__name__)
+    return Check(True, round((time.perf_counter() - start) * 1000, 2), detail)
+
+
+def check_database() -> Check:
+    return _timed(lambda: db.session.execute(text("SELECT 1")).scalar() and None)
+
+
+def check_redis() -> Check:
+    return _timed(lambda: get_redis().ping() and None)
+
+
+def _head_revision() -> str:
+    heads = current_app.extensions.get("pressroom_migration_head")
+    if heads is None:
+        directory = current_app.extensions["migrate"].directory
+        script = ScriptDirectory(directory)
+        heads = ",".join(sorted(script.get_heads()))
+        current_app.extensions["pressroom_migration_head"] = heads
+    return heads
+
+
+def check_migrations() -> Check:
+    def compare():
+        current = db.session.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
+        head = _head_revision()
+        current_s = ",".join(sorted(current))
+        if current_s != head:
+            raise LookupError(f"database at {current_s or 'nothing'}, code at {head}")
+        return current_s
+    check = _timed(compare)
+    if not check.ok and check.detail == "LookupError":
+        # Say what differs: revision names are not secrets.
+        try:
+            current = ",".join(sorted(db.session.execute(
+                text("SELECT version_num FROM alembic_version")).scalars().all()))
+        except Exception:
+            current = "none"
+        check.detail = f"database at {current or 'none'}, code at {_head_revision()}"
+    return check
+
+
+def readiness() -> dict[str, Check]:
+    return {"database": check_database(), "redis": check_redis(),
+            "migrations": check_migrations()}
+
+
+def queue_lengths(client: redis.Redis) -> dict[str, int]:
+    pipe = client.pipeline(transaction=False)
+    for q in QUEUES:
+        pipe.llen(q)
+    return dict(zip(QUEUES, pipe.execute()))
+
+
+def purge_queues(client: redis.Redis) -> dict[str, int]:
+    lengths = queue_lengths(client)
+    client.delete(*QUEUES)
+    return lengths
+
+
+@dataclass
+class SystemView:
+    database: Check
+    redis: Check
+    workers: list = field(default_factory=list)
+    queues: dict = field(default_factory=dict)
+    failures: list = field(default_factory=list)
+    waiting: int = 0
+    recent_429s: int = 0
+    by_status: dict = field(default_factory=dict)
+    batches_open: int = 0
+    error: str = ""
+
+
+def system_view() -> SystemView:
+    """Everything on the system page; each part fails on its own and says so."""
+    view = SystemView(database=check_database(), redis=check_redis())
+    if view.redis.ok:
+        try:
+            client = get_redis()
+            view.workers = workerstate.read_workers(client)
+            view.queues = queue_lengths(client)
+            values = client.mget(ratelimit.pressure_keys(ratelimit.ALL))
+            view.waiting, view.recent_429s = ratelimit.pressure_from(values)
+        except redis.RedisError as exc:
+            view.error = f"Redis: {type(exc).__name__}"
+    if view.database.ok:
+        since = utcnow() - timedelta(hours=1)
+        view.failures = db.session.execute(
+            select(Article.error, func.count()).where(Article.status == A.FAILED,
+                                                      Article.finished_at >= since)
+            .group_by(Article.error).order_by(func.count().desc()).limit(10)).all()
+        view.by_status = dict(db.session.execute(
+            select(Article.status, func.count()).group_by(Article.status)).all())
+        view.batches_open = db.session.scalar(
+            select(func.count()).select_from(Batch).where(Batch.status.not_in(B.FINAL)))
+    return view
+
+
+# --- /metrics ----------------------------------------------------------------------------
+
+def metrics_allowed(remote_addr: str, auth_header: str) -> bool:
+    token = current_app.config.get("METRICS_TOKEN")
+    if token and auth_header == f"Bearer {token}":
+        return True
+    try:
+        addr = ipaddress.ip_address(remote_addr or "")
+    except ValueError:
+        return False
+    for net in (current_app.config.get("METRICS_ALLOW") or "").split(","):
+        net = net.strip()
+        if net:
+            try:
+                if addr in ipaddress.ip_network(net, strict=False):
+                    return True
+            except ValueError:
+                continue
+    return False
+
+
+def _line(name: str, labels: str, value) -> str:
+    return f"{name}{{{labels}}} {value}" if labels else f"{name} {value}"
+
+
+def render_metrics() -> str:
+    """Prometheus text exposition of the counters, histograms and gauges."""
+    out: list[str] = []
+    by_status = dict(db.session.execute(
+        select(Article.status, func.count()).group_by(Article.status)).all())
+    out += ["# HELP pressroom_articles Articles by status.", "# TYPE pressroom_articles gauge"]
+    for status in A.ALL:
+        out.append(_line("pressroom_articles", f'status="{status}"', by_status.get(status, 0)))
+    try:
+        client = get_redis()
+        lengths = queue_lengths(client)
+        counters, hists = metrics.read_all(client)
+        redis_up = 1
+    except redis.RedisError:
+        lengths, counters, hists, redis_up = {}, {}, {}, 0
+    out += ["# HELP pressroom_redis_up Whether Redis answered.", "# TYPE pressroom_redis_up gauge",
+            f"pressroom_redis_up {redis_up}"]
+    out += ["# HELP pressroom_queue_length Messages waiting per queue.",
+            "# TYPE pressroom_queue_length gauge"]
+    for q, n in lengths.items():
+        out.append(_line("pressroom_queue_length", f'queue="{q}"', n))
+    names = sorted({name for name, _ in counters})
+    for name in names:
+        out += [f"# TYPE pressroom_{name} counter"]
+        for (n, labels), value in sorted(counters.items()):
+            if n == name:
+                out.append(_line(f"pressroom_{name}", labels, value))
+    for name, per_label in hists.items():
+        out.append(f"# TYPE pressroom_{name} histogram")
+        buckets = metrics.HISTOGRAMS[name]
+        for labels, fields in sorted(per_label.items()):
+            running = 0.0
+            for b in [str(b) for b in buckets] + ["+Inf"]:
+                running += fields.get(b, 0.0)
+                le = f'le="{b}"'
+                out.append(_line(f"pressroom_{name}_bucket", f"{labels},{le}" if labels else le,
+                                 int(running)))
+            out.append(_line(f"pressroom_{name}_sum", labels, round(fields.get("_sum", 0.0), 6)))
+            out.append(_line(f"pressroom_{name}_count", labels, int(fields.get("_count", 0))))
+    return "\n".join(out) + "\n"
