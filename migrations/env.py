@@ -97,6 +97,11 @@ def run_migrations_online():
     connectable = get_engine()
 
     with connectable.connect() as connection:
+        if connection.dialect.name == "sqlite":
+            # SQLite alters tables by copying them; with foreign keys enforced, dropping the
+            # old copy of a referenced table fails, so migrations run without enforcement.
+            connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            connection.commit()  # end the implicit transaction, so Alembic owns the next
         context.configure(
             connection=connection,
             target_metadata=get_metadata(),

@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 from typing import Optional
 
 from flask_login import UserMixin
-from sqlalchemy import ForeignKey, Index, String, Text
+from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from .extensions import db
@@ -97,6 +97,7 @@ class ApiToken(db.Model):
 
 class Batch(db.Model):
     __tablename__ = "batches"
+    __table_args__ = (Index("ix_batches_status_created", "status", "created_at"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
@@ -127,6 +128,11 @@ class Batch(db.Model):
     paused_by: Mapped[Optional[str]] = mapped_column(String(16))
     # Why the batch stopped early, when it was not a person's cancel (e.g. budget reached).
     stop_reason: Mapped[Optional[str]] = mapped_column(Text)
+    template_id: Mapped[Optional[int]] = mapped_column(ForeignKey("prompt_templates.id"))
+    # The exact template text the batch was generated with, whatever happens to the template.
+    template_text: Mapped[str] = mapped_column(Text, default="")
+    webhook_url: Mapped[Optional[str]] = mapped_column(String(500))
+    webhook_done_at: Mapped[Optional[datetime]]
 
     user: Mapped[User] = relationship()
     articles: Mapped[list["Article"]] = relationship(
@@ -167,6 +173,19 @@ class Article(db.Model):
     # Set when the answer must not pass as a plain success: "length", "content_filter",
     # "empty" or "refused"; the article is then flagged for review with this reason.
     review_flag: Mapped[Optional[str]] = mapped_column(String(32))
+    # Per-row settings from an import; None means the batch's setting.
+    keywords: Mapped[Optional[str]] = mapped_column(String(500))
+    notes: Mapped[Optional[str]] = mapped_column(Text)
+    tone: Mapped[Optional[str]] = mapped_column(String(50))
+    language: Mapped[Optional[str]] = mapped_column(String(50))
+    target_words: Mapped[Optional[int]]
+    # Extra instructions for a regeneration of this article only.
+    extra_instructions: Mapped[Optional[str]] = mapped_column(Text)
+    # Editorial review after generation: needs_review -> approved / rejected.
+    review_status: Mapped[Optional[str]] = mapped_column(String(16))
+    review_reason: Mapped[Optional[str]] = mapped_column(Text)
+    reviewed_by: Mapped[Optional[int]] = mapped_column(ForeignKey("users.id"))
+    reviewed_at: Mapped[Optional[datetime]]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[Optional[datetime]]
     finished_at: Mapped[Optional[datetime]]
@@ -201,3 +220,52 @@ class AuditEvent(db.Model):
     target: Mapped[str] = mapped_column(String(100), default="")
     detail: Mapped[str] = mapped_column(Text, default="")
     ip: Mapped[str] = mapped_column(String(64), default="")
+
+
+class ReviewStatus:
+    NEEDS_REVIEW = "needs_review"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+
+    ALL = (NEEDS_REVIEW, APPROVED, REJECTED)
+
+
+class PromptTemplate(db.Model):
+    __tablename__ = "prompt_templates"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    body: Mapped[str] = mapped_column(Text)
+    created_by: Mapped[Optional[int]] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    archived_at: Mapped[Optional[datetime]]
+
+
+class ArticleVersion(db.Model):
+    """Every body an article ever had: generated, edited, regenerated or restored."""
+
+    __tablename__ = "article_versions"
+    __table_args__ = (UniqueConstraint("article_id", "number",
+                                       name="uq_article_versions_article_number"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    article_id: Mapped[int] = mapped_column(ForeignKey("articles.id"), index=True)
+    number: Mapped[int]
+    body: Mapped[str] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(String(32))
+    created_by: Mapped[Optional[int]] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class WebhookDelivery(db.Model):
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    batch_id: Mapped[int] = mapped_column(ForeignKey("batches.id"), index=True)
+    attempt: Mapped[int]
+    status_code: Mapped[Optional[int]]
+    ok: Mapped[bool] = mapped_column(default=False)
+    error: Mapped[Optional[str]] = mapped_column(Text)
+    duration_ms: Mapped[Optional[float]]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
