@@ -10,7 +10,8 @@ ENV PYTHONUNBUFFERED=1 \
     PATH=/opt/venv/bin:$PATH
 
 # The processes run as an unprivileged user; root only builds the image.
-RUN useradd --system --create-home --uid 10001 --user-group --shell /usr/sbin/nologin pressroom
+RUN groupadd --system --gid 10001 pressroom \
+    && useradd --system --create-home --uid 10001 --gid pressroom --shell /usr/sbin/nologin pressroom
 
 # Dependencies first, in their own layer, so that editing the code does not reinstall them.
 # Every pinned package ships wheels for this platform (psycopg[binary] brings its own libpq),
@@ -25,7 +26,9 @@ COPY . .
 # sets SECRET_KEY, so that one is never used there).
 RUN mkdir -p instance && chown pressroom:pressroom instance
 
-USER pressroom
+# Numeric, so that a runtime can check it is not root (Kubernetes' runAsNonRoot) without
+# reading the image's /etc/passwd.
+USER 10001:10001
 EXPOSE 8000
 
 # urlopen raises on a refused connection, a timeout or any non-2xx answer, so the exit

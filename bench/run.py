@@ -390,9 +390,11 @@ class Bench:
 
     def poll_under_load(self) -> None:
         port = free_port()
+        # gunicorn reads ./gunicorn.conf.py when it exists, as every deployment does; the
+        # flags here override only the worker count, the worker class and the address.
         gunicorn = self.procs.spawn("gunicorn", [
-            str(VENV_BIN / "gunicorn"), "-w", "2", "-b", f"127.0.0.1:{port}", "wsgi:app"],
-            env=self.env)
+            str(VENV_BIN / "gunicorn"), "-w", "2", "-k", "sync", "-b", f"127.0.0.1:{port}",
+            *self.args.gunicorn_args.split(), "wsgi:app"], env=self.env)
         try:
             wait_for_port(port, 30, gunicorn)
             base = f"http://127.0.0.1:{port}"
@@ -410,8 +412,11 @@ class Bench:
             self.procs.stop(gunicorn)
         self.figures["poll_load_ratio"] = round(poll["rps"] / health["rps"], 3)
         self.figures["poll_load_p99_ms"] = poll["p99_ms"]
-        self.details["poll_load"] = {"wrk": "-t2 -c50 -d10s --latency", "healthz": health,
-                                     "poll": poll}
+        self.details["poll_load"] = {
+            "wrk": "-t2 -c50 -d10s --latency", "healthz": health, "poll": poll,
+            "gunicorn_conf": (ROOT / "gunicorn.conf.py").exists(),
+            "gunicorn_extra_args": self.args.gunicorn_args,
+            "worker_boots": self.procs.tail("gunicorn", 100000).count("Booting worker")}
         log(f"under load: poll {poll['rps']:.0f} req/s (p99 {poll['p99_ms']} ms), "
             f"healthz {health['rps']:.0f} req/s (p99 {health['p99_ms']} ms)")
 
@@ -576,6 +581,8 @@ def main() -> int:
     parser.add_argument("--profile-worker", action="store_true",
                         help="sample the Celery worker with py-spy during the worker phases "
                              "(py-spy must be installed in .venv; implies --keep)")
+    parser.add_argument("--gunicorn-args", default="",
+                        help="extra gunicorn flags for the load test, e.g. '--max-requests 0'")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, db)")
     args = parser.parse_args()
     for tool in ("redis-server", "wrk"):

@@ -337,6 +337,13 @@ def make_app(_app, database_url, redis_url, fake_server):
     limiter._storage, limiter._limiter = saved[0], saved[1]
     limiter._storage_options.clear()
     limiter._storage_options.update(saved[2])
-    main_celery = _app.extensions["celery"]
-    main_celery.set_default()
-    main_celery.set_current()
+    activate_celery(_app)
+
+
+def activate_celery(app) -> None:
+    """Make `app`'s Celery the process's current one. @shared_task proxies (generate_article)
+    resolve through the current Celery app, so after building a second app, requests to the
+    first would otherwise publish through the second one's settings."""
+    celery = app.extensions["celery"]
+    celery.set_default()
+    celery.set_current()

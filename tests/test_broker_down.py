@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import time
 
-from tests.conftest import ACCOUNTS, free_port
+from tests.conftest import ACCOUNTS, activate_celery, free_port
 from tests.helpers import (articles_state, batch_id_from_location, batch_state, csrf_from, login,
                            submit_form, wait_batch_final)
 
@@ -48,6 +48,7 @@ def test_submit_with_the_broker_down(app, make_app, fake, client):
     assert body["dispatched"] is False and "unreachable" in body["dispatch_error"]
 
     # Once the queue is back (the main app's Redis), "Retry dispatch" sends the batch.
+    activate_celery(app)
     csrf = csrf_from(client.get(f"/batches/{batch_id}").get_data(as_text=True))
     response = client.post(f"/batches/{batch_id}/dispatch", data={"csrf_token": csrf})
     assert response.status_code == 303

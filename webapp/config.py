@@ -70,6 +70,11 @@ def load_config(instance_path: str) -> dict:
         "POLL_INTERVAL": _float("POLL_INTERVAL", 1.0),
         "BATCHES_PER_PAGE": _int("BATCHES_PER_PAGE", 20),
         "MAX_TITLES": 1000,
+        # Imports (CSV or JSON) may be larger than what one types into the form.
+        "IMPORT_MAX_ROWS": _int("IMPORT_MAX_ROWS", 10_000),
+        "IMPORT_MAX_BYTES": _int("IMPORT_MAX_BYTES", 2 * 1024 * 1024),
+        "WEBHOOK_SECRET": os.environ.get("WEBHOOK_SECRET", ""),
+        "WEBHOOK_MAX_ATTEMPTS": _int("WEBHOOK_MAX_ATTEMPTS", 5),
         "MAX_TITLE_LENGTH": 300,
         # How long a running article's claim lasts without renewal; a worker that dies
         # stops renewing, so another delivery may take the article over.

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 from flask_wtf import FlaskForm
-from wtforms import SelectField, StringField, TextAreaField
+from flask_wtf.file import FileField
+from wtforms import HiddenField, SelectField, StringField, TextAreaField
 
 from .services.validation import TONES
 
@@ -19,8 +20,15 @@ class NewBatchForm(FlaskForm):
     language = StringField("Language", default="English")
     instructions = TextAreaField("Extra instructions (optional)")
     budget_usd = StringField("Budget in US dollars (optional)")
+    template_id = SelectField("Prompt template", choices=[], validate_choice=False)
+    webhook_url = StringField("Webhook URL (optional)")
+    import_file = FileField("Import titles from a CSV or JSON file")
+    # After a pre-flight, the checked file travels back with the confirming post.
+    import_text = HiddenField()
+    import_name = HiddenField()
 
     def raw_data(self) -> dict:
         """What the user typed, before any coercion, for the shared validator."""
         return {name: (field.raw_data[0] if field.raw_data else "")
-                for name, field in self._fields.items() if name != "csrf_token"}
+                for name, field in self._fields.items()
+                if name not in ("csrf_token", "import_file")}

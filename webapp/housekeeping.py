@@ -14,7 +14,7 @@ from celery import shared_task
 from flask import current_app
 from sqlalchemy import and_, exists, select, update
 
-from . import dispatch, lifecycle, live, metrics, ratelimit
+from . import dispatch, lifecycle, live, metrics, ratelimit, webhooks
 from .extensions import db
 from .models import Article, ArticleStatus as A, Batch, BatchStatus as B, utcnow
 
@@ -57,6 +57,7 @@ def run_once() -> dict:
         "dispatched_undelivered": dispatch_undelivered(),
         "redispatched_lost_queue": redispatch_lost_queue(),
         "closed_batches": close_finished_batches(),
+        "webhooks_scheduled": schedule_webhooks(),
     }
 
 
@@ -151,3 +152,12 @@ def close_finished_batches() -> int:
             closed += 1
             ratelimit.forget_batch(live.get_redis(), batch_id)
     return closed
+
+
+def schedule_webhooks() -> int:
+    """Finished batches whose webhook has not been delivered yet: try (again) when due."""
+    ids = webhooks.due_batches()
+    db.session.rollback()
+    for batch_id in ids:
+        webhooks.deliver.apply_async((batch_id,))
+    return len(ids)

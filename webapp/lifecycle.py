@@ -13,7 +13,8 @@ from sqlalchemy import and_, func, or_, select, update
 
 from . import metrics
 from .extensions import db
-from .models import Article, ArticleStatus as A, Batch, BatchStatus as B, utcnow
+from .models import (Article, ArticleStatus as A, ArticleVersion, Batch, BatchStatus as B,
+                     ReviewStatus as R, utcnow)
 
 
 def _apply(stmt) -> bool:
@@ -62,14 +63,32 @@ def complete(article_id: int, token: str, *, body: str, words: int, prompt_token
              review_flag: Optional[str]) -> bool:
     """Store the body; only the delivery holding the claim can, so there is one body."""
     now = utcnow()
-    return _apply(update(Article)
-                  .where(Article.id == article_id, Article.claim_token == token,
-                         Article.status.in_(A.ACTIVE))
-                  .values(status=A.SUCCEEDED, body=body, words=words,
-                          prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                          finish_reason=finish_reason, cost_usd=cost_usd,
-                          review_flag=review_flag, finished_at=now, updated_at=now,
-                          lease_expires_at=None, note=None))
+    result = db.session.execute(
+        update(Article)
+        .where(Article.id == article_id, Article.claim_token == token,
+               Article.status.in_(A.ACTIVE))
+        .values(status=A.SUCCEEDED, body=body, words=words,
+                prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                finish_reason=finish_reason, cost_usd=cost_usd, review_flag=review_flag,
+                review_status=R.NEEDS_REVIEW, review_reason=None, reviewed_by=None,
+                reviewed_at=None, finished_at=now, updated_at=now, lease_expires_at=None,
+                note=None),
+        execution_options={"synchronize_session": False})
+    if result.rowcount == 1:
+        # In the same transaction: a stored body always has its version.
+        add_version(article_id, body, "generated", None)
+    db.session.commit()
+    return result.rowcount == 1
+
+
+def add_version(article_id: int, body: str, source: str, user_id: Optional[int]) -> int:
+    """Keep a body as the article's next version (the caller commits)."""
+    number = (db.session.scalar(select(func.max(ArticleVersion.number))
+                                .where(ArticleVersion.article_id == article_id)) or 0) + 1
+    db.session.add(ArticleVersion(article_id=article_id, number=number, body=body,
+                                  source=source, created_by=user_id))
+    db.session.flush()
+    return number
 
 
 def fail(article_id: int, token: Optional[str], error: str) -> bool:

@@ -51,24 +51,14 @@ class ProviderError(Exception):
 class Prompt:
     title: str
     words: int
-    tone: str
-    language: str
-    instructions: str = ""
+    user_text: str
 
     def messages(self) -> list[dict]:
         system = (
             "You are a staff writer for an editorial team. Write complete, factual, "
-            "well-structured articles in Markdown. Start with a level-one heading that is the title."
+            "well-structured articles in Markdown."
         )
-        user = (
-            f"Title: {self.title}\n"
-            f"Length: about {self.words} words\n"
-            f"Tone: {self.tone}\n"
-            f"Language: {self.language}\n"
-        )
-        if self.instructions:
-            user += f"Extra instructions: {self.instructions}\n"
-        return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+        return [{"role": "system", "content": system}, {"role": "user", "content": self.user_text}]
 
     def max_tokens(self) -> int:
         # Roughly 1.4 tokens a word in English, with room for headings.

@@ -8,13 +8,14 @@ import uuid
 
 from celery import shared_task
 from flask import current_app
-from sqlalchemy import select
+from sqlalchemy import func, select
 
-from . import lifecycle, live, metrics, ratelimit, workerstate
+from . import lifecycle, live, metrics, ratelimit, webhooks, workerstate
 from .extensions import db
 from .models import Article, ArticleStatus as A, Batch, BatchStatus as B
 from .pricing import TOKENS_PER_WORD, cost_of, price_for
-from .provider import Prompt, ProviderError, get_provider
+from .prompts import build_prompt
+from .provider import ProviderError, get_provider
 from .tokencount import count_chat_tokens
 
 log = logging.getLogger(__name__)
@@ -37,8 +38,12 @@ def generate_article(self, article_id: int) -> dict:
     """Write one article: claim it, stream it from the provider, store it once."""
     row = db.session.execute(
         select(Article.status, Article.batch_id, Article.title, Article.attempts,
+               Article.keywords, Article.notes, Article.extra_instructions,
+               func.coalesce(Article.tone, Batch.tone).label("tone"),
+               func.coalesce(Article.language, Batch.language).label("language"),
+               func.coalesce(Article.target_words, Batch.target_words).label("target_words"),
                Batch.status.label("batch_status"), Batch.provider, Batch.model,
-               Batch.target_words, Batch.tone, Batch.language, Batch.instructions)
+               Batch.instructions, Batch.template_text)
         .join(Batch, Batch.id == Article.batch_id).where(Article.id == article_id)
     ).one_or_none()
     db.session.rollback()  # end the read transaction before any long work
@@ -69,15 +74,17 @@ def generate_article(self, article_id: int) -> dict:
 
 def _cancel_unstarted(article_id: int, batch_id: int) -> dict:
     lifecycle.mark_cancelled(article_id)
-    lifecycle.finalize_batch(batch_id)
+    _finalize(batch_id)
     return {"status": A.CANCELLED}
 
 
 def _generate(task, article_id: int, row, redis) -> dict:
     cfg = current_app.config
     lease = cfg["ARTICLE_LEASE_SECONDS"]
-    prompt = Prompt(title=row.title, words=row.target_words, tone=row.tone,
-                    language=row.language, instructions=row.instructions or "")
+    prompt = build_prompt(row.template_text, title=row.title, words=row.target_words,
+                          tone=row.tone, language=row.language, keywords=row.keywords or "",
+                          notes=row.notes or "", instructions=row.instructions or "",
+                          extra_instructions=row.extra_instructions or "")
     expected_tokens = (count_chat_tokens(row.model, prompt.messages())[0]
                        + int(row.target_words * TOKENS_PER_WORD))
     gate = _wait_for_provider(redis, row, article_id, expected_tokens)
@@ -111,7 +118,7 @@ def _generate(task, article_id: int, row, redis) -> dict:
             ratelimit.probe_failed(redis, row.batch_id, tripped=False)
         lifecycle.mark_cancelled(article_id, token)
         redis.delete(live.text_key(article_id))
-        lifecycle.finalize_batch(row.batch_id)
+        _finalize(row.batch_id)
         return {"status": A.CANCELLED}
     except ProviderError as err:
         if probing:
@@ -130,7 +137,7 @@ def _generate(task, article_id: int, row, redis) -> dict:
                          usage.prompt_tokens, usage.completion_tokens))
     redis.delete(live.text_key(article_id))
     lifecycle.enforce_budget(row.batch_id)
-    lifecycle.finalize_batch(row.batch_id)
+    _finalize(row.batch_id)
     return {"status": A.SUCCEEDED if stored else "lost-claim", "words": words}
 
 
@@ -237,9 +244,16 @@ def _handle_error(task, err: ProviderError, article_id, row, token, attempt, red
         lifecycle.pause_batch(row.batch_id, f"Paused by the circuit breaker: {err.message} "
                               "Fix the provider settings, then an admin resumes the batch.",
                               by="provider")
-    lifecycle.finalize_batch(row.batch_id)
+    _finalize(row.batch_id)
     log.warning("article %s failed: %s", article_id, message)
     return {"status": A.FAILED, "error": message}
+
+
+def _finalize(batch_id: int) -> None:
+    """Close the batch if this was its last article, and tell its webhook at once."""
+    if lifecycle.finalize_batch(batch_id):
+        if db.session.scalar(select(Batch.webhook_url).where(Batch.id == batch_id)):
+            webhooks.deliver.apply_async((batch_id,))
 
 
 def backoff_delay(attempt: int, retry_after: float | None, base: float) -> float:

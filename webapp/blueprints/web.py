@@ -10,7 +10,7 @@ from flask_login import current_user, login_required
 from ..extensions import db
 from ..forms import NewBatchForm
 from ..models import Article, Batch, Role
-from ..services import batches, progress
+from ..services import batches, progress, templates
 from ..services.batches import Conflict, NotAllowed
 from .access import roles_required
 
@@ -63,17 +63,36 @@ def batch_table():
 @bp.route("/batches/new", methods=["GET", "POST"])
 @roles_required(Role.ADMIN, Role.EDITOR)
 def new_batch():
-    """The new-batch form; a valid post stores the batch and starts it."""
+    """The new-batch form: typed titles, or an imported file checked before anything is stored."""
     form = NewBatchForm()
+    form.template_id.choices = [("", "Default template")] + [
+        (str(t.id), t.name) for t in templates.active()]
     if not form.model.data:
         form.model.data = current_app.config["OPENAI_MODEL"]
     errors: dict = {}
+    preflight = None
     if request.method == "POST":
         if not form.validate_on_submit():  # only CSRF is checked by WTForms
             errors = {"form": ["The form expired; please submit it again."]}
         else:
+            data = form.raw_data()
+            upload = request.files.get("import_file")
+            rows = None
+            if upload is not None and upload.filename:
+                preflight = batches.preflight_upload(upload.filename, upload.stream, data)
+            elif data.get("import_text"):
+                preflight = batches.preflight_text(data.get("import_name", ""), data["import_text"], data)
+                rows = preflight.rows if preflight.ok else None
+            if preflight is not None and rows is None:
+                # A new file is only checked and shown; nothing is stored yet.
+                form.import_text.data = preflight.text if preflight.ok else ""
+                form.import_name.data = upload.filename if upload and upload.filename else ""
+                return render_template("new_batch.html", form=form, errors={},
+                                       preflight=preflight, models=batches.allowed_models(),
+                                       provider=batches.current_provider()), \
+                    (200 if preflight.ok else 400)
             try:
-                result = batches.submit(current_user, form.raw_data())
+                result = batches.submit(current_user, data, rows=rows)
             except NotAllowed as exc:
                 abort(403, str(exc))
             if result.batch is not None:
@@ -85,7 +104,7 @@ def new_batch():
                 return redirect(url_for("web.batch_detail", batch_id=result.batch.id), code=303)
             errors = result.errors.fields
     status = 400 if errors else 200
-    return render_template("new_batch.html", form=form, errors=errors,
+    return render_template("new_batch.html", form=form, errors=errors, preflight=preflight,
                            models=batches.allowed_models(),
                            provider=batches.current_provider()), status
 

@@ -1,6 +1,7 @@
 """Submitting, dispatching and cancelling batches."""
 from __future__ import annotations
 
+import io
 import logging
 import uuid
 from dataclasses import dataclass
@@ -13,11 +14,12 @@ from sqlalchemy import func, insert, select, update
 from .. import lifecycle, live, pricing, ratelimit
 from ..extensions import db
 from ..models import Article, ArticleStatus as A, Batch, BatchStatus as B, Role, User, utcnow
-from ..provider import Prompt, provider_label
+from ..prompts import build_prompt
+from ..provider import provider_label
 from .. import dispatch as publish
 from ..housekeeping import dispatch_batch
-from . import audit
-from .validation import BatchInput, Errors, validate_batch
+from . import audit, imports, templates
+from .validation import BatchInput, Errors, Row, validate_batch
 
 log = logging.getLogger(__name__)
 
@@ -47,17 +49,38 @@ def current_provider() -> str:
     return provider_label(current_app.config)
 
 
-def validate(data: dict):
+def validate(data: dict, rows: Optional[list] = None):
+    """Check a submission. `rows` come from a checked import; the API may send "rows" too."""
     cfg = current_app.config
-    return validate_batch(data, default_model=cfg["OPENAI_MODEL"], allowed_models=allowed_models(),
-                          max_titles=cfg["MAX_TITLES"], max_title_length=cfg["MAX_TITLE_LENGTH"])
+    extra = Errors()
+    if rows is None and isinstance(data.get("rows"), list):
+        if len(data["rows"]) > cfg["IMPORT_MAX_ROWS"]:
+            extra.add("rows", f"{len(data['rows']):,} rows given; a batch takes at most "
+                              f"{cfg['IMPORT_MAX_ROWS']:,}.")
+            rows = []
+        else:
+            rows, row_errors = imports.check_records(data["rows"], 1, cfg["MAX_TITLE_LENGTH"])
+            for number, message in row_errors[:50]:
+                extra.add("rows", f"Row {number}: {message}.")
+    clean, errors = validate_batch(data, default_model=cfg["OPENAI_MODEL"],
+                                   allowed_models=allowed_models(), max_titles=cfg["MAX_TITLES"],
+                                   max_title_length=cfg["MAX_TITLE_LENGTH"], rows=rows)
+    for name, messages in extra.fields.items():
+        for message in messages:
+            errors.add(name, message)
+    if clean is not None and clean.template_id is not None and \
+            templates.usable(clean.template_id) is None:
+        errors.add("template_id", "That template does not exist or is archived.")
+    if errors:
+        return None, errors
+    return clean, errors
 
 
-def submit(user: User, data: dict) -> Submission:
+def submit(user: User, data: dict, rows: Optional[list] = None) -> Submission:
     """Validate, store the batch and its articles in one transaction, then dispatch."""
     if user.role == Role.VIEWER:
         raise NotAllowed("Viewers cannot submit batches.")
-    clean, errors = validate(data)
+    clean, errors = validate(data, rows)
     if clean is None:
         return Submission(None, errors)
     batch = _create(user, clean)
@@ -67,21 +90,28 @@ def submit(user: User, data: dict) -> Submission:
     return Submission(batch, errors, dispatch_error)
 
 
-def _create(user: User, clean: BatchInput) -> Batch:
+def _create(user: User, clean: BatchInput, template_text: Optional[str] = None) -> Batch:
     now = utcnow()
     batch = Batch(user_id=user.id, name=clean.name, provider=provider_label(current_app.config),
                   model=clean.model, target_words=clean.target_words, tone=clean.tone,
                   language=clean.language, instructions=clean.instructions,
                   budget_usd=(clean.budget_usd if clean.budget_usd is not None
                               else current_app.config.get("DEFAULT_BUDGET_USD")),
-                  total=len(clean.titles), status=B.QUEUED, created_at=now)
+                  template_id=clean.template_id,
+                  template_text=(template_text if template_text is not None
+                                 else templates.text_for(clean.template_id)),
+                  webhook_url=clean.webhook_url,
+                  total=len(clean.rows), status=B.QUEUED, created_at=now)
     db.session.add(batch)
     db.session.flush()
     # One multi-row INSERT; each article gets its Celery task id before it is enqueued.
     db.session.execute(insert(Article), [
-        {"batch_id": batch.id, "position": i, "title": title, "status": A.QUEUED,
-         "task_id": str(uuid.uuid4()), "created_at": now, "updated_at": now}
-        for i, title in enumerate(clean.titles, 1)
+        {"batch_id": batch.id, "position": i, "title": row.title, "status": A.QUEUED,
+         "task_id": str(uuid.uuid4()), "created_at": now, "updated_at": now,
+         "keywords": row.keywords or None, "notes": row.notes or None,
+         "tone": row.tone or None, "language": row.language or None,
+         "target_words": row.words}
+        for i, row in enumerate(clean.rows, 1)
     ])
     db.session.commit()
     return batch
@@ -97,6 +127,23 @@ def dispatch(batch_id: int) -> Optional[str]:
     if total <= current_app.config["DISPATCH_INLINE_MAX"]:
         return publish.publish_batch(batch_id)
     return publish.send(batch_id, lambda: dispatch_batch.apply_async((batch_id,)))
+
+
+def create_copy(user: User, batch: Batch) -> Batch:
+    """Store and send a copy of a batch: same titles, per-row settings, template text."""
+    articles = db.session.scalars(select(Article).where(Article.batch_id == batch.id)
+                                  .order_by(Article.position)).all()
+    rows = [Row(number=a.position, title=a.title, keywords=a.keywords or "", tone=a.tone or "",
+                words=a.target_words, language=a.language or "", notes=a.notes or "")
+            for a in articles]
+    clean = BatchInput(name=f"{batch.name} (copy)"[:200], rows=rows, model=batch.model,
+                       target_words=batch.target_words, tone=batch.tone,
+                       language=batch.language, instructions=batch.instructions,
+                       budget_usd=batch.budget_usd, template_id=batch.template_id,
+                       webhook_url=batch.webhook_url)
+    copy = _create(user, clean, template_text=batch.template_text)
+    dispatch(copy.id)
+    return copy
 
 
 def redispatch(user: User, batch: Batch) -> Optional[str]:
@@ -174,14 +221,49 @@ def requeue(user: User, batch: Batch, include_failed: bool = False) -> int:
     return count
 
 
-def estimate_for(data: dict):
+@dataclass
+class ImportCheck:
+    """A checked import, with the estimate of what it would cost."""
+    preflight: imports.Preflight
+    estimate: Optional[pricing.Estimate] = None
+
+    def __getattr__(self, name):
+        return getattr(self.preflight, name)
+
+
+def preflight_upload(filename: str, stream, data: dict) -> ImportCheck:
+    """Check an uploaded file; reads at most one byte past the limit."""
+    limit = current_app.config["IMPORT_MAX_BYTES"]
+    raw = stream.read(limit + 1)
+    pre = imports.parse_file(filename, raw, max_bytes=limit,
+                             max_rows=current_app.config["IMPORT_MAX_ROWS"],
+                             max_title_length=current_app.config["MAX_TITLE_LENGTH"])
+    return _with_estimate(pre, data)
+
+
+def preflight_text(filename: str, text: str, data: dict) -> ImportCheck:
+    """Check an import again when it is confirmed: nothing from the page is trusted."""
+    return preflight_upload(filename or "import.csv", io.BytesIO(text.encode("utf-8")), data)
+
+
+def _with_estimate(pre: imports.Preflight, data: dict) -> ImportCheck:
+    check = ImportCheck(pre)
+    if pre.ok:
+        check.estimate = estimate_for(dict(data, name=data.get("name") or "import"), pre.rows)
+    return check
+
+
+def estimate_for(data: dict, rows: Optional[list] = None):
     """Tokens and cost of what the new-batch form holds now, or None if it is not valid."""
-    clean, _ = validate(data)
+    clean, _ = validate(data, rows)
     if clean is None:
         return None
-    prompts = [Prompt(title=t, words=clean.target_words, tone=clean.tone,
-                      language=clean.language, instructions=clean.instructions)
-               for t in clean.titles]
+    template = templates.text_for(clean.template_id)
+    prompts = [build_prompt(template, title=r.title, words=r.words or clean.target_words,
+                            tone=r.tone or clean.tone, language=r.language or clean.language,
+                            keywords=r.keywords, notes=r.notes,
+                            instructions=clean.instructions)
+               for r in clean.rows]
     return pricing.estimate(current_app.config, current_provider(), clean.model, prompts)
 
 

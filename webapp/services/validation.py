@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 TONES = ("neutral", "friendly", "formal", "persuasive", "playful", "authoritative")
 MIN_WORDS, MAX_WORDS = 50, 5000
@@ -10,15 +11,33 @@ _MODEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,99}$")
 
 
 @dataclass
+class Row:
+    """One article to write: a title, and settings that override the batch's."""
+    number: int  # as a person sees it: the line, spreadsheet row (header = 1) or JSON item
+    title: str
+    keywords: str = ""
+    tone: str = ""
+    words: int | None = None
+    language: str = ""
+    notes: str = ""
+
+
+@dataclass
 class BatchInput:
     name: str
-    titles: list[str]
+    rows: list[Row]
     model: str
     target_words: int
     tone: str
     language: str
     instructions: str = ""
     budget_usd: float | None = None
+    template_id: int | None = None
+    webhook_url: str | None = None
+
+    @property
+    def titles(self) -> list[str]:
+        return [row.title for row in self.rows]
 
 
 @dataclass
@@ -91,11 +110,20 @@ def _text(data: dict, name: str, label: str, errors: Errors, *, required: bool,
 
 
 def validate_batch(data: dict, *, default_model: str, allowed_models: list[str],
-                   max_titles: int, max_title_length: int) -> tuple[BatchInput | None, Errors]:
-    """Check everything; return the clean input only when nothing is wrong."""
+                   max_titles: int, max_title_length: int,
+                   rows: list | None = None) -> tuple[BatchInput | None, Errors]:
+    """Check everything; return the clean input only when nothing is wrong.
+
+    `rows` are already-checked rows from an import; otherwise titles come from `titles`.
+    """
     errors = Errors()
     name = _text(data, "name", "Name", errors, required=True, max_len=200)
-    titles = parse_titles(data.get("titles", ""), max_titles, max_title_length, errors)
+    if rows is None:
+        rows = [Row(number=n, title=t) for n, t in
+                enumerate(parse_titles(data.get("titles", ""), max_titles, max_title_length,
+                                       errors), 1)]
+    elif not rows:
+        errors.add("rows", "The import has no usable rows.")
     model = _text(data, "model", "Model", errors, required=False, max_len=100) or default_model
     if not _MODEL_RE.match(model):
         errors.add("model", "Model names use letters, digits and . _ : / @ + - only.")
@@ -118,11 +146,37 @@ def validate_batch(data: dict, *, default_model: str, allowed_models: list[str],
     instructions = _text(data, "instructions", "Extra instructions", errors, required=False,
                          max_len=2000)
     budget = _budget(data.get("budget_usd"), errors)
+    webhook_url = _webhook(data.get("webhook_url"), errors)
+    template_id = None
+    raw_template = data.get("template_id")
+    if raw_template not in (None, "", 0, "0"):
+        try:
+            template_id = int(str(raw_template))
+        except ValueError:
+            errors.add("template_id", "Choose a template from the list.")
     if errors:
         return None, errors
-    return BatchInput(name=name, titles=titles, model=model, target_words=target_words,
+    return BatchInput(name=name, rows=rows, model=model, target_words=target_words,
                       tone=tone, language=language, instructions=instructions,
-                      budget_usd=budget), errors
+                      budget_usd=budget, template_id=template_id,
+                      webhook_url=webhook_url), errors
+
+
+def _webhook(raw, errors: Errors) -> str | None:
+    """An optional URL called once when the batch finishes."""
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        return None
+    if not isinstance(raw, str):
+        errors.add("webhook_url", "The webhook URL must be text.")
+        return None
+    url = raw.strip()
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc or len(url) > 500 \
+            or any(c.isspace() for c in url):
+        errors.add("webhook_url", "The webhook URL must be an http:// or https:// address of "
+                                  "at most 500 characters.")
+        return None
+    return url
 
 
 MAX_BUDGET = 100_000.0

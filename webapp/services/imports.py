@@ -1,0 +1,180 @@
+"""Titles from a spreadsheet: CSV or JSON files, checked row by row before anything is stored."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass, field
+from typing import Optional
+
+from .validation import MAX_WORDS, MIN_WORDS, TONES, Row
+
+COLUMNS = ("title", "keywords", "tone", "words", "language", "notes")
+LIMITS = {"keywords": 500, "language": 50, "notes": 2000}
+
+
+@dataclass
+class Preflight:
+    rows: list[Row] = field(default_factory=list)
+    file_error: Optional[str] = None
+    row_errors: list[tuple[int, str]] = field(default_factory=list)
+    missing_columns: list[str] = field(default_factory=list)
+    ignored_columns: list[str] = field(default_factory=list)
+    text: str = ""  # the decoded file, carried to the confirm step
+
+    @property
+    def ok(self) -> bool:
+        return self.file_error is None and not self.row_errors and bool(self.rows)
+
+
+def parse_file(filename: str, data: bytes, *, max_bytes: int, max_rows: int,
+               max_title_length: int) -> Preflight:
+    """Decode and check an uploaded file; every problem is reported, nothing is stored."""
+    if len(data) > max_bytes:
+        return Preflight(file_error=f"The file is {len(data) / 1048576:.1f} MB; the limit is "
+                                    f"{max_bytes / 1048576:g} MB.")
+    if not data.strip():
+        return Preflight(file_error="The file is empty.")
+    if b"\x00" in data:
+        return Preflight(file_error="This is a binary file, not CSV or JSON text.")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        return Preflight(file_error=f"The file is not UTF-8 text (byte {exc.start + 1} cannot be "
+                                    "read). Save it as “CSV UTF-8” and try again.")
+    return parse_text(filename, text, max_rows=max_rows, max_title_length=max_title_length)
+
+
+def parse_text(filename: str, text: str, *, max_rows: int, max_title_length: int) -> Preflight:
+    stripped = text.lstrip()
+    is_json = filename.lower().endswith(".json") or stripped[:1] in ("[", "{")
+    result = _from_json(text) if is_json else _from_csv(text)
+    if isinstance(result, str):
+        return Preflight(file_error=result)
+    records, columns, first_number = result
+    pre = Preflight(text=text)
+    if "title" not in columns:
+        pre.file_error = ("The file has no “title” column. Columns Pressroom reads: "
+                          + ", ".join(COLUMNS) + ".")
+        return pre
+    pre.missing_columns = [c for c in COLUMNS if c not in columns]
+    pre.ignored_columns = [c for c in columns if c not in COLUMNS]
+    if len(records) > max_rows:
+        pre.file_error = f"The file has {len(records):,} rows; a batch takes at most {max_rows:,}."
+        return pre
+    pre.rows, pre.row_errors = check_records(records, first_number, max_title_length)
+    if not pre.rows and not pre.row_errors:
+        pre.file_error = "The file has a header but no rows."
+    return pre
+
+
+def _from_csv(text: str):
+    sample = text[:4096]
+    delimiter = ";" if sample.count(";") > sample.count(",") else ","
+    try:
+        reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+        header = next(reader, None)
+        if not header:
+            return "The file is empty."
+        columns = [h.strip().lower() for h in header]
+        records = []
+        for values in reader:
+            if not any(v.strip() for v in values):
+                records.append(None)  # a blank line keeps its row number
+                continue
+            records.append({columns[i]: v for i, v in enumerate(values) if i < len(columns)})
+    except csv.Error as exc:
+        return f"The CSV file cannot be read: {exc}."
+    return records, columns, 2
+
+
+def _from_json(text: str):
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        return f"The JSON file cannot be read: {exc}."
+    if isinstance(data, dict) and isinstance(data.get("rows"), list):
+        data = data["rows"]
+    if not isinstance(data, list):
+        return "A JSON file must hold a list of objects, each with at least a “title”."
+    columns: list[str] = []
+    records = []
+    for item in data:
+        if not isinstance(item, dict):
+            records.append({"__invalid__": True})
+            continue
+        record = {str(k).strip().lower(): v for k, v in item.items()}
+        for key in record:
+            if key not in columns:
+                columns.append(key)
+        records.append(record)
+    return records, columns, 1
+
+
+def check_records(records: list, first_number: int, max_title_length: int):
+    """Rows from CSV, JSON or the API, with an error per bad row (naming row and column)."""
+    rows: list[Row] = []
+    errors: list[tuple[int, str]] = []
+    seen: dict[str, int] = {}
+    for offset, record in enumerate(records):
+        number = first_number + offset
+        if record is None:
+            continue
+        if record.get("__invalid__"):
+            errors.append((number, "is not an object with a title"))
+            continue
+        row, problems = _check_row(number, record, max_title_length)
+        if row is not None and not problems:
+            key = row.title.casefold()
+            if key in seen:
+                problems.append(f"duplicate title (same as row {seen[key]})")
+            else:
+                seen[key] = number
+        if problems:
+            errors.extend((number, p) for p in problems)
+        else:
+            rows.append(row)
+    return rows, errors
+
+
+def _as_text(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value)
+    return value if isinstance(value, str) else str(value)
+
+
+def _check_row(number: int, record: dict, max_title_length: int):
+    problems = []
+    title = _as_text(record.get("title")).strip()
+    if not title:
+        problems.append("title is empty")
+    elif len(title) > max_title_length:
+        problems.append(f"title is longer than {max_title_length} characters")
+    elif any(ord(c) < 32 for c in title):
+        problems.append("title has control characters")
+    values = {}
+    for column, limit in LIMITS.items():
+        value = _as_text(record.get(column)).strip()
+        if len(value) > limit:
+            problems.append(f"{column} is longer than {limit} characters")
+        values[column] = value
+    tone = _as_text(record.get("tone")).strip().lower()
+    if tone and tone not in TONES:
+        problems.append(f"tone “{tone[:30]}” is not one of {', '.join(TONES)}")
+    words = None
+    raw_words = _as_text(record.get("words")).strip()
+    if raw_words:
+        try:
+            words = int(float(raw_words)) if "." in raw_words else int(raw_words)
+            if not MIN_WORDS <= words <= MAX_WORDS:
+                problems.append(f"words must be between {MIN_WORDS} and {MAX_WORDS}")
+        except ValueError:
+            problems.append(f"words “{raw_words[:20]}” is not a whole number")
+    if problems:
+        return None, problems
+    return Row(number=number, title=title, keywords=values["keywords"], tone=tone, words=words,
+               language=values["language"], notes=values["notes"]), []

@@ -1,0 +1,170 @@
+"""Editorial review after generation: approve or reject, edit, regenerate, restore versions."""
+from __future__ import annotations
+
+import uuid
+from typing import Optional
+
+from sqlalchemy import select, update
+
+from .. import dispatch as publish
+from .. import lifecycle
+from ..extensions import db
+from ..models import (Article, ArticleStatus as A, ArticleVersion, Batch, BatchStatus as B,
+                      ReviewStatus as R, Role, User, utcnow)
+from . import audit
+from .batches import Conflict, NotAllowed, create_copy
+
+MAX_BODY = 200_000
+# An average adult reads about this many words a minute.
+READING_WPM = 230
+
+
+def can_review(user: User) -> bool:
+    """Editors review any article; viewers only read."""
+    return user.role in (Role.ADMIN, Role.EDITOR)
+
+
+def _require(user: User) -> None:
+    if not can_review(user):
+        raise NotAllowed("Viewers cannot change articles.")
+
+
+def reading_minutes(words: int) -> int:
+    return max(1, round(words / READING_WPM)) if words else 0
+
+
+def versions(article_id: int) -> list[ArticleVersion]:
+    return db.session.scalars(select(ArticleVersion).where(ArticleVersion.article_id == article_id)
+                              .order_by(ArticleVersion.number.desc())).all()
+
+
+def decide(user: User, article: Article, decision: str, reason: str = "") -> None:
+    """Approve or reject a written article; a rejection needs a reason."""
+    _require(user)
+    if article.status != A.SUCCEEDED:
+        raise Conflict("Only a written article can be reviewed.")
+    reason = (reason or "").strip()
+    if decision not in (R.APPROVED, R.REJECTED):
+        raise Conflict("Choose approve or reject.")
+    if decision == R.REJECTED and not reason:
+        raise Conflict("Say why the article is rejected.")
+    if len(reason) > 2000:
+        raise Conflict("The reason may be at most 2,000 characters.")
+    article.review_status = decision
+    article.review_reason = reason or None
+    article.reviewed_by = user.id
+    article.reviewed_at = article.updated_at = utcnow()
+    audit.record("article_reviewed", user=user, target=f"article:{article.id}",
+                 detail=f"{decision}{': ' + reason[:200] if reason else ''}", commit=False)
+    db.session.commit()
+
+
+def edit(user: User, article: Article, body: str) -> int:
+    """Save an edited body as a new version; the previous one is kept."""
+    _require(user)
+    if article.status != A.SUCCEEDED:
+        raise Conflict("Only a written article can be edited.")
+    body = (body or "").replace("\r\n", "\n")
+    if not body.strip():
+        raise Conflict("The article cannot be empty.")
+    if len(body) > MAX_BODY:
+        raise Conflict(f"The article may be at most {MAX_BODY:,} characters.")
+    if body == article.body:
+        return 0
+    number = lifecycle.add_version(article.id, body, "edited", user.id)
+    article.body, article.words, article.updated_at = body, len(body.split()), utcnow()
+    audit.record("article_edited", user=user, target=f"article:{article.id}",
+                 detail=f"version {number}", commit=False)
+    db.session.commit()
+    return number
+
+
+def restore(user: User, article: Article, version_id: int) -> int:
+    """Make an earlier version the current body again (as a new version)."""
+    _require(user)
+    version = db.session.get(ArticleVersion, version_id)
+    if version is None or version.article_id != article.id:
+        raise LookupError("No such version.")
+    if article.status not in (A.SUCCEEDED,) + A.FINAL:
+        raise Conflict("Wait until the article has finished before restoring a version.")
+    number = lifecycle.add_version(article.id, version.body, f"restored v{version.number}", user.id)
+    article.body, article.words = version.body, len(version.body.split())
+    article.status = A.SUCCEEDED
+    article.error = None
+    article.review_status = R.NEEDS_REVIEW
+    article.updated_at = utcnow()
+    audit.record("version_restored", user=user, target=f"article:{article.id}",
+                 detail=f"v{version.number} as v{number}", commit=False)
+    db.session.commit()
+    return number
+
+
+def _reopen(batch_id: int) -> None:
+    db.session.execute(update(Batch).where(Batch.id == batch_id)
+                       .values(status=B.RUNNING, finished_at=None, cancel_requested_at=None,
+                               stop_reason=None))
+
+
+def _requeue_values(extra: Optional[str]) -> dict:
+    return {"status": A.QUEUED, "task_id": str(uuid.uuid4()), "claim_token": None,
+            "lease_expires_at": None, "attempts": 0, "error": None, "review_flag": None,
+            "review_status": None, "review_reason": None, "finish_reason": None,
+            "extra_instructions": extra, "note": "Regenerating", "finished_at": None,
+            "updated_at": utcnow(), "words": 0}
+
+
+def regenerate(user: User, article: Article, extra_instructions: str = "") -> Optional[str]:
+    """Write one article again (earlier bodies stay as versions); returns a dispatch error."""
+    _require(user)
+    if not article.is_final:
+        raise Conflict("The article is still being written.")
+    extra = (extra_instructions or "").strip()
+    if len(extra) > 2000:
+        raise Conflict("Extra instructions may be at most 2,000 characters.")
+    # A new task id: the old one's result says SUCCESS, which must not leak into progress.
+    values = _requeue_values(extra or None)
+    db.session.execute(update(Article).where(Article.id == article.id,
+                                             Article.status.in_(A.FINAL)).values(**values))
+    _reopen(article.batch_id)
+    audit.record("article_regenerated", user=user, target=f"article:{article.id}",
+                 detail=extra[:200], commit=False)
+    db.session.commit()
+    return _send([(article.id, values["task_id"])], article.batch_id)
+
+
+def regenerate_many(user: User, batch: Batch, which: str) -> tuple[int, Optional[str]]:
+    """Write again every failed, or every rejected, article of a batch."""
+    _require(user)
+    if which == "failed":
+        cond = Article.status == A.FAILED
+    elif which == "rejected":
+        cond = (Article.status == A.SUCCEEDED) & (Article.review_status == R.REJECTED)
+    else:
+        raise Conflict("Regenerate the failed or the rejected articles.")
+    ids = db.session.scalars(select(Article.id).where(Article.batch_id == batch.id, cond)).all()
+    if not ids:
+        return 0, None
+    pairs = []
+    for article_id in ids:
+        values = _requeue_values(None)
+        db.session.execute(update(Article).where(Article.id == article_id).values(**values))
+        pairs.append((article_id, values["task_id"]))
+    _reopen(batch.id)
+    audit.record("article_regenerated", user=user, target=f"batch:{batch.id}",
+                 detail=f"{len(ids)} {which} articles", commit=False)
+    db.session.commit()
+    return len(ids), _send(pairs, batch.id)
+
+
+def _send(pairs, batch_id: int) -> Optional[str]:
+    return publish.send(batch_id, lambda: publish.publish_articles(pairs))
+
+
+def duplicate(user: User, batch: Batch) -> Batch:
+    """A new batch with the same titles, per-row settings, template text and settings."""
+    if user.role == Role.VIEWER:
+        raise NotAllowed("Viewers cannot submit batches.")
+    copy = create_copy(user, batch)
+    audit.record("batch_duplicated", user=user, target=f"batch:{copy.id}",
+                 detail=f"copy of batch {batch.id}")
+    return copy
