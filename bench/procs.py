@@ -84,19 +84,34 @@ class Procs:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process and its threads so far (Linux /proc)."""
+def _stat(pid: int) -> list[str] | None:
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        # Fields after the command name, which may itself contain spaces or parentheses.
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except (FileNotFoundError, ProcessLookupError):
+        return None
+
+
+def cpu_seconds(pid: int, children: bool = False) -> float:
+    """User + system CPU time of a process (all its threads) so far, from /proc.
+
+    With children: also its live children (gunicorn's workers) and the children it has
+    already reaped (workers that were restarted).
+    """
+    tick = os.sysconf("SC_CLK_TCK")
+    fields = _stat(pid)
+    if fields is None:
         return 0.0
-    # After the command name: field 14 utime and 15 stime are at indexes 11 and 12 here.
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def cpu_split(pid):
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[11]), int(fields[12])
+    # utime, stime, cutime, cstime are fields 14-17 of stat(5): indexes 11-14 here.
+    total = int(fields[11]) + int(fields[12])
+    if children:
+        total += int(fields[13]) + int(fields[14])
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                child = _stat(int(entry.name))
+                if child is not None and child[1] == str(pid):  # index 1: the parent's pid
+                    total += int(child[11]) + int(child[12])
+    return total / tick
 
 
 def _signal_group(proc: subprocess.Popen, sig: int) -> None:

@@ -354,6 +354,7 @@ class Bench:
         try:
             for _ in range(20):  # warm caches (templates, statements, connections)
                 client.get(self.poll_path)
+            cpu0 = time.process_time()
             for _ in range(POLL_SAMPLES):
                 counter["n"] = 0
                 t0 = time.perf_counter()
@@ -361,6 +362,7 @@ class Bench:
                 times.append((time.perf_counter() - t0) * 1000)
                 trips.append(counter["n"])
                 assert response.status_code == 200, response.status_code
+            cpu_per_poll = (time.process_time() - cpu0) * 1000 / POLL_SAMPLES
 
             # For scale: the naive poll, one AsyncResult(id).state per task of the batch.
             from celery.result import AsyncResult
@@ -379,6 +381,7 @@ class Bench:
         self.details["poll"] = {
             "articles": POLL_ARTICLES, "running": POLL_RUNNING, "samples": POLL_SAMPLES,
             "p90_ms": round(times[int(len(times) * 0.9)], 2), "max_ms": round(times[-1], 2),
+            "cpu_ms_per_poll": round(cpu_per_poll, 3),
             "redis_round_trips_mean": round(statistics.mean(trips), 3),
             "live_word_spans_in_response": live_spans, "response_bytes": len(body),
             "naive_1000_async_result_state_ms": round(naive_ms, 1),
@@ -406,8 +409,8 @@ class Bench:
                     raise RuntimeError(f"gunicorn poll answered {response.status}: {page[:200]}")
             for _ in range(20):  # both workers import, connect and compile before timing
                 urllib.request.urlopen(request, timeout=10).read()
-            health = self._wrk(base + "/healthz", None)
-            poll = self._wrk(base + self.poll_path, cookie)
+            health = self._wrk(base + "/healthz", None, gunicorn.pid)
+            poll = self._wrk(base + self.poll_path, cookie, gunicorn.pid)
         finally:
             self.procs.stop(gunicorn)
         self.figures["poll_load_ratio"] = round(poll["rps"] / health["rps"], 3)
@@ -420,11 +423,13 @@ class Bench:
         log(f"under load: poll {poll['rps']:.0f} req/s (p99 {poll['p99_ms']} ms), "
             f"healthz {health['rps']:.0f} req/s (p99 {health['p99_ms']} ms)")
 
-    def _wrk(self, url: str, cookie: str | None) -> dict:
+    def _wrk(self, url: str, cookie: str | None, server_pid: int) -> dict:
         args = ["wrk", "-t2", "-c50", "-d10s", "--latency"]
         if cookie:
             args += ["-H", f"Cookie: {cookie}"]
+        cpu = cpu_seconds(server_pid, children=True)
         out = subprocess.run(args + [url], capture_output=True, text=True, timeout=60).stdout
+        cpu = cpu_seconds(server_pid, children=True) - cpu
         rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
         p99 = re.search(r"^\s+99%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
         if not rps or not p99:
@@ -432,7 +437,12 @@ class Bench:
         scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[p99.group(2)]
         errors = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
         socket_errors = re.search(r"Socket errors:(.*)", out)
+        requests = re.search(r"(\d+) requests in", out)
+        n = int(requests.group(1)) if requests else 0
         return {"rps": float(rps.group(1)), "p99_ms": round(float(p99.group(1)) * scale, 2),
+                "requests": n,
+                # Server CPU per request is steadier than req/s when the machine is shared.
+                "server_cpu_ms_per_request": round(cpu * 1000 / n, 3) if n else None,
                 "non_2xx_3xx": int(errors.group(1)) if errors else 0,
                 "socket_errors": socket_errors.group(1).strip() if socket_errors else ""}
 
@@ -546,7 +556,7 @@ def print_table(figures: dict) -> None:
             print("  ".join("-" * w for w in widths))
 
 
-def write_results(bench: Bench, args, started: float) -> None:
+def write_results(bench: Bench, args, started: float, loadavg_at_start) -> None:
     verdicts = {}
     for key, (goal, test) in GOALS.items():
         value = bench.figures.get(key)
@@ -561,7 +571,9 @@ def write_results(bench: Bench, args, started: float) -> None:
         "duration_s": round(time.monotonic() - started, 1),
         "quick": args.quick,
         "machine": {"nproc": os.cpu_count(), "python": platform.python_version(),
-                    "platform": platform.platform(), "loadavg_at_end": os.getloadavg()},
+                    "platform": platform.platform(),
+                    # Other work on the machine skews every figure; this shows how much ran.
+                    "loadavg_at_start": loadavg_at_start, "loadavg_at_end": os.getloadavg()},
     })
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(data, indent=2, default=str) + "\n")
@@ -591,6 +603,7 @@ def main() -> int:
             return 2
 
     started = time.monotonic()
+    loadavg_at_start = os.getloadavg()
     signal.signal(signal.SIGTERM, _stop_on_signal)
     signal.signal(signal.SIGALRM, _stop_on_signal)
     signal.alarm(HARD_LIMIT_S)
@@ -620,7 +633,7 @@ def main() -> int:
             print(f"logs and database kept in {tmp}")
         else:
             shutil.rmtree(tmp, ignore_errors=True)
-    write_results(bench, args, started)
+    write_results(bench, args, started, loadavg_at_start)
     print()
     print_table(bench.figures)
     print(f"\nwritten to {RESULTS.relative_to(ROOT)} in {time.monotonic() - started:.0f} s"

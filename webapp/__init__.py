@@ -25,6 +25,9 @@ def create_app(test_config: dict | None = None) -> Flask:
     os.makedirs(app.instance_path, exist_ok=True)
     check_settings(app)
 
+    # Outermost first: ProxyFix decides whether the request came over HTTPS, then every
+    # cookie of an HTTPS response is marked Secure (session and remember-me alike).
+    app.wsgi_app = SecureCookies(app.wsgi_app)
     if app.config["PROXY_FIX_HOPS"]:
         from werkzeug.middleware.proxy_fix import ProxyFix
         hops = app.config["PROXY_FIX_HOPS"]
@@ -40,6 +43,29 @@ def create_app(test_config: dict | None = None) -> Flask:
     from .celery_app import celery_init_app
     celery_init_app(app)
     return app
+
+
+class SecureCookies:
+    """WSGI middleware: over HTTPS, add `Secure` to every Set-Cookie header.
+
+    Flask writes the session cookie, and Flask-Login the remember-me cookie, after the
+    app's own response hooks, so the flag is added here, on the way out.
+    """
+
+    def __init__(self, wsgi_app):
+        self.wsgi_app = wsgi_app
+
+    def __call__(self, environ, start_response):
+        if environ.get("wsgi.url_scheme") != "https":
+            return self.wsgi_app(environ, start_response)
+
+        def secure_start_response(status, headers, exc_info=None):
+            headers = [(name, value + "; Secure")
+                       if name.lower() == "set-cookie" and "; secure" not in value.lower()
+                       else (name, value) for name, value in headers]
+            return start_response(status, headers, exc_info)
+
+        return self.wsgi_app(environ, secure_start_response)
 
 
 def check_settings(app: Flask) -> None:
@@ -120,13 +146,14 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
 
 
 def register_blueprints(app: Flask) -> None:
-    from .blueprints import account, admin, api, auth, ops, web
+    from .blueprints import account, admin, api, auth, editorial, ops, web
 
     app.register_blueprint(ops.bp)
     app.register_blueprint(auth.bp)
     app.register_blueprint(account.bp)
     app.register_blueprint(admin.bp)
     app.register_blueprint(web.bp)
+    app.register_blueprint(editorial.bp)
     app.register_blueprint(api.bp)
     csrf.exempt(api.bp)  # bearer tokens, never cookies: no cross-site forgery possible
 
@@ -181,16 +208,6 @@ def register_headers(app: Flask) -> None:
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "same-origin")
         response.headers.setdefault("X-Frame-Options", "DENY")
-        if request.is_secure:
-            # Served over HTTPS (directly or behind a trusted proxy): cookies never travel
-            # in clear afterwards.
-            cookies = response.headers.getlist("Set-Cookie")
-            if cookies:
-                response.headers.remove("Set-Cookie")
-                for cookie in cookies:
-                    if "; secure" not in cookie.lower():
-                        cookie += "; Secure"
-                    response.headers.add("Set-Cookie", cookie)
         return response
 
 

@@ -25,9 +25,12 @@ def celery_init_app(app: Flask) -> Celery:
 
     @worker_ready.connect(weak=False)
     def _start_heartbeat(sender=None, **_):
-        pool = type(sender.pool).__module__.rsplit(".", 1)[-1] if sender.pool else "?"
-        workerstate.start_heartbeat(app.config["REDIS_URL"], sender.hostname, pool,
-                                    sender.concurrency)
+        # The signal's sender is the worker's consumer; the worker itself is its controller.
+        worker = getattr(sender, "controller", sender)
+        pool = getattr(worker, "pool", None)
+        pool_name = type(pool).__module__.rsplit(".", 1)[-1] if pool else "?"
+        workerstate.start_heartbeat(app.config["REDIS_URL"], worker.hostname, pool_name,
+                                    getattr(worker, "concurrency", 0) or 0)
 
     celery_app.set_default()
     app.extensions["celery"] = celery_app

@@ -149,6 +149,9 @@ class Article(db.Model):
     __table_args__ = (
         Index("ix_articles_batch_status", "batch_id", "status"),
         Index("ix_articles_batch_updated", "batch_id", "updated_at"),
+        # Covers the progress poll's SUM(cost_usd) and COUNT(review_flag) per batch, which
+        # would otherwise read every row of the batch on every poll.
+        Index("ix_articles_batch_cost_flag", "batch_id", "cost_usd", "review_flag"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -10,7 +10,7 @@ from flask_login import current_user, login_required
 from ..extensions import db
 from ..forms import NewBatchForm
 from ..models import Article, Batch, Role
-from ..services import batches, progress, templates
+from ..services import batches, progress, review, templates, users
 from ..services.batches import Conflict, NotAllowed
 from .access import roles_required
 
@@ -41,11 +41,12 @@ def _since() -> datetime | None:
 @bp.route("/")
 def dashboard():
     """Batches, newest first, each with a live bar."""
-    page = request.args.get("page", 1, type=int) or 1
+    page = max(request.args.get("page", 1, type=int) or 1, 1)
     per_page = current_app.config["BATCHES_PER_PAGE"]
-    rows, total = batches.page_of_batches(max(page, 1), per_page)
+    flt = batches.BatchFilter.from_args(request.args)
+    rows, total = batches.page_of_batches(page, per_page, flt)
     return render_template("dashboard.html", rows=rows, total=total, page=page,
-                           per_page=per_page)
+                           per_page=per_page, flt=flt)
 
 
 @bp.route("/batches/rows")
@@ -53,9 +54,10 @@ def batch_table():
     """The dashboard's table of batches, polled while any of them is unfinished."""
     page = max(request.args.get("page", 1, type=int) or 1, 1)
     per_page = current_app.config["BATCHES_PER_PAGE"]
-    rows, total = batches.page_of_batches(page, per_page)
+    flt = batches.BatchFilter.from_args(request.args)
+    rows, total = batches.page_of_batches(page, per_page, flt)
     html = render_template("_partials/_batch_table.html", rows=rows, total=total, page=page,
-                           per_page=per_page)
+                           per_page=per_page, flt=flt)
     live = any(not row[0].is_final for row in rows)
     return html, (200 if live else STOP_POLLING)
 
@@ -117,6 +119,7 @@ def batch_detail(batch_id: int):
         abort(404)
     return render_template("batch.html", view=view, batch=view.batch,
                            rows=progress.article_rows(batch_id),
+                           deliveries=batches.webhook_deliveries(batch_id),
                            can_manage=batches.can_manage(current_user, view.batch))
 
 
@@ -203,8 +206,12 @@ def cancel_article(article_id: int):
 def article_detail(article_id: int):
     """One article, rendered from Markdown; live while it is being written."""
     article = db.get_or_404(Article, article_id)
+    versions = review.versions(article.id)
     return render_template("article.html", live=progress.article_live(article),
-                           article=article, batch=article.batch)
+                           article=article, batch=article.batch, versions=versions,
+                           authors=users.emails_of({v.created_by for v in versions}),
+                           can_review=review.can_review(current_user),
+                           reading_minutes=review.reading_minutes(article.words))
 
 
 @bp.route("/articles/<int:article_id>/live")

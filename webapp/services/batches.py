@@ -5,13 +5,14 @@ import io
 import logging
 import uuid
 from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
 from typing import Optional
 
 import redis
 from flask import current_app
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import exists, func, insert, or_, select, update
 
-from .. import lifecycle, live, pricing, ratelimit
+from .. import lifecycle, live, pricing, ratelimit, webhooks
 from ..extensions import db
 from ..models import Article, ArticleStatus as A, Batch, BatchStatus as B, Role, User, utcnow
 from ..prompts import build_prompt
@@ -267,6 +268,10 @@ def estimate_for(data: dict, rows: Optional[list] = None):
     return pricing.estimate(current_app.config, current_provider(), clean.model, prompts)
 
 
+def webhook_deliveries(batch_id: int):
+    return webhooks.deliveries(batch_id)
+
+
 def can_manage(user: User, batch: Batch) -> bool:
     return user.role == Role.ADMIN or (user.role == Role.EDITOR and batch.user_id == user.id)
 
@@ -344,13 +349,62 @@ def _revoke(task_ids: list[str]) -> None:
         log.info("revoke failed (harmless, tasks check the cancel flag): %s", exc)
 
 
-def page_of_batches(page: int, per_page: int):
+@dataclass
+class BatchFilter:
+    """The dashboard's filters; they live in the URL so a view can be bookmarked."""
+    status: str = ""
+    author: str = ""
+    since: Optional[date] = None
+    until: Optional[date] = None
+    q: str = ""
+
+    @classmethod
+    def from_args(cls, args) -> "BatchFilter":
+        def day(name):
+            try:
+                return date.fromisoformat(args.get(name, ""))
+            except ValueError:
+                return None
+        status = args.get("status", "")
+        return cls(status=status if status in B.FINAL + (B.QUEUED, B.RUNNING, B.PAUSED,
+                                                         B.CANCELLING) else "",
+                   author=args.get("author", "").strip()[:255], since=day("since"),
+                   until=day("until"), q=args.get("q", "").strip()[:200])
+
+    def args(self) -> dict:
+        out = {"status": self.status, "author": self.author, "q": self.q,
+               "since": self.since.isoformat() if self.since else "",
+               "until": self.until.isoformat() if self.until else ""}
+        return {k: v for k, v in out.items() if v}
+
+    def conditions(self) -> list:
+        conds = []
+        if self.status:
+            conds.append(Batch.status == self.status)
+        if self.author:
+            conds.append(Batch.user_id.in_(select(User.id).where(
+                func.lower(User.email).contains(self.author.lower(), autoescape=True))))
+        if self.since:
+            conds.append(Batch.created_at >= datetime.combine(self.since, time.min))
+        if self.until:
+            conds.append(Batch.created_at < datetime.combine(self.until, time.min) + timedelta(days=1))
+        if self.q:
+            needle = self.q.lower()
+            title_match = exists().where(Article.batch_id == Batch.id, func.lower(Article.title)
+                                         .contains(needle, autoescape=True))
+            conds.append(or_(func.lower(Batch.name).contains(needle, autoescape=True),
+                             title_match))
+        return conds
+
+
+def page_of_batches(page: int, per_page: int, flt: Optional[BatchFilter] = None):
     """Newest first, with done counts per batch in the same query."""
+    conds = (flt or BatchFilter()).conditions()
     done = (select(func.count()).where(Article.batch_id == Batch.id,
                                        Article.status.in_(A.FINAL))
             .correlate(Batch).scalar_subquery())
-    total = db.session.scalar(select(func.count()).select_from(Batch))
+    total = db.session.scalar(select(func.count()).select_from(Batch).where(*conds))
     rows = db.session.execute(
-        select(Batch, done).order_by(Batch.created_at.desc(), Batch.id.desc())
+        select(Batch, done).where(*conds).order_by(Batch.created_at.desc(), Batch.id.desc())
         .limit(per_page).offset((page - 1) * per_page)).all()
     return rows, total

@@ -164,3 +164,10 @@ def reset_password(admin: User, user_id: int) -> tuple[User, str]:
     audit.record("password_reset", target=f"user:{user.id}", detail=user.email, commit=False)
     db.session.commit()
     return user, password
+
+
+def emails_of(user_ids) -> dict[int, str]:
+    ids = [i for i in user_ids if i]
+    if not ids:
+        return {}
+    return dict(db.session.execute(select(User.id, User.email).where(User.id.in_(ids))).all())
