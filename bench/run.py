@@ -94,7 +94,8 @@ class Bench:
             "OPENAI_API_KEY": "bench",
             "OPENAI_BASE_URL": self.fake.base_url,
             "SECRET_KEY": "bench-" + uuid.uuid4().hex,
-            "PYTHONPATH": str(ROOT),
+            "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH"))
+                                          if p),
         }
         self.env.pop("PRESSROOM_ENV", None)
         # The in-process app reads the same settings as the worker and gunicorn.
@@ -120,7 +121,9 @@ class Bench:
         self.worker = self.procs.spawn("worker", [
             str(VENV_BIN / "celery"), "-A", "wsgi:celery_app", "worker", "--pool", "threads",
             "--concurrency", str(CONCURRENCY), "--queues", "generation,celery",
-            "--include", "bench.seedtasks", "--loglevel", "INFO", "-n", f"bench-{os.getpid()}@%h",
+            "--include", ",".join(["bench.seedtasks"]
+                                  + [m for m in self.args.worker_include.split(",") if m]),
+            "--loglevel", "INFO", "-n", f"bench-{os.getpid()}@%h",
         ], env=self.env)
         # Ready means it runs a task end to end, not just that the process exists.
         started = time.monotonic()
@@ -595,6 +598,8 @@ def main() -> int:
                              "(py-spy must be installed in .venv; implies --keep)")
     parser.add_argument("--gunicorn-args", default="",
                         help="extra gunicorn flags for the load test, e.g. '--max-requests 0'")
+    parser.add_argument("--worker-include", default="",
+                        help="extra modules for the worker to import (investigation aids)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, db)")
     args = parser.parse_args()
     for tool in ("redis-server", "wrk"):
