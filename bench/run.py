@@ -213,11 +213,13 @@ class Bench:
         titles = [f"Makespan article {i}" for i in range(MAKESPAN_ARTICLES)]
         ideal = math.ceil(MAKESPAN_ARTICLES / CONCURRENCY) * MAKESPAN_LATENCY
         submitted_at = _utcnow()
+        cpu0 = cpu_seconds(self.worker.pid)
         t0 = time.perf_counter()
         batch_id = self._submit(titles, "bench makespan")
         t_dispatched = time.perf_counter() - t0
         status = self._wait_batch_final(batch_id, timeout=60)
         elapsed = time.perf_counter() - t0
+        cpu = cpu_seconds(self.worker.pid) - cpu0
         stats = self.fake.command(cmd="stats")
         self.figures["makespan_ratio"] = round(elapsed / ideal, 3)
         self.details["makespan"] = {
@@ -227,6 +229,7 @@ class Bench:
             "article_counts": self._article_counts(batch_id),
             "provider_requests": stats["requests"],
             "provider_max_concurrent": stats["max_concurrent"],
+            "worker_cpu_ms_per_article": round(cpu * 1000 / MAKESPAN_ARTICLES, 2),
             **self._article_timings(batch_id, submitted_at),
         }
         log(f"makespan: {elapsed:.2f} s for {MAKESPAN_ARTICLES} articles (ideal {ideal} s), "
@@ -252,10 +255,12 @@ class Bench:
     def pipeline_vs_bare(self) -> None:
         self._set_fake(latency=0.0, chunks=10, words=120)
         n = PIPELINE_ARTICLES
+        cpu0 = cpu_seconds(self.worker.pid)
         t0 = time.perf_counter()
         ids = self._send_noops(n)
         self._wait_results(ids, timeout=120)
         bare_s = time.perf_counter() - t0
+        cpu1 = cpu_seconds(self.worker.pid)
 
         titles = [f"Pipeline article {i}" for i in range(n)]
         submitted_at = _utcnow()
@@ -264,6 +269,7 @@ class Bench:
         t_dispatched = time.perf_counter() - t0
         status = self._wait_batch_final(batch_id, timeout=180)
         pipe_s = time.perf_counter() - t0
+        cpu2 = cpu_seconds(self.worker.pid)
 
         bare_rate, pipe_rate = n / bare_s, n / pipe_s
         self.figures["pipeline_vs_bare_ratio"] = round(pipe_rate / bare_rate, 3)
@@ -271,6 +277,10 @@ class Bench:
             "tasks": n, "bare_s": round(bare_s, 3), "bare_per_s": round(bare_rate, 1),
             "pipeline_s": round(pipe_s, 3), "pipeline_per_s": round(pipe_rate, 1),
             "pipeline_submit_and_dispatch_s": round(t_dispatched, 3), "batch_status": status,
+            # One worker process runs Python on one core at a time: its CPU per task is
+            # what bounds the rate here.
+            "worker_cpu_ms_per_bare_task": round((cpu1 - cpu0) * 1000 / n, 2),
+            "worker_cpu_ms_per_article": round((cpu2 - cpu1) * 1000 / n, 2),
             "article_counts": self._article_counts(batch_id),
             **self._article_timings(batch_id, submitted_at),
         }

@@ -250,7 +250,7 @@ def reset_state(app, worker, redis_client, fake_server) -> None:
     Redis is not flushed: Celery's `_kombu.binding.*` keys must stay.
     """
     from webapp.extensions import db
-    from webapp.models import Article, Batch
+    from webapp.models import Article, ArticleVersion, Batch, WebhookDelivery
 
     # Leftovers (a failed test's batch) run fast and fault-free from now on.
     fake_server.reset(restore_settings=True)
@@ -258,6 +258,10 @@ def reset_state(app, worker, redis_client, fake_server) -> None:
                "the worker to finish the previous test's tasks")
     fake_server.wait_idle(timeout=30)
     with app.app_context():
+        # Children first: versions and webhook deliveries point at articles and batches,
+        # and PostgreSQL (like SQLite with foreign_keys=ON) refuses to orphan them.
+        db.session.execute(delete(ArticleVersion))
+        db.session.execute(delete(WebhookDelivery))
         db.session.execute(delete(Article))
         db.session.execute(delete(Batch))
         db.session.commit()

@@ -84,7 +84,7 @@ def show_batch(batch_id: int) -> None:
     for reason in (b.paused_reason, b.stop_reason, b.dispatch_error):
         if reason:
             click.echo(reason)
-    for row in progress.article_rows(b.id):
+    for row in progress.all_article_rows(b.id):
         click.echo(f"  {row.id:>7} {row.status:<10} {row.words:>5} w  {row.title[:70]}"
                    + (f"  [{row.error or row.note}]" if row.error or row.note else ""))
 

@@ -67,7 +67,7 @@ def _batch_json(batch: Batch, with_articles: bool) -> dict:
             {"id": r.id, "position": r.position, "title": r.title, "status": r.status,
              "words": r.words, "error": r.error, "note": r.note, "review_flag": r.review_flag,
              "url": url_for("api.get_article", article_id=r.id)}
-            for r in progress.article_rows(batch.id)
+            for r in progress.all_article_rows(batch.id)
         ]
     return data
 

@@ -117,8 +117,11 @@ def batch_detail(batch_id: int):
     view = progress.batch_view(batch_id, with_rows=False)
     if view is None:
         abort(404)
+    page, pages, first, last = progress.page_range(view.batch.total,
+                                                   request.args.get("page", 1, type=int) or 1)
     return render_template("batch.html", view=view, batch=view.batch,
-                           rows=progress.article_rows(batch_id),
+                           rows=progress.article_rows(batch_id, first, last),
+                           page=page, pages=pages, first=first, last=last,
                            deliveries=batches.webhook_deliveries(batch_id),
                            can_manage=batches.can_manage(current_user, view.batch))
 
@@ -126,12 +129,15 @@ def batch_detail(batch_id: int):
 @bp.route("/batches/<int:batch_id>/progress")
 def batch_progress(batch_id: int):
     """The polled progress of a batch, with only the article rows that changed."""
-    view = progress.batch_view(batch_id, _since(), with_rows=True)
+    first = max(request.args.get("first", 1, type=int) or 1, 1)
+    last = request.args.get("last", progress.ARTICLES_PER_PAGE, type=int) or 1
+    view = progress.batch_view(batch_id, _since(), with_rows=True, first=first,
+                               last=min(last, first + progress.ARTICLES_PER_PAGE))
     if view is None:
         abort(404)
     html = render_template("_partials/_batch_progress.html", view=view, batch=view.batch,
                            can_manage=batches.can_manage(current_user, view.batch), polled=True,
-                           seen_status=request.args.get("seen", ""))
+                           seen_status=request.args.get("seen", ""), first=first, last=last)
     return html, (STOP_POLLING if view.is_final else 200)
 
 

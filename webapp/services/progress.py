@@ -21,6 +21,8 @@ from ..models import Article, ArticleStatus as A, Batch, BatchStatus as B, utcno
 # committed a little after its timestamp (or on a machine whose clock runs behind) is
 # never missed.
 OVERLAP = timedelta(seconds=2)
+# A batch page lists this many articles; a 10,000-article batch is split into pages.
+ARTICLES_PER_PAGE = 500
 
 
 @dataclass
@@ -105,7 +107,8 @@ def timings(batch: Batch, counts: Counts, now: datetime) -> tuple[Optional[float
     return elapsed, eta
 
 
-def batch_view(batch_id: int, since: Optional[datetime] = None, *, with_rows: bool) -> Optional[BatchView]:
+def batch_view(batch_id: int, since: Optional[datetime] = None, *, with_rows: bool,
+               first: int = 1, last: int = ARTICLES_PER_PAGE) -> Optional[BatchView]:
     loaded = load_batch_with_counts(batch_id)
     if loaded is None:
         return None
@@ -116,7 +119,7 @@ def batch_view(batch_id: int, since: Optional[datetime] = None, *, with_rows: bo
                      rendered_at=now.isoformat())
     if not with_rows:
         return view
-    params = {"batch_id": batch_id}
+    params = {"batch_id": batch_id, "first": first, "last": last}
     if since is None:
         stmt = _ACTIVE_ROWS
     else:
@@ -155,16 +158,33 @@ _ROW_COLUMNS = (Article.id, Article.position, Article.title, Article.status, Art
 # than `status IN (...) OR updated_at >= ...`: SQLite answers each half from its own index
 # (batch_id, status) and (batch_id, updated_at), where the OR made it read every row of
 # the batch — a thousand row reads per poll for a thousand-article batch.
+# Only the rows shown on the page (a range of positions) are sent to it.
+_ON_PAGE = Article.position.between(bindparam("first"), bindparam("last"))
 _ACTIVE_ROWS = select(*_ROW_COLUMNS).where(Article.batch_id == bindparam("batch_id"),
-                                           Article.status.in_(A.ACTIVE))
+                                           Article.status.in_(A.ACTIVE), _ON_PAGE)
 _ACTIVE_OR_CHANGED_ROWS = union(
     _ACTIVE_ROWS,
     select(*_ROW_COLUMNS).where(Article.batch_id == bindparam("batch_id"),
-                                Article.updated_at >= bindparam("since")))
+                                Article.updated_at >= bindparam("since"), _ON_PAGE))
+
+def page_range(total: int, page: int) -> tuple[int, int, int, int]:
+    """(page, pages, first position, last position) of a batch page of articles."""
+    pages = max(1, -(-total // ARTICLES_PER_PAGE))
+    page = min(max(page, 1), pages)
+    first = (page - 1) * ARTICLES_PER_PAGE + 1
+    return page, pages, first, first + ARTICLES_PER_PAGE - 1
 
 
-def article_rows(batch_id: int):
-    """Every row of a batch, for the full page (not polled)."""
+def article_rows(batch_id: int, first: int = 1, last: int = ARTICLES_PER_PAGE):
+    """The rows of one page of a batch, for the full page (not polled)."""
+    return db.session.execute(select(*_ROW_COLUMNS)
+                              .where(Article.batch_id == batch_id,
+                                     Article.position.between(first, last))
+                              .order_by(Article.position)).all()
+
+
+def all_article_rows(batch_id: int):
+    """Every row of a batch (the API and the CLI)."""
     return db.session.execute(select(*_ROW_COLUMNS).where(Article.batch_id == batch_id)
                               .order_by(Article.position)).all()
 
