@@ -129,7 +129,10 @@ def test_cancel_one_running_article(app, client, api_headers, fake):
     page = client.get(f"/batches/{batch_id}").get_data(as_text=True)
     response = htmx_post(client, f"/articles/{target['id']}/cancel", csrf_from(page))
     assert response.status_code == 200
-    assert "row-cancelling" in response.get_data(as_text=True)
+    # "cancelling" until the task sees the flag (within a quarter second); it may already
+    # have seen it while the request was being answered.
+    row = response.get_data(as_text=True)
+    assert "row-cancelling" in row or "row-cancelled" in row
 
     fake.wait_for(lambda: record.done, timeout=10, message="the cancelled stream to stop")
     assert record.client_disconnected and record.chunks_sent < fake.chunks

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from celery import Celery, Task
-from celery.signals import worker_ready
+from celery.signals import worker_init, worker_ready
 from flask import Flask
 
 from . import workerstate
@@ -22,6 +22,16 @@ def celery_init_app(app: Flask) -> Celery:
         app.config.get("CELERY_RESULT_BACKEND") or app.config["REDIS_URL"]
     )
     check_visibility_timeout(app, celery_app)
+
+    @worker_init.connect(weak=False)
+    def _load_token_encodings(**_):
+        # tiktoken parses its encoding files on first use (a few tenths of a second of
+        # CPU, under a lock); done here, before the worker takes tasks, rather than by the
+        # first batch's articles, which would all wait for it.
+        from .tokencount import encoding_for
+        for model in {app.config["OPENAI_MODEL"],
+                      *filter(None, (m.strip() for m in app.config["OPENAI_MODELS"].split(",")))}:
+            encoding_for(model)
 
     @worker_ready.connect(weak=False)
     def _start_heartbeat(sender=None, **_):

@@ -57,6 +57,7 @@ class Estimate:
     completion_tokens: int
     cost: Optional[float]
     exact_prompt: bool
+    free: bool = False
 
     @property
     def total_tokens(self) -> int:
@@ -74,4 +75,5 @@ def estimate(config, provider: str, model: str, prompts: list[Prompt]) -> Estima
         completion_tokens += int(prompt.words * TOKENS_PER_WORD)
     price = price_for(config, provider, model)
     cost = cost_of(price, prompt_tokens, completion_tokens) if price else None
-    return Estimate(len(prompts), prompt_tokens, completion_tokens, cost, exact)
+    return Estimate(len(prompts), prompt_tokens, completion_tokens, cost, exact,
+                    free=provider == OFFLINE)

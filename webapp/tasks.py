@@ -43,7 +43,7 @@ def generate_article(self, article_id: int) -> dict:
                func.coalesce(Article.language, Batch.language).label("language"),
                func.coalesce(Article.target_words, Batch.target_words).label("target_words"),
                Batch.status.label("batch_status"), Batch.provider, Batch.model,
-               Batch.instructions, Batch.template_text)
+               Batch.instructions, Batch.template_text, Batch.budget_usd)
         .join(Batch, Batch.id == Article.batch_id).where(Article.id == article_id)
     ).one_or_none()
     db.session.rollback()  # end the read transaction before any long work
@@ -100,7 +100,10 @@ def _generate(task, article_id: int, row, redis) -> dict:
         if probing:
             ratelimit.probe_failed(redis, row.batch_id, tripped=False)
         return {"status": "skipped"}
-    lifecycle.mark_batch_running(row.batch_id)
+    if row.batch_status == B.QUEUED:
+        # Only the batch's first articles can find it queued; the others would each pay
+        # for a write transaction that changes nothing (SQLite runs one writer at a time).
+        lifecycle.mark_batch_running(row.batch_id)
     attempt = row.attempts + 1
     try:
         # The last look before money is spent: a cancel that landed after the claim.
@@ -136,7 +139,8 @@ def _generate(task, article_id: int, row, redis) -> dict:
         cost_usd=cost_of(price_for(cfg, row.provider, row.model),
                          usage.prompt_tokens, usage.completion_tokens))
     redis.delete(live.text_key(article_id))
-    lifecycle.enforce_budget(row.batch_id)
+    if row.budget_usd is not None:  # set at submission only; most batches have none
+        lifecycle.enforce_budget(row.batch_id)
     _finalize(row.batch_id)
     return {"status": A.SUCCEEDED if stored else "lost-claim", "words": words}
 
@@ -190,8 +194,10 @@ def _consume(task, stream, redis, batch_id, article_id, token, lease, attempt) -
     must arrive within the provider timeout, however slowly it trickles."""
     parts: list[str] = []
     deadline = time.monotonic() + current_app.config["OPENAI_TIMEOUT"]
-    last_report = 0.0
-    last_renew = time.monotonic()
+    # The first report comes REPORT_EVERY after the stream starts, not at its first chunk:
+    # an answer that arrives faster than that is stored without any progress writes (the
+    # cancel flag was read just before the request).
+    last_report = last_renew = time.monotonic()
     try:
         for delta in stream:
             parts.append(delta)
