@@ -36,10 +36,10 @@ timeout = 30
 # On SIGTERM or a reload, requests in flight get this long to finish.
 graceful_timeout = 30
 
-# Restart each worker after about a thousand requests so that slow leaks cannot grow without
+# Restart each worker now and then (about every 20,000 requests) so that slow leaks cannot grow without
 # bound; the jitter spreads the restarts so the workers never all restart at once.
-max_requests = 1000
-max_requests_jitter = 100
+max_requests = 20000
+max_requests_jitter = 2000
 
 # X-Forwarded-Proto and friends are believed only from these addresses (the reverse proxy).
 # The app's own ProxyFix (PROXY_FIX_HOPS) decides what Flask sees; this is gunicorn's half.
@@ -58,3 +58,7 @@ if os.path.isdir("/dev/shm"):
 # and unwritable in a hardened unit or a read-only container. Nothing here uses gunicornc:
 # systemd and Docker manage the process with signals (HUP reloads, TERM stops).
 control_socket_disable = True
+
+# Load the app once in the master and fork it: a worker (re)start then costs no import,
+# and nothing connects at import time (database and Redis clients are made on first use).
+preload_app = True

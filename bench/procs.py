@@ -50,7 +50,8 @@ class Procs:
         log = open(self.logdir / f"{name}.log", "ab")
         kw.setdefault("stdout", log)
         kw.setdefault("stderr", subprocess.STDOUT)
-        proc = subprocess.Popen(args, cwd=ROOT, env=env, start_new_session=True, **kw)
+        proc = subprocess.Popen(args, cwd=ROOT, env=env, start_new_session=True,
+                                preexec_fn=_die_with_parent, **kw)
         self.started.append((name, proc))
         return proc
 
@@ -82,6 +83,17 @@ class Procs:
         if not path.exists():
             return ""
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGTERM if the benchmark itself is killed (even with
+    SIGKILL, when no `finally` runs), so no server outlives it. Linux only; else a no-op."""
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def _stat(pid: int) -> list[str] | None:

@@ -13,8 +13,6 @@ import os
 import openai
 from celery import shared_task
 
-from webapp.provider import Prompt
-
 
 @shared_task(name="bench.seed_batch")
 def seed_batch(titles: list[str], model: str = "gpt-4o-mini", words: int = 600) -> dict:
@@ -23,9 +21,15 @@ def seed_batch(titles: list[str], model: str = "gpt-4o-mini", words: int = 600) 
                            base_url=os.environ["OPENAI_BASE_URL"], max_retries=0)
     total_words = 0
     for title in titles:
-        prompt = Prompt(title=title, words=words, tone="neutral", language="English")
-        stream = client.chat.completions.create(model=model, messages=prompt.messages(),
-                                                max_tokens=prompt.max_tokens(), stream=True)
+        # A fixed prompt of its own, so that the baseline does not move with the app's.
+        messages = [
+            {"role": "system", "content": "You are a staff writer. Write complete articles "
+                                          "in Markdown, starting with the title as a heading."},
+            {"role": "user", "content": f"Title: {title}\nLength: about {words} words\n"
+                                        "Tone: neutral\nLanguage: English\n"},
+        ]
+        stream = client.chat.completions.create(model=model, messages=messages,
+                                                max_tokens=words * 2 + 200, stream=True)
         parts = [c.choices[0].delta.content or "" for c in stream if c.choices]
         total_words += len("".join(parts).split())
     return {"articles": len(titles), "words": total_words}

@@ -7,7 +7,8 @@
   schema built by the real migrations (Flask-Migrate's upgrade), not create_all.
 
 `task_always_eager` is never used: tasks go through the broker to the worker process.
-The worker's log and Redis's log are kept under test-artifacts/ to diagnose failures.
+The worker's log and Redis's log are kept under test-artifacts/ (worker-<pytest pid>.log,
+redis-<pytest pid>.log) to diagnose failures.
 """
 from __future__ import annotations
 
@@ -30,6 +31,8 @@ ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
 WORKER_NAME = f"pressroom-test-{os.getpid()}@localhost"
 SECRET_KEY = "test-secret-key-for-the-pressroom-suite"
+# pg_advisory_lock key that serialises test sessions sharing one PostgreSQL database.
+PG_SESSION_LOCK = 7_272_024
 # Retries wait this long at first (doubled per attempt), so the retry tests take a second.
 RETRY_BASE = 0.05
 
@@ -75,7 +78,7 @@ def redis_url(tmp_path_factory, artifacts):
     # A free port can be taken between our probe and redis binding it: try a few.
     for _ in range(5):
         port = free_port()
-        log = open(artifacts / "redis.log", "w")
+        log = open(artifacts / f"redis-{os.getpid()}.log", "w")
         proc = subprocess.Popen(
             [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
              "--dir", str(workdir), "--daemonize", "no"],
@@ -95,7 +98,7 @@ def redis_url(tmp_path_factory, artifacts):
             break
         log.close()
     else:
-        pytest.fail("could not start redis-server; see test-artifacts/redis.log")
+        pytest.fail(f"could not start redis-server; see {artifacts}/redis-{os.getpid()}.log")
     client.close()
     yield f"redis://127.0.0.1:{port}/0"
     stop_process(proc, grace=5)
@@ -130,14 +133,21 @@ def fake(fake_server):
 def database_url(tmp_path_factory):
     url = os.environ.get("TEST_DATABASE_URL")
     if not url:
-        return "sqlite:///" + str(tmp_path_factory.mktemp("db") / "pressroom-test.sqlite3")
+        yield "sqlite:///" + str(tmp_path_factory.mktemp("db") / "pressroom-test.sqlite3")
+        return
+    engine = sqlalchemy.create_engine(url, isolation_level="AUTOCOMMIT",
+                                      poolclass=sqlalchemy.pool.NullPool)
+    # Two sessions on the same database would drop each other's schema mid-run: the second
+    # waits here for the first to finish (the lock is held by this connection until the end).
+    guard = engine.connect()
+    guard.exec_driver_sql(f"SELECT pg_advisory_lock({PG_SESSION_LOCK})")
     # A clean schema every session, so the migrations below run from nothing.
-    engine = sqlalchemy.create_engine(url, isolation_level="AUTOCOMMIT")
     with engine.connect() as conn:
         conn.exec_driver_sql("DROP SCHEMA public CASCADE")
         conn.exec_driver_sql("CREATE SCHEMA public")
+    yield url
+    guard.close()
     engine.dispose()
-    return url
 
 
 def app_config(database_url: str, redis_url: str, fake_url: str, **overrides) -> dict:
@@ -211,7 +221,8 @@ def worker(_app, database_url, redis_url, fake_server, artifacts):
         "PYTHONUNBUFFERED": "1",
     })
     celery_bin = Path(sys.executable).with_name("celery")
-    log_path = artifacts / "worker.log"
+    # Named after this pytest process: sessions run side by side keep their own logs.
+    log_path = artifacts / f"worker-{os.getpid()}.log"
     log = open(log_path, "w")
     proc = subprocess.Popen(
         [str(celery_bin), "-A", "wsgi:celery_app", "worker", "--pool", "threads",

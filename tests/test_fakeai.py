@@ -74,7 +74,10 @@ def test_stream_with_usage(fake, client):
     (record,) = fake.requests
     assert record.stream and record.title == "Hello World" and record.model == "gpt-4o-mini"
     assert record.status == 200 and record.fault is None and record.chunks_sent == 10
-    assert record.end is not None and not record.client_disconnected
+    # The SDK stops reading at [DONE]; the server marks the request ended a moment later,
+    # after writing the last HTTP chunk, so wait for it rather than race it.
+    fake.wait_for(lambda: record.done, timeout=5, message="the request to end")
+    assert not record.client_disconnected
 
 
 def test_stream_without_include_usage(fake, client):

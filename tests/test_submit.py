@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 from tests.helpers import (FINISH_TIMEOUT, articles_state, batch_id_from_location, done_of,
-                           percent_of, poll_url_of, rows_of, submit_form, wait_batch_final,
-                           wait_until, words_of)
+                           percent_of, poll_url_of, prose_of, rows_of, submit_form,
+                           wait_batch_final, words_of)
+from webapp.extensions import db
+from webapp.models import Article
 
 TITLES = ["Harbour reopens after storm", "City council votes on budget",
           "Local bakery wins award", "New tram line opens"]
@@ -110,23 +112,17 @@ def test_progress_is_live_and_never_goes_backwards(app, client, fake):
 
 
 def _live_text_shows(client, app, article_id: int) -> bool:
-    """While an article is running, its page and live partial show the text so far."""
-    title = next(a["title"] for a in articles_state_by_id(app, article_id))
+    """While an article is running, its live partial and its page show the text so far."""
+    with app.app_context():
+        title = db.session.get(Article, article_id).title
     live = client.get(f"/articles/{article_id}/live", headers={"HX-Request": "true"})
     body = live.get_data(as_text=True)
     if live.status_code != 200 or "prose streaming" not in body:
-        return False  # no text stored yet (the task reports every 0.25 s)
-    assert 'hx-trigger="load delay:' in body
-    assert f"<h1>{title}</h1>" in body
+        return False  # no text stored yet (the task stores it every 0.25 s)
+    assert 'hx-trigger="load delay:' in body  # and it keeps polling
     assert "words so far" in body
+    # The text so far is the provider's Markdown, rendered: it starts with the title.
+    assert f"<h1>{title}</h1>" in prose_of(body)
     page = client.get(f"/articles/{article_id}").get_data(as_text=True)
-    assert f"<h1>{title}</h1>" in page
+    assert f"<h1>{title}</h1>" in prose_of(page)
     return True
-
-
-def articles_state_by_id(app, article_id: int):
-    from webapp.extensions import db
-    from webapp.models import Article
-    with app.app_context():
-        article = db.session.get(Article, article_id)
-        return [{"title": article.title, "status": article.status}]

@@ -7,6 +7,7 @@ from flask import Flask, jsonify, render_template, request
 from flask_wtf.csrf import CSRFError
 from sqlalchemy import event
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import IntegerConverter
 
 from .config import load_config
 from .extensions import csrf, db, limiter, login_manager, migrate
@@ -36,6 +37,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     register_extensions(app)
     register_blueprints(app)
     register_errorhandlers(app)
+    register_input_guard(app)
     register_headers(app)
     register_commands(app)
     register_template_helpers(app)
@@ -145,8 +147,21 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.close()
 
 
+# Ids are 32-bit in PostgreSQL and 64-bit in SQLite; a bigger number in a URL is no id at
+# all, so it must not match (404) rather than overflow the database driver (500).
+MAX_ID = 2**31 - 1
+
+
+class IdConverter(IntegerConverter):
+    def __init__(self, map, fixed_digits=0, min=None, max=MAX_ID, signed=False):
+        super().__init__(map, fixed_digits=fixed_digits, min=min, max=max, signed=signed)
+
+
 def register_blueprints(app: Flask) -> None:
     from .blueprints import account, admin, api, auth, editorial, ops, web
+
+    # Before any rule is added: `<int:...>` in every blueprint uses the bounded converter.
+    app.url_map.converters["int"] = IdConverter
 
     app.register_blueprint(ops.bp)
     app.register_blueprint(auth.bp)
@@ -196,6 +211,74 @@ def register_errorhandlers(app: Flask) -> None:
         if wants_json():
             return error_response(500, "internal", message)
         return render_template("error.html", code=500, message=message), 500
+
+
+def register_input_guard(app: Flask) -> None:
+    """Refuse text no database can store, naming the field, rather than fail with a 500.
+
+    PostgreSQL refuses NUL in text, and no driver can encode an unpaired surrogate (a JSON
+    "\\ud800" escape makes one); either could arrive in any form, query or JSON body.
+    Runs after the CSRF check, which Flask-WTF registered first.
+    """
+    from .blueprints.api import error_response
+
+    @app.before_request
+    def refuse_unstorable_text():
+        try:
+            field = _unstorable_field()
+        except RecursionError:  # what json.loads raises (not ValueError) for deep nesting
+            field = "(body)"
+            message = "The JSON body is nested too deeply to be read."
+        else:
+            if field is None:
+                return None
+            message = (f"The field “{field}” contains a character that cannot be stored (a "
+                       "NUL or an unpaired surrogate). Remove it and try again.")
+        if request.path.startswith("/api/"):
+            return error_response(400, "invalid_text", message, {field: [message]})
+        return render_template("error.html", code=400, message=message), 400
+
+
+def _storable(text: str) -> bool:
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")  # fails on an unpaired surrogate, at C speed
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _unstorable_field() -> str | None:
+    """The name of the first field holding unstorable text, or None."""
+    sources = [request.args]
+    if request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        sources.append(request.form)
+    for source in sources:
+        for name, value in source.items(multi=True):
+            if not _storable(name) or not _storable(value):
+                return name if _storable(name) else "(field name)"
+    if request.is_json:
+        return _unstorable_in_json(request.get_json(silent=True), "")
+    return None
+
+
+def _unstorable_in_json(body, path: str) -> str | None:
+    # A loop, not recursion: json.loads accepts nesting nearly as deep as the stack.
+    pending = [(body, path)]
+    while pending:
+        value, path = pending.pop()
+        if isinstance(value, str):
+            if not _storable(value):
+                return path or "(body)"
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if not _storable(str(key)):
+                    return path or "(field name)"
+                pending.append((item, f"{path}.{key}" if path else str(key)))
+        elif isinstance(value, list):
+            pending.extend((item, f"{path}[{i}]") for i, item in enumerate(value))
+    return None
 
 
 def register_headers(app: Flask) -> None:

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import click
 from flask import Flask
-from flask.cli import AppGroup
+from flask.cli import AppGroup, with_appcontext
 
 from .extensions import db
 from .models import Batch, Role
@@ -130,6 +130,7 @@ def requeue_batch(batch_id: int, failed: bool) -> None:
 
 
 @click.command("workers")
+@with_appcontext  # a plain command (not in an AppGroup): `flask` pushes one, other callers may not
 def workers() -> None:
     """Workers by their heartbeats: pool, concurrency, articles in progress."""
     rows = system.workerstate.read_workers(system.get_redis())
@@ -144,6 +145,7 @@ def workers() -> None:
 @click.command("queues")
 @click.option("--purge", is_flag=True, help="Delete every waiting message (asks first).")
 @click.option("--yes", is_flag=True, help="With --purge: do not ask.")
+@with_appcontext
 def queues(purge: bool, yes: bool) -> None:
     """Queue lengths; --purge empties them (articles stay queued in the database)."""
     client = system.get_redis()

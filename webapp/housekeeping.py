@@ -51,8 +51,10 @@ def reconcile() -> dict:
 
 
 def run_once() -> dict:
+    requeued, failed = requeue_lost_running()
     return {
-        "requeued_lost_running": requeue_lost_running(),
+        "requeued_lost_running": requeued,
+        "failed_lost_running": failed,
         "cancelled_lost_cancelling": cancel_lost_cancelling(),
         "dispatched_undelivered": dispatch_undelivered(),
         "redispatched_lost_queue": redispatch_lost_queue(),
@@ -61,9 +63,10 @@ def run_once() -> dict:
     }
 
 
-def requeue_lost_running() -> int:
+def requeue_lost_running() -> tuple[int, int]:
     """Articles whose worker stopped renewing the lease: back to the queue, or failed
-    after too many attempts."""
+    after too many attempts. Returns (re-queued, failed): counted apart, and only when the
+    guarded update won, so the metrics say what was done."""
     now = utcnow()
     max_attempts = current_app.config["GENERATION_MAX_ATTEMPTS"]
     lost = db.session.execute(
@@ -71,15 +74,17 @@ def requeue_lost_running() -> int:
         .where(Article.status == A.RUNNING, Article.lease_expires_at < now)).all()
     db.session.rollback()
     requeued = []
+    failed = 0
     for article_id, batch_id, task_id, attempts in lost:
         guard = and_(Article.id == article_id, Article.status == A.RUNNING,
                      Article.lease_expires_at < now)
         if attempts >= max_attempts:
-            db.session.execute(update(Article).where(guard).values(
+            result = db.session.execute(update(Article).where(guard).values(
                 status=A.FAILED, finished_at=now, updated_at=now, lease_expires_at=None,
                 error=f"The worker writing this article stopped responding {attempts} times; "
-                      "giving up."))
+                      "giving up."), execution_options={"synchronize_session": False})
             db.session.commit()
+            failed += result.rowcount
             lifecycle.finalize_batch(batch_id)
             continue
         result = db.session.execute(update(Article).where(guard).values(
@@ -91,7 +96,7 @@ def requeue_lost_running() -> int:
             requeued.append((article_id, task_id))
     if requeued:
         dispatch.publish_articles(requeued)
-    return len(lost)
+    return len(requeued), failed
 
 
 def cancel_lost_cancelling() -> int:

@@ -91,14 +91,19 @@ def add_version(article_id: int, body: str, source: str, user_id: Optional[int])
     return number
 
 
-def fail(article_id: int, token: Optional[str], error: str) -> bool:
+# Marks an article that failed on a key or quota error (the circuit breaker's): the cause
+# is the provider account's, so resuming the batch once it is fixed tries the article again.
+BREAKER_NOTE = "Stopped by the circuit breaker."
+
+
+def fail(article_id: int, token: Optional[str], error: str, note: Optional[str] = None) -> bool:
     now = utcnow()
     guard = (Article.claim_token == token) if token else Article.status == A.QUEUED
     return _apply(update(Article)
                   .where(Article.id == article_id, guard,
                          Article.status.in_((A.QUEUED,) + A.ACTIVE))
                   .values(status=A.FAILED, error=error[:2000], finished_at=now,
-                          updated_at=now, lease_expires_at=None, note=None))
+                          updated_at=now, lease_expires_at=None, note=note))
 
 
 def release_for_retry(article_id: int, token: str, note: str) -> bool:
@@ -125,6 +130,13 @@ def mark_cancelled(article_id: int, token: Optional[str] = None) -> bool:
 
 def finalize_batch(batch_id: int) -> Optional[str]:
     """Close the batch once no article is left unfinished; returns the final status."""
+    # Cheap first: one index probe tells whether anything is still open, so finishing each
+    # article of a 10,000-article batch does not count the whole batch again.
+    if db.session.scalar(select(Article.id).where(
+            Article.batch_id == batch_id,
+            Article.status.in_((A.QUEUED, A.RUNNING, A.CANCELLING))).limit(1)) is not None:
+        db.session.rollback()
+        return None
     counts = dict(db.session.execute(
         select(Article.status, func.count()).where(Article.batch_id == batch_id)
         .group_by(Article.status)).all())

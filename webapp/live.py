@@ -59,6 +59,11 @@ def flag_articles_cancelled(client: redis.Redis, article_ids: Iterable[int]) -> 
     pipe.execute()
 
 
+def queue_cancel_check(pipe, batch_id: int, article_id: int) -> None:
+    """Add the cancel-flag read to a pipeline; its reply is a list, any truthy = cancel."""
+    pipe.mget(batch_cancel_key(batch_id), article_cancel_key(article_id))
+
+
 def cancel_requested(client: redis.Redis, batch_id: int, article_id: int) -> bool:
     values = client.mget(batch_cancel_key(batch_id), article_cancel_key(article_id))
     return any(values)

@@ -38,18 +38,23 @@ def count(name: str, amount: int = 1, client: Optional[redis.Redis] = None, **la
 
 def observe(name: str, value: float, client: Optional[redis.Redis] = None, **labels) -> None:
     """Add one observation to a histogram (cumulative buckets are summed when rendered)."""
-    buckets = HISTOGRAMS[name]
-    bucket = next((str(b) for b in buckets if value <= b), "+Inf")
-    key = PREFIX + "hist:" + name
+    observe_many([(name, value)], client=client, **labels)
+
+
+def observe_many(observations, client: Optional[redis.Redis] = None, **labels) -> None:
+    """Several (histogram, value) observations with the same labels, in one round trip."""
     label = _label_str(labels)
     try:
         pipe = (client or live.get_redis()).pipeline(transaction=False)
-        pipe.hincrby(key, f"{label}|{bucket}", 1)
-        pipe.hincrbyfloat(key, f"{label}|_sum", float(value))
-        pipe.hincrby(key, f"{label}|_count", 1)
+        for name, value in observations:
+            bucket = next((str(b) for b in HISTOGRAMS[name] if value <= b), "+Inf")
+            key = PREFIX + "hist:" + name
+            pipe.hincrby(key, f"{label}|{bucket}", 1)
+            pipe.hincrbyfloat(key, f"{label}|_sum", float(value))
+            pipe.hincrby(key, f"{label}|_count", 1)
         pipe.execute()
     except redis.RedisError as exc:
-        log.debug("metric %s not recorded: %s", name, exc)
+        log.debug("metrics %s not recorded: %s", [n for n, _ in observations], exc)
 
 
 def read_all(client: redis.Redis) -> tuple[dict, dict]:

@@ -104,11 +104,6 @@ def hold_off(client: redis.Redis, model: str, seconds: float) -> None:
         client.set(holdoff_key(model), "1", px=ms)
 
 
-def holdoff_remaining(client: redis.Redis, model: str) -> float:
-    ms = client.pttl(holdoff_key(model))
-    return ms / 1000.0 if ms and ms > 0 else 0.0
-
-
 _DURATION = re.compile(r"(?P<value>\d+(?:\.\d+)?)(?P<unit>ms|h|m|s)")
 
 
@@ -160,18 +155,27 @@ def probe_key(batch_id: int) -> str:
     return f"pressroom:probe:{batch_id}"
 
 
-def probe_state(client: redis.Redis, batch_id: int, hold_seconds: float) -> str:
-    """"go" (the provider accepted this batch before, or we are the prober), "wait" or
-    "tripped" (the breaker paused the batch)."""
+def probe_state(client: redis.Redis, batch_id: int, hold_seconds: float,
+                model: str) -> tuple[str, float]:
+    """The probe's word, and the shared hold-off left for the model, in one round trip.
+
+    The word is "go" (the provider accepted this batch before), "probe" (we are the
+    batch's first request), "wait" (another article is probing) or "tripped" (the breaker
+    paused the batch).
+    """
     key = probe_key(batch_id)
-    value = client.get(key)
+    pipe = client.pipeline(transaction=False)
+    pipe.get(key)
+    pipe.pttl(holdoff_key(model))
+    value, hold_ms = pipe.execute()
+    hold = hold_ms / 1000.0 if hold_ms and hold_ms > 0 else 0.0
     if value == PROBE_OK:
-        return "go"
+        return "go", hold
     if value == PROBE_TRIPPED:
-        return "tripped"
+        return "tripped", hold
     if value is None and client.set(key, "probing", nx=True, px=int(hold_seconds * 1000)):
-        return "probe"
-    return "wait"
+        return "probe", hold
+    return "wait", hold
 
 
 def probe_passed(client: redis.Redis, batch_id: int) -> None:
@@ -211,13 +215,14 @@ def slots_key(batch_id: int) -> str:
     return f"pressroom:slots:{batch_id}"
 
 
-def acquire_slot(client: redis.Redis, batch_id: int, article_id: int, cap: int, lease: float) -> bool:
+def acquire_slot(client, batch_id: int, article_id: int, cap: int, lease: float):
     """A place among the batch's articles in flight; each place expires unless renewed, so
-    a dead worker's places come back by themselves."""
+    a dead worker's places come back by themselves. `client` may be a pipeline (the
+    answer then comes with the pipeline's)."""
     if cap <= 0:
         return True
     now = time.time()
-    return bool(client.eval(_ACQUIRE, 1, slots_key(batch_id), now, cap, article_id, now + lease))
+    return client.eval(_ACQUIRE, 1, slots_key(batch_id), now, cap, article_id, now + lease)
 
 
 def release_slot(client: redis.Redis, batch_id: int, article_id: int) -> None:

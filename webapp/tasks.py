@@ -52,24 +52,37 @@ def generate_article(self, article_id: int) -> dict:
     if row.status in A.FINAL:
         return {"status": row.status}
 
-    redis = live.get_redis()
-    if row.status == A.CANCELLING or live.cancel_requested(redis, row.batch_id, article_id):
+    if row.status == A.CANCELLING:
         return _cancel_unstarted(article_id, row.batch_id)
     if row.batch_status == B.PAUSED:
         # Left queued; resuming the batch sends it again.
         return {"status": "paused"}
 
     cfg = current_app.config
-    lease = cfg["ARTICLE_LEASE_SECONDS"]
-    if not ratelimit.acquire_slot(redis, row.batch_id, article_id,
-                                  cfg["BATCH_MAX_CONCURRENCY"], lease):
+    redis = live.get_redis()
+    # One round trip: the cancel flags, and a place among the batch's articles in flight.
+    pipe = redis.pipeline(transaction=False)
+    live.queue_cancel_check(pipe, row.batch_id, article_id)
+    ratelimit.acquire_slot(pipe, row.batch_id, article_id, cfg["BATCH_MAX_CONCURRENCY"],
+                           cfg["ARTICLE_LEASE_SECONDS"])
+    replies = pipe.execute()
+    got_slot = replies[1] if len(replies) > 1 else True
+    if any(replies[0]):
+        if got_slot:
+            ratelimit.release_slot(redis, row.batch_id, article_id)
+        return _cancel_unstarted(article_id, row.batch_id)
+    if not got_slot:
         # The batch has its share of workers busy: come back later, behind other batches.
         raise self.retry(countdown=random.uniform(0.5, 2.0), max_retries=None)
     try:
         with workerstate.active():
             return _generate(self, article_id, row, redis)
     finally:
-        ratelimit.release_slot(redis, row.batch_id, article_id)
+        # The slot and the text so far go in one round trip.
+        pipe = redis.pipeline(transaction=False)
+        ratelimit.release_slot(pipe, row.batch_id, article_id)
+        pipe.delete(live.text_key(article_id))
+        pipe.execute()
 
 
 def _cancel_unstarted(article_id: int, batch_id: int) -> dict:
@@ -120,7 +133,6 @@ def _generate(task, article_id: int, row, redis) -> dict:
         if probing:
             ratelimit.probe_failed(redis, row.batch_id, tripped=False)
         lifecycle.mark_cancelled(article_id, token)
-        redis.delete(live.text_key(article_id))
         _finalize(row.batch_id)
         return {"status": A.CANCELLED}
     except ProviderError as err:
@@ -130,15 +142,15 @@ def _generate(task, article_id: int, row, redis) -> dict:
 
     words = len(text.split())
     usage = stream.usage
-    metrics.observe("provider_request_seconds", time.monotonic() - started, model=row.model)
-    metrics.observe("provider_completion_tokens", usage.completion_tokens, model=row.model)
+    metrics.observe_many([("provider_request_seconds", time.monotonic() - started),
+                          ("provider_completion_tokens", usage.completion_tokens)],
+                         client=redis, model=row.model)
     stored = lifecycle.complete(
         article_id, token, body=text, words=words,
         prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
         finish_reason=stream.finish_reason, review_flag=_review_flag(stream, text),
         cost_usd=cost_of(price_for(cfg, row.provider, row.model),
                          usage.prompt_tokens, usage.completion_tokens))
-    redis.delete(live.text_key(article_id))
     if row.budget_usd is not None:  # set at submission only; most batches have none
         lifecycle.enforce_budget(row.batch_id)
     _finalize(row.batch_id)
@@ -167,10 +179,10 @@ def _wait_for_provider(redis, row, article_id: int, tokens: int) -> str:
     waiting = False
     try:
         while True:
-            gate = ratelimit.probe_state(redis, row.batch_id, hold)
+            gate, holdoff = ratelimit.probe_state(redis, row.batch_id, hold, row.model)
             if gate == "tripped":
                 return gate
-            wait = PROBE_POLL if gate == "wait" else ratelimit.holdoff_remaining(redis, row.model)
+            wait = PROBE_POLL if gate == "wait" else holdoff
             if not wait:
                 wait = limiter.try_acquire(row.model, tokens)
                 if not wait:
@@ -245,8 +257,9 @@ def _handle_error(task, err: ProviderError, article_id, row, token, attempt, red
     message = err.message
     if err.retryable:
         message = f"{err.message} Gave up after {attempt} attempts."
-    lifecycle.fail(article_id, token, message)
-    if err.kind in BREAKER_KINDS:
+    breaker = err.kind in BREAKER_KINDS
+    lifecycle.fail(article_id, token, message, note=lifecycle.BREAKER_NOTE if breaker else None)
+    if breaker:
         lifecycle.pause_batch(row.batch_id, f"Paused by the circuit breaker: {err.message} "
                               "Fix the provider settings, then an admin resumes the batch.",
                               by="provider")

@@ -19,7 +19,9 @@ import redis
 log = logging.getLogger(__name__)
 
 KEY_PREFIX = "pressroom:worker:"
-EVERY = 5.0
+# Seconds between heartbeats; a worker that missed three is shown as not responding.
+# Web and worker processes must agree on it (both read WORKER_HEARTBEAT_EVERY).
+EVERY = float(os.environ.get("WORKER_HEARTBEAT_EVERY") or 5.0)
 TTL = 120
 
 _lock = threading.Lock()

@@ -102,7 +102,8 @@ def audit_log():
     flt = audit.AuditFilter(action=request.args.get("action", "") if request.args.get("action") in audit.ACTIONS else "",
                             actor=request.args.get("actor", "")[:255],
                             since=_date("since"), until=_date("until"))
-    page = max(request.args.get("page", 1, type=int) or 1, 1)
+    # Capped so that the OFFSET fits the database's integers.
+    page = min(max(request.args.get("page", 1, type=int) or 1, 1), 1_000_000)
     events, total = audit.search(flt, page)
     return render_template("admin_audit.html", events=events, total=total, page=page,
                            flt=flt, actions=audit.ACTIONS, per_page=50)

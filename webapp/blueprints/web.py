@@ -1,7 +1,7 @@
 """Pages and the htmx partials that keep them live."""
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 
 from flask import (Blueprint, abort, current_app, flash, redirect, render_template, request,
                    url_for)
@@ -19,6 +19,9 @@ bp = Blueprint("web", __name__)
 # htmx stops an `every` poll on this status; our load-polling stops because the final
 # partial carries no trigger, and 286 tells any other client the same.
 STOP_POLLING = 286
+# Far past any real page, and small enough that its OFFSET fits the database's integers.
+MAX_PAGE = 1_000_000
+MAX_POSITION = 1_000_000_000
 
 
 @bp.before_request
@@ -33,15 +36,19 @@ def _is_htmx() -> bool:
 
 def _since() -> datetime | None:
     try:
-        return datetime.fromisoformat(request.args.get("since", ""))
-    except ValueError:
+        since = datetime.fromisoformat(request.args.get("since", ""))
+        if since.tzinfo is not None:  # stored times are naive UTC
+            since = since.astimezone(timezone.utc).replace(tzinfo=None)
+    except (ValueError, OverflowError):
         return None
+    # Year 1 means "everything" too, but leaves no room to subtract the poll's overlap.
+    return max(since, datetime(2000, 1, 1))
 
 
 @bp.route("/")
 def dashboard():
     """Batches, newest first, each with a live bar."""
-    page = max(request.args.get("page", 1, type=int) or 1, 1)
+    page = min(max(request.args.get("page", 1, type=int) or 1, 1), MAX_PAGE)
     per_page = current_app.config["BATCHES_PER_PAGE"]
     flt = batches.BatchFilter.from_args(request.args)
     rows, total = batches.page_of_batches(page, per_page, flt)
@@ -52,7 +59,7 @@ def dashboard():
 @bp.route("/batches/rows")
 def batch_table():
     """The dashboard's table of batches, polled while any of them is unfinished."""
-    page = max(request.args.get("page", 1, type=int) or 1, 1)
+    page = min(max(request.args.get("page", 1, type=int) or 1, 1), MAX_PAGE)
     per_page = current_app.config["BATCHES_PER_PAGE"]
     flt = batches.BatchFilter.from_args(request.args)
     rows, total = batches.page_of_batches(page, per_page, flt)
@@ -129,8 +136,10 @@ def batch_detail(batch_id: int):
 @bp.route("/batches/<int:batch_id>/progress")
 def batch_progress(batch_id: int):
     """The polled progress of a batch, with only the article rows that changed."""
-    first = max(request.args.get("first", 1, type=int) or 1, 1)
-    last = request.args.get("last", progress.ARTICLES_PER_PAGE, type=int) or 1
+    # Bounded like MAX_PAGE: a position past any batch must not overflow the database.
+    first = min(max(request.args.get("first", 1, type=int) or 1, 1), MAX_POSITION)
+    last = min(max(request.args.get("last", progress.ARTICLES_PER_PAGE, type=int) or 1, 1),
+               MAX_POSITION)
     view = progress.batch_view(batch_id, _since(), with_rows=True, first=first,
                                last=min(last, first + progress.ARTICLES_PER_PAGE))
     if view is None:

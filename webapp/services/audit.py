@@ -54,7 +54,7 @@ def search(flt: AuditFilter, page: int, per_page: int = 50):
         stmt = stmt.where(AuditEvent.actor.contains(flt.actor.strip().lower(), autoescape=True))
     if flt.since:
         stmt = stmt.where(AuditEvent.at >= flt.since)
-    if flt.until:
+    if flt.until and flt.until.date() < datetime.max.date():  # no day after the last one
         stmt = stmt.where(AuditEvent.at < flt.until + timedelta(days=1))
     total = db.session.scalar(select(func.count()).select_from(stmt.subquery()))
     events = db.session.scalars(stmt.order_by(AuditEvent.id.desc()).limit(per_page)

@@ -179,11 +179,26 @@ def resume_batch(user: User, batch: Batch) -> Optional[str]:
         raise NotAllowed("The provider circuit breaker paused this batch; an admin resumes it "
                          "once the key or quota problem is fixed.")
     now = utcnow()
+    by_breaker = batch.paused_by == "provider"
     resumed = db.session.execute(
         update(Batch).where(Batch.id == batch.id, Batch.status == B.PAUSED)
         .values(status=B.RUNNING, paused_reason=None, paused_by=None,
                 started_at=func.coalesce(Batch.started_at, now)),
         execution_options={"synchronize_session": False}).rowcount == 1
+    if resumed and by_breaker:
+        # The articles the breaker failed failed for the key or quota an admin has now
+        # fixed: they are sent again with the rest, under new task ids (the old ids'
+        # results say SUCCESS, which must not leak into the progress).
+        tripped = db.session.scalars(select(Article.id).where(
+            Article.batch_id == batch.id, Article.status == A.FAILED,
+            Article.note == lifecycle.BREAKER_NOTE)).all()
+        for article_id in tripped:
+            db.session.execute(
+                update(Article).where(Article.id == article_id, Article.status == A.FAILED)
+                .values(status=A.QUEUED, task_id=str(uuid.uuid4()), claim_token=None,
+                        lease_expires_at=None, attempts=0, error=None, finished_at=None,
+                        note="Sent again when the batch was resumed.", updated_at=now),
+                execution_options={"synchronize_session": False})
     db.session.commit()
     if not resumed:
         return None
@@ -386,7 +401,7 @@ class BatchFilter:
                 func.lower(User.email).contains(self.author.lower(), autoescape=True))))
         if self.since:
             conds.append(Batch.created_at >= datetime.combine(self.since, time.min))
-        if self.until:
+        if self.until and self.until < date.max:  # the day after date.max does not exist
             conds.append(Batch.created_at < datetime.combine(self.until, time.min) + timedelta(days=1))
         if self.q:
             needle = self.q.lower()

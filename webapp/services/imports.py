@@ -31,8 +31,8 @@ def parse_file(filename: str, data: bytes, *, max_bytes: int, max_rows: int,
                max_title_length: int) -> Preflight:
     """Decode and check an uploaded file; every problem is reported, nothing is stored."""
     if len(data) > max_bytes:
-        return Preflight(file_error=f"The file is {len(data) / 1048576:.1f} MB; the limit is "
-                                    f"{max_bytes / 1048576:g} MB.")
+        # The caller reads at most one byte past the limit, so the file's real size is unknown.
+        return Preflight(file_error=f"The file is larger than the limit of {_size(max_bytes)}.")
     if not data.strip():
         return Preflight(file_error="The file is empty.")
     if b"\x00" in data:
@@ -43,6 +43,14 @@ def parse_file(filename: str, data: bytes, *, max_bytes: int, max_rows: int,
         return Preflight(file_error=f"The file is not UTF-8 text (byte {exc.start + 1} cannot be "
                                     "read). Save it as “CSV UTF-8” and try again.")
     return parse_text(filename, text, max_rows=max_rows, max_title_length=max_title_length)
+
+
+def _size(n: int) -> str:
+    if n >= 1024 * 1024:
+        return f"{round(n / 1048576, 1):g} MB"
+    if n >= 1024:
+        return f"{round(n / 1024, 1):g} KB"
+    return f"{n:,} bytes"
 
 
 def parse_text(filename: str, text: str, *, max_rows: int, max_title_length: int) -> Preflight:
@@ -93,6 +101,8 @@ def _from_json(text: str):
         data = json.loads(text)
     except ValueError as exc:
         return f"The JSON file cannot be read: {exc}."
+    except RecursionError:  # raised instead of ValueError for very deep nesting
+        return "The JSON file cannot be read: it is nested too deeply."
     if isinstance(data, dict) and isinstance(data.get("rows"), list):
         data = data["rows"]
     if not isinstance(data, list):
@@ -103,6 +113,9 @@ def _from_json(text: str):
         if not isinstance(item, dict):
             records.append({"__invalid__": True})
             continue
+        if not all(storable(str(k)) for k in item):
+            return (f"Item {len(records) + 1} has a column name with a character that cannot "
+                    "be stored (NUL or an unpaired surrogate).")
         record = {str(k).strip().lower(): v for k, v in item.items()}
         for key in record:
             if key not in columns:
@@ -137,6 +150,18 @@ def check_records(records: list, first_number: int, max_title_length: int):
     return rows, errors
 
 
+def storable(text: str) -> bool:
+    """No NUL and no unpaired surrogate: a JSON file can spell both as escapes
+    ("\\u0000", "\\ud800"), and no database stores them."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _as_text(value) -> str:
     if value is None:
         return ""
@@ -156,6 +181,11 @@ def _check_row(number: int, record: dict, max_title_length: int):
         problems.append(f"title is longer than {max_title_length} characters")
     elif any(ord(c) < 32 for c in title):
         problems.append("title has control characters")
+    unstorable = [c for c in COLUMNS if not storable(_as_text(record.get(c)))]
+    if unstorable:
+        # Said without quoting the value: the page could not be encoded with it either.
+        return None, [f"{c} has a character that cannot be stored (NUL or an unpaired "
+                      "surrogate)" for c in unstorable]
     values = {}
     for column, limit in LIMITS.items():
         value = _as_text(record.get(column)).strip()
@@ -172,7 +202,7 @@ def _check_row(number: int, record: dict, max_title_length: int):
             words = int(float(raw_words)) if "." in raw_words else int(raw_words)
             if not MIN_WORDS <= words <= MAX_WORDS:
                 problems.append(f"words must be between {MIN_WORDS} and {MAX_WORDS}")
-        except ValueError:
+        except (ValueError, OverflowError):  # OverflowError: "1.5e999" is infinite
             problems.append(f"words “{raw_words[:20]}” is not a whole number")
     if problems:
         return None, problems

@@ -7,6 +7,7 @@ from urllib.parse import urlsplit
 
 TONES = ("neutral", "friendly", "formal", "persuasive", "playful", "authoritative")
 MIN_WORDS, MAX_WORDS = 50, 5000
+MAX_ID = 2**31 - 1  # the largest id PostgreSQL's INTEGER holds
 _MODEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,99}$")
 
 
@@ -152,7 +153,10 @@ def validate_batch(data: dict, *, default_model: str, allowed_models: list[str],
     if raw_template not in (None, "", 0, "0"):
         try:
             template_id = int(str(raw_template))
+            if not 0 < template_id <= MAX_ID:  # beyond it the database driver overflows
+                raise ValueError
         except ValueError:
+            template_id = None
             errors.add("template_id", "Choose a template from the list.")
     if errors:
         return None, errors
@@ -170,9 +174,12 @@ def _webhook(raw, errors: Errors) -> str | None:
         errors.add("webhook_url", "The webhook URL must be text.")
         return None
     url = raw.strip()
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc or len(url) > 500 \
-            or any(c.isspace() for c in url):
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. "http://[::1": an unclosed IPv6 address
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.netloc \
+            or len(url) > 500 or any(c.isspace() or ord(c) < 32 for c in url):
         errors.add("webhook_url", "The webhook URL must be an http:// or https:// address of "
                                   "at most 500 characters.")
         return None
