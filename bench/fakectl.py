@@ -6,8 +6,10 @@ OPENAI_BASE_URL cannot change, so this wrapper keeps one server and reads one JS
 a line on stdin, answering one JSON line on stdout:
 
     {"cmd": "set", "latency": 0.5, "chunks": 10, "words": 120}   change settings
-    {"cmd": "reset"}                                            clear the request log
+    {"cmd": "reset"}                                            clear the request log and faults
+    {"cmd": "fail_rate", "rate": 0.2, "retry_after": 0}         429 for a random share of requests
     {"cmd": "stats"}                                            counts and per-request times
+    {"cmd": "stats", "records": false}                          counts only
 
 Times in the answers are time.monotonic() of this process; on Linux that is
 CLOCK_MONOTONIC, the same clock in every process, so the benchmark can compare them.
@@ -20,7 +22,7 @@ import json
 import signal
 import sys
 
-from tests.fakeai import FakeAI
+from tests.fakeai import FakeAI, Fault
 
 
 def main() -> None:
@@ -53,6 +55,11 @@ def handle(fake: FakeAI, cmd: dict) -> dict:
     if cmd["cmd"] == "reset":
         fake.reset()
         return {"ok": True}
+    if cmd["cmd"] == "fail_rate":
+        # Seeded, so that runs repeat the same sequence of draws (FakeAI's own seed by default).
+        fake.fail_rate(cmd["rate"], Fault.rate_limit(retry_after=cmd.get("retry_after", 0)),
+                       seed=cmd.get("seed"))
+        return {"ok": True}
     if cmd["cmd"] == "stats":
         records = fake.requests
         return {
@@ -60,9 +67,9 @@ def handle(fake: FakeAI, cmd: dict) -> dict:
             "in_flight": fake.in_flight,
             "max_concurrent": fake.max_concurrent,
             "records": [{"start": r.start, "end": r.end, "status": r.status,
-                         "disconnected": r.client_disconnected,
+                         "fault": r.fault, "disconnected": r.client_disconnected,
                          "disconnected_at": r.disconnected_at, "chunks_sent": r.chunks_sent}
-                        for r in records],
+                        for r in records] if cmd.get("records", True) else [],
         }
     raise ValueError(f"unknown command {cmd['cmd']!r}")
 

@@ -126,6 +126,17 @@ def cpu_seconds(pid: int, children: bool = False) -> float:
     return total / tick
 
 
+def rss_kib(pid: int) -> int | None:
+    """Resident set size of a process now (VmRSS in /proc/<pid>/status), in KiB."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return None
+
+
 def _signal_group(proc: subprocess.Popen, sig: int) -> None:
     try:
         os.killpg(proc.pid, sig)  # start_new_session: pgid == the leader's pid

@@ -1,14 +1,21 @@
-"""Pressroom benchmarks (issue 2): throughput, poll cost, poll under load, cancel latency.
+"""Pressroom benchmarks: throughput, poll cost and load, cancel latency (issue 2), provider
+faults and rate limits (issue 4), scale (issue 5) and the dashboard on a big database (6).
 
-    .venv/bin/python bench/run.py            # everything, about 3 minutes
+    .venv/bin/python bench/run.py            # everything but "find", about 7 minutes
+    .venv/bin/python bench/run.py --find     # ... and the 1,000,000-article dashboard, +3 min
+    .venv/bin/python bench/run.py --only provider          # groups: issue2, provider, scale
+    .venv/bin/python bench/run.py --only find              # the dashboard alone
     .venv/bin/python bench/run.py --quick    # seed baseline on 40 titles, extrapolated
     .venv/bin/python bench/run.py --only makespan,pipeline --profile-worker   # investigate
 
 Everything runs on loopback and is started here: a data-less redis-server on a free port,
 an SQLite database in a temporary directory (migrated with Flask-Migrate), FakeAI in its
-own process (bench/fakectl.py), one Celery worker (threads, --concurrency 32) and, for the
-load test, gunicorn with 2 sync workers driven by wrk. Every process is stopped at the end,
-also on error or Ctrl-C. Prints a table and writes bench/results/latest.json.
+own process (bench/fakectl.py), Celery workers as deployed (threads; two processes of 16
+threads for 32 articles in flight, since one process runs Python on one core at a time;
+one process of 16 for the memory figure) and, for the load tests, gunicorn with
+gunicorn.conf.py and 2 sync workers driven by wrk. Every process is stopped at the end,
+also on error or Ctrl-C. Prints a table and writes bench/results/latest.json; figures of
+phases not run this time are kept from the previous file and marked as carried over.
 
 The machine is shared by everything here (the worker, FakeAI, Redis, gunicorn,
 wrk and this process), and by whatever else runs on it: wall-clock figures move with the
@@ -18,6 +25,7 @@ the steadier numbers to compare before and after a change.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -40,26 +48,72 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script: make `webapp` and `bench` importable
 
 from bench.procs import (VENV_BIN, FakeAIProcess, Procs, cpu_seconds, free_port,  # noqa: E402
-                         start_redis, wait_for_port)
+                         rss_kib, start_redis, wait_for_port)
 
 RESULTS = ROOT / "bench" / "results" / "latest.json"
-CONCURRENCY = 32
+# 32 articles in flight, as two worker processes of 16 threads: a worker spends about
+# 13 ms of CPU per article, and one process runs Python on one core at a time (the GIL),
+# so one process of 32 threads would measure the GIL, not Pressroom as deployed.
+WORKER_PROCESSES, WORKER_THREADS = 2, 16
+CONCURRENCY = WORKER_PROCESSES * WORKER_THREADS
+# The per-batch cap on the bench workers: at least the articles in flight, so that it
+# never holds back a phase that measures 32 at once.
+BATCH_CAP = max(32, CONCURRENCY)
 MAKESPAN_ARTICLES, MAKESPAN_LATENCY = 200, 0.5
 PIPELINE_ARTICLES = 500
 POLL_ARTICLES, POLL_RUNNING, POLL_SAMPLES = 1000, 32, 300
 CANCEL_ARTICLES, CANCEL_LATENCY, CANCEL_CHUNKS = 32, 10.0, 200
-HARD_LIMIT_S = 15 * 60  # a run that hangs is stopped (and cleaned up) after this
+# Issue 4: 20 % of requests answered 429 (Retry-After: 0); a shared requests-per-minute cap.
+FAULT_ARTICLES, FAULT_LATENCY, FAULT_RATE = 200, 0.5, 0.2
+RPM_LIMIT, RPM_ARTICLES, RPM_OBSERVE_S, RPM_WINDOW_S = 600, 800, 70.0, 60.0
+# Issue 5: a 10,000-row submission, 50 viewers of a running batch, worker memory.
+SUBMIT_ROWS = 10_000
+VIEW_ARTICLES, VIEW_LATENCY, VIEWERS, VIEW_WRK_S = 1000, 8.0, 50, 10
+MEMORY_ARTICLES, MEMORY_THREADS, MEMORY_FIRST = SUBMIT_ROWS, 16, 1000
+# Issue 6: the dashboard over a big database (only with --find or --only find).
+FIND_BATCHES, FIND_ARTICLES, FIND_REPEAT = 10_000, 1_000_000, 7
+HARD_LIMIT_S = 30 * 60  # a run that hangs is stopped (and cleaned up) after this
 
-# figure -> (goal text, test); None: reported for scale, no goal.
+
+def _worker_env(**extra) -> tuple:
+    return tuple(sorted(extra.items()))
+
+
+# Which workers each phase runs against: (processes, threads per process, extra env).
+# None: the phase needs no worker (whatever runs is left running).
+DEFAULT_WORKERS = (WORKER_PROCESSES, WORKER_THREADS, ())
+PHASE_WORKERS = {
+    "poll": None, "load": None, "find": None,
+    "rpm": (WORKER_PROCESSES, WORKER_THREADS, _worker_env(
+        RATE_LIMITS=json.dumps({"*": {"requests": f"{RPM_LIMIT}/minute"}}))),
+    "submit": (1, MEMORY_THREADS, ()),
+    "memory": (1, MEMORY_THREADS, ()),
+}
+
+PHASES = ("makespan", "seed", "pipeline", "poll", "load", "cancel", "faults", "viewers",
+          "rpm", "submit", "memory", "find")
+GROUPS = {"issue2": ("makespan", "seed", "pipeline", "poll", "load", "cancel"),
+          "provider": ("faults", "rpm"), "scale": ("submit", "viewers", "memory"),
+          "find": ("find",)}
+
+# figure -> (phase, goal text, test); test None: reported for scale, no goal.
 GOALS = {
-    "makespan_ratio": ("<= 1.1", lambda v: v <= 1.1),
-    "seed_makespan_s": ("(baseline, ~100 s)", None),
-    "pipeline_vs_bare_ratio": (">= 0.5", lambda v: v >= 0.5),
-    "poll_p50_ms": ("<= 5", lambda v: v <= 5),
-    "poll_redis_round_trips": ("1", lambda v: v <= 1),
-    "poll_load_ratio": (">= 0.2", lambda v: v >= 0.2),
-    "poll_load_p99_ms": ("<= 100", lambda v: v <= 100),
-    "cancel_latency_s": ("<= 1", lambda v: v <= 1),
+    "makespan_ratio": ("makespan", "<= 1.1", lambda v: v <= 1.1),
+    "seed_makespan_s": ("seed", "(baseline, ~100 s)", None),
+    "pipeline_vs_bare_ratio": ("pipeline", ">= 0.5", lambda v: v >= 0.5),
+    "poll_p50_ms": ("poll", "<= 5", lambda v: v <= 5),
+    "poll_redis_round_trips": ("poll", "1", lambda v: v <= 1),
+    "poll_load_ratio": ("load", ">= 0.2", lambda v: v >= 0.2),
+    "poll_load_p99_ms": ("load", "<= 100", lambda v: v <= 100),
+    "cancel_latency_s": ("cancel", "<= 1", lambda v: v <= 1),
+    "faults_429_failures": ("faults", "0", lambda v: v == 0),
+    "faults_429_makespan_ratio": ("faults", "<= 1.3", lambda v: v <= 1.3),
+    "rpm_observed_max": ("rpm", f"<= {RPM_LIMIT}", lambda v: v <= RPM_LIMIT),
+    "submit_10k_s": ("submit", "<= 2", lambda v: v <= 2),
+    "viewers50_p99_ms": ("viewers", "<= 100", lambda v: v <= 100),
+    "worker_rss_growth_pct": ("memory", "<= 10", lambda v: v <= 10),
+    "find_dashboard_p50_ms": ("find", "(no goal set)", None),
+    "find_text_title_ms": ("find", "<= 200 (slow above)", lambda v: v <= 200),
 }
 
 
@@ -85,6 +139,10 @@ class Bench:
         self.figures: dict = {}
         self.details: dict = {}
         self.errors: dict = {}
+        self.workers: list[subprocess.Popen] = []
+        self.worker_spec = None
+        self.worker_starts = 0
+        self.session_cookie = None
 
     # -- set-up -------------------------------------------------------------------------
 
@@ -99,6 +157,7 @@ class Bench:
             "OPENAI_API_KEY": "bench",
             "OPENAI_BASE_URL": self.fake.base_url,
             "SECRET_KEY": "bench-" + uuid.uuid4().hex,
+            "BATCH_MAX_CONCURRENCY": str(BATCH_CAP),
             "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH"))
                                           if p),
         }
@@ -118,27 +177,64 @@ class Bench:
         self.ctx = self.app.app_context()
         self.ctx.push()
         upgrade()
-        self.user, self.password, _ = users.create_user("bench@localhost", Role.ADMIN)
+        self.user, self.password, self.api_token = users.create_user("bench@localhost",
+                                                                      Role.ADMIN)
         self.celery = self.app.extensions["celery"]
         from webapp.live import get_redis
         self.redis = get_redis()
+        log(f"redis {self.redis_url}, fake {self.fake.base_url}, db {db_path}")
 
-        self.worker = self.procs.spawn("worker", [
-            str(VENV_BIN / "celery"), "-A", "wsgi:celery_app", "worker", "--pool", "threads",
-            "--concurrency", str(CONCURRENCY), "--queues", "generation,celery",
-            "--include", ",".join(["bench.seedtasks"]
-                                  + [m for m in self.args.worker_include.split(",") if m]),
-            "--loglevel", "INFO", "-n", f"bench-{os.getpid()}@%h",
-        ], env=self.env)
-        # Ready means it runs a task end to end, not just that the process exists.
+    # -- workers ----------------------------------------------------------------------------
+
+    def ensure_workers(self, spec) -> None:
+        """Run the workers a phase asks for: (processes, threads each, extra env)."""
+        if spec is None or spec == self.worker_spec:
+            return
+        self.stop_workers()
+        processes, threads, extra_env = spec
+        self.worker_starts += 1
+        env = {**self.env, **dict(extra_env)}
+        include = ",".join(["bench.seedtasks"]
+                           + [m for m in self.args.worker_include.split(",") if m])
         started = time.monotonic()
-        tid = self._send_noops(1)[0]
+        names = []
+        for i in range(processes):
+            name = f"worker{self.worker_starts}.{i + 1}"
+            names.append(name)
+            self.workers.append(self.procs.spawn(name, [
+                str(VENV_BIN / "celery"), "-A", "wsgi:celery_app", "worker", "--pool", "threads",
+                "--concurrency", str(threads), "--queues", "generation,celery",
+                "--include", include, "--loglevel", "INFO",
+                "-n", f"bench{self.worker_starts}-{i + 1}-{os.getpid()}@%h",
+            ], env=env))
+        self.worker_spec = spec
+        # Every process must be consuming before a phase starts (else the first one takes
+        # the first messages alone); then a task end to end proves the whole path works.
         try:
-            self._wait_results([tid], timeout=60)
+            wait_until(lambda: all(" ready." in self.procs.tail(n, 200) for n in names), 90,
+                       "the Celery workers to be ready", interval=0.1)
+            self._wait_results(self._send_noops(processes), timeout=60)
+            # Warm: a first article pays for connections, compiled statements and the SDK
+            # client in each thread; a long-running deployment has paid for them already.
+            self._set_fake(latency=0.0, chunks=10, words=120)
+            self._wait_batch_final(self._submit([f"Warm-up article {i}" for i in
+                                                 range(processes * threads * 2)],
+                                                "bench warm-up"), timeout=120)
         except TimeoutError:
-            raise RuntimeError("the Celery worker did not start:\n" + self.procs.tail("worker"))
-        log(f"worker ready in {time.monotonic() - started:.1f} s; redis {self.redis_url}, "
-            f"fake {self.fake.base_url}, db {db_path}")
+            raise RuntimeError("the Celery workers did not start:\n"
+                               + "\n".join(self.procs.tail(n) for n in names))
+        log(f"{processes} worker process(es) × {threads} threads ready in "
+            f"{time.monotonic() - started:.1f} s"
+            + (f" with {', '.join(k for k, _ in extra_env)}" if extra_env else ""))
+
+    def stop_workers(self) -> None:
+        for proc in self.workers:
+            self.procs.stop(proc, grace=10)
+        self.workers, self.worker_spec = [], None
+
+    def workers_cpu(self) -> float:
+        """CPU seconds of the running worker processes together."""
+        return sum(cpu_seconds(w.pid) for w in self.workers)
 
     # -- helpers --------------------------------------------------------------------------
 
@@ -207,9 +303,11 @@ class Bench:
             return not pending
         wait_until(done, timeout, f"{len(pending)} task results", interval=0.005)
 
-    def _set_fake(self, **settings) -> None:
+    def _set_fake(self, fail_rate: float = 0.0, **settings) -> None:
         self.fake.command(cmd="set", **settings)
-        self.fake.command(cmd="reset")
+        self.fake.command(cmd="reset")  # also clears any faults
+        if fail_rate:
+            self.fake.command(cmd="fail_rate", rate=fail_rate, retry_after=0)
 
     # -- (a) makespan against the ideal, and the seed baseline ---------------------------
 
@@ -218,18 +316,19 @@ class Bench:
         titles = [f"Makespan article {i}" for i in range(MAKESPAN_ARTICLES)]
         ideal = math.ceil(MAKESPAN_ARTICLES / CONCURRENCY) * MAKESPAN_LATENCY
         submitted_at = _utcnow()
-        cpu0 = cpu_seconds(self.worker.pid)
+        cpu0 = self.workers_cpu()
         t0 = time.perf_counter()
         batch_id = self._submit(titles, "bench makespan")
         t_dispatched = time.perf_counter() - t0
         status = self._wait_batch_final(batch_id, timeout=60)
         elapsed = time.perf_counter() - t0
-        cpu = cpu_seconds(self.worker.pid) - cpu0
+        cpu = self.workers_cpu() - cpu0
         stats = self.fake.command(cmd="stats")
         self.figures["makespan_ratio"] = round(elapsed / ideal, 3)
         self.details["makespan"] = {
             "articles": MAKESPAN_ARTICLES, "latency_s": MAKESPAN_LATENCY,
-            "concurrency": CONCURRENCY, "ideal_s": ideal, "measured_s": round(elapsed, 3),
+            "concurrency": CONCURRENCY, "worker_processes": WORKER_PROCESSES,
+            "threads_per_process": WORKER_THREADS, "ideal_s": ideal, "measured_s": round(elapsed, 3),
             "submit_and_dispatch_s": round(t_dispatched, 3), "batch_status": status,
             "article_counts": self._article_counts(batch_id),
             "provider_requests": stats["requests"],
@@ -260,12 +359,12 @@ class Bench:
     def pipeline_vs_bare(self) -> None:
         self._set_fake(latency=0.0, chunks=10, words=120)
         n = PIPELINE_ARTICLES
-        cpu0 = cpu_seconds(self.worker.pid)
+        cpu0 = self.workers_cpu()
         t0 = time.perf_counter()
         ids = self._send_noops(n)
         self._wait_results(ids, timeout=120)
         bare_s = time.perf_counter() - t0
-        cpu1 = cpu_seconds(self.worker.pid)
+        cpu1 = self.workers_cpu()
 
         titles = [f"Pipeline article {i}" for i in range(n)]
         submitted_at = _utcnow()
@@ -274,16 +373,17 @@ class Bench:
         t_dispatched = time.perf_counter() - t0
         status = self._wait_batch_final(batch_id, timeout=180)
         pipe_s = time.perf_counter() - t0
-        cpu2 = cpu_seconds(self.worker.pid)
+        cpu2 = self.workers_cpu()
 
         bare_rate, pipe_rate = n / bare_s, n / pipe_s
         self.figures["pipeline_vs_bare_ratio"] = round(pipe_rate / bare_rate, 3)
         self.details["pipeline_vs_bare"] = {
-            "tasks": n, "bare_s": round(bare_s, 3), "bare_per_s": round(bare_rate, 1),
+            "tasks": n, "worker_processes": WORKER_PROCESSES,
+            "threads_per_process": WORKER_THREADS, "bare_s": round(bare_s, 3), "bare_per_s": round(bare_rate, 1),
             "pipeline_s": round(pipe_s, 3), "pipeline_per_s": round(pipe_rate, 1),
             "pipeline_submit_and_dispatch_s": round(t_dispatched, 3), "batch_status": status,
-            # One worker process runs Python on one core at a time: its CPU per task is
-            # what bounds the rate here.
+            # A worker process runs Python on one core at a time: CPU per task is what
+            # bounds the rate here, and the steadier number on a shared machine.
             "worker_cpu_ms_per_bare_task": round((cpu1 - cpu0) * 1000 / n, 2),
             "worker_cpu_ms_per_article": round((cpu2 - cpu1) * 1000 / n, 2),
             "article_counts": self._article_counts(batch_id),
@@ -329,6 +429,26 @@ class Bench:
         self.poll_task_ids = [r["task_id"] for r in rows]
         return batch.id
 
+    @contextlib.contextmanager
+    def _no_app_context(self):
+        """Each test-client request must get its own app context and database session, as
+        under gunicorn; with the bench's context pushed, the test client would reuse it
+        (and its identity map, so the signed-in user would never be loaded)."""
+        self.ctx.pop()
+        try:
+            yield
+        finally:
+            self.ctx.push()
+
+    def _session_cookie(self) -> str:
+        """A signed-in session cookie, valid for gunicorn too (same SECRET_KEY)."""
+        if self.session_cookie is None:
+            client = self.app.test_client()
+            with self._no_app_context():
+                self._sign_in(client)
+            self.session_cookie = client.get_cookie("session").value
+        return self.session_cookie
+
     def _sign_in(self, client) -> None:
         """Through the real sign-in form, CSRF token and all, like a browser."""
         page = client.get("/login").get_data(as_text=True)
@@ -354,7 +474,8 @@ class Bench:
         if first.status_code != 200 or 'id="batch-progress"' not in body:
             raise RuntimeError(f"poll answered {first.status_code}: {body[:300]}")
         live_spans = body.count('hx-swap-oob="true">')
-        self.session_cookie = client.get_cookie("session").value
+        if self.session_cookie is None:
+            self.session_cookie = client.get_cookie("session").value
 
         counter = {"n": 0}
         original = redis.connection.AbstractConnection.send_packed_command
@@ -365,9 +486,8 @@ class Bench:
 
         times, trips = [], []
         redis.connection.AbstractConnection.send_packed_command = counting
-        # Each request must get its own app context and database session, as under
-        # gunicorn; with the bench's context pushed, the test client would reuse it (and
-        # its identity map, so the signed-in user would never be loaded).
+        # Each request must get its own app context and database session (see
+        # _no_app_context).
         self.ctx.pop()
         try:
             for _ in range(20):  # warm caches (templates, statements, connections)
@@ -413,24 +533,35 @@ class Bench:
             f"{self.figures['poll_redis_round_trips']} Redis round trip(s); "
             f"naive {naive_ms:.0f} ms / {naive_trips} round trips")
 
-    def poll_under_load(self) -> None:
+    def _start_gunicorn(self) -> tuple[subprocess.Popen, str]:
         port = free_port()
+        self.gunicorn_starts = getattr(self, "gunicorn_starts", 0) + 1
         # gunicorn reads ./gunicorn.conf.py when it exists, as every deployment does; the
         # flags here override only the worker count, the worker class and the address.
-        gunicorn = self.procs.spawn("gunicorn", [
+        gunicorn = self.procs.spawn(f"gunicorn{self.gunicorn_starts}", [
             str(VENV_BIN / "gunicorn"), "-w", "2", "-k", "sync", "-b", f"127.0.0.1:{port}",
             *self.args.gunicorn_args.split(), "wsgi:app"], env=self.env)
         try:
             wait_for_port(port, 30, gunicorn)
-            base = f"http://127.0.0.1:{port}"
-            cookie = f"session={self.session_cookie}"
-            request = urllib.request.Request(base + self.poll_path, headers={"Cookie": cookie})
-            with urllib.request.urlopen(request, timeout=10) as response:
-                page = response.read().decode()
-                if response.status != 200 or 'id="batch-progress"' not in page:
-                    raise RuntimeError(f"gunicorn poll answered {response.status}: {page[:200]}")
-            for _ in range(20):  # both workers import, connect and compile before timing
-                urllib.request.urlopen(request, timeout=10).read()
+        except BaseException:
+            self.procs.stop(gunicorn)
+            raise
+        return gunicorn, f"http://127.0.0.1:{port}"
+
+    def _warm_gunicorn(self, url: str, cookie: str) -> None:
+        request = urllib.request.Request(url, headers={"Cookie": cookie})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            page = response.read().decode()
+            if response.status != 200 or 'id="batch-progress"' not in page:
+                raise RuntimeError(f"gunicorn poll answered {response.status}: {page[:200]}")
+        for _ in range(20):  # both workers import, connect and compile before timing
+            urllib.request.urlopen(request, timeout=10).read()
+
+    def poll_under_load(self) -> None:
+        gunicorn, base = self._start_gunicorn()
+        try:
+            cookie = f"session={self._session_cookie()}"
+            self._warm_gunicorn(base + self.poll_path, cookie)
             health = self._wrk(base + "/healthz", None, gunicorn.pid)
             poll = self._wrk(base + self.poll_path, cookie, gunicorn.pid)
         finally:
@@ -441,28 +572,39 @@ class Bench:
             "wrk": "-t2 -c50 -d10s --latency", "healthz": health, "poll": poll,
             "gunicorn_conf": (ROOT / "gunicorn.conf.py").exists(),
             "gunicorn_extra_args": self.args.gunicorn_args,
-            "worker_boots": self.procs.tail("gunicorn", 100000).count("Booting worker")}
+            # 2 when no worker was restarted during the run (max_requests, crashes).
+            "worker_boots": self.procs.tail(f"gunicorn{self.gunicorn_starts}",
+                                            100000).count("Booting worker"),
+            # Closed loop: 50 connections, each sends its next request as soon as the
+            # previous one is answered, so latency ≈ 50 / throughput (Little's law).
+            "littles_law_min_mean_ms": round(50 / poll["rps"] * 1000, 1)}
         log(f"under load: poll {poll['rps']:.0f} req/s (p99 {poll['p99_ms']} ms), "
             f"healthz {health['rps']:.0f} req/s (p99 {health['p99_ms']} ms)")
 
-    def _wrk(self, url: str, cookie: str | None, server_pid: int) -> dict:
-        args = ["wrk", "-t2", "-c50", "-d10s", "--latency"]
+    def _wrk(self, url: str, cookie: str | None, server_pid: int, *, connections: int = 50,
+             seconds: int = 10, script: Path | None = None) -> dict:
+        args = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency"]
         if cookie:
             args += ["-H", f"Cookie: {cookie}"]
+        if script is not None:
+            args += ["-s", str(script)]
         cpu = cpu_seconds(server_pid, children=True)
-        out = subprocess.run(args + [url], capture_output=True, text=True, timeout=60).stdout
+        out = subprocess.run(args + [url], capture_output=True, text=True,
+                             timeout=seconds + 60).stdout
         cpu = cpu_seconds(server_pid, children=True) - cpu
         rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
         p99 = re.search(r"^\s+99%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
-        if not rps or not p99:
+        p50 = re.search(r"^\s+50%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        if not rps or not p99 or not p50:
             raise RuntimeError(f"could not read wrk output:\n{out}")
         scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[p99.group(2)]
+        scale50 = {"us": 0.001, "ms": 1.0, "s": 1000.0}[p50.group(2)]
         errors = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
         socket_errors = re.search(r"Socket errors:(.*)", out)
         requests = re.search(r"(\d+) requests in", out)
         n = int(requests.group(1)) if requests else 0
         return {"rps": float(rps.group(1)), "p99_ms": round(float(p99.group(1)) * scale, 2),
-                "requests": n,
+                "p50_ms": round(float(p50.group(1)) * scale50, 2), "requests": n,
                 # Server CPU per request is steadier than req/s when the machine is shared.
                 "server_cpu_ms_per_request": round(cpu * 1000 / n, 3) if n else None,
                 "non_2xx_3xx": int(errors.group(1)) if errors else 0,
@@ -516,24 +658,398 @@ class Bench:
             f"{db_s:.3f} s, batch {status}")
         self._set_fake(latency=0.0, chunks=10, words=120)
 
+    # -- issue 4: provider faults and the shared rate limit --------------------------------
+
+    def _timed_batch(self, n: int, name: str, timeout: float) -> dict:
+        """Submit n titles, wait for the batch to finish; wall and worker CPU time, counts."""
+        titles = [f"{name.capitalize()} article {i}" for i in range(n)]
+        cpu0 = self.workers_cpu()
+        t0 = time.perf_counter()
+        batch_id = self._submit(titles, f"bench {name}")
+        status = self._wait_batch_final(batch_id, timeout=timeout)
+        elapsed = time.perf_counter() - t0
+        cpu = self.workers_cpu() - cpu0
+        stats = self.fake.command(cmd="stats")
+        statuses = [r["status"] for r in stats["records"]]
+        from webapp.extensions import db
+        from webapp.models import Article
+        retried = db.session.scalar(db.select(db.func.count()).where(
+            Article.batch_id == batch_id, Article.attempts > 1))
+        db.session.rollback()
+        return {"batch_id": batch_id, "measured_s": round(elapsed, 3), "batch_status": status,
+                "article_counts": self._article_counts(batch_id),
+                "articles_retried": retried,
+                "provider_requests": len(statuses),
+                "provider_429s": statuses.count(429),
+                "provider_max_concurrent": stats["max_concurrent"],
+                "worker_cpu_ms_per_article": round(cpu * 1000 / n, 2)}
+
+    def faults(self) -> None:
+        """200 articles at 0.5 s, 32 at once, without faults and then with 20 % 429s."""
+        from webapp.models import ArticleStatus as A
+        timeout = 120
+        self._set_fake(latency=FAULT_LATENCY, chunks=10, words=120)
+        clean = self._timed_batch(FAULT_ARTICLES, "faults clean", timeout)
+        self._set_fake(latency=FAULT_LATENCY, chunks=10, words=120, fail_rate=FAULT_RATE)
+        faulty = self._timed_batch(FAULT_ARTICLES, "faults 429", timeout)
+        self._set_fake(latency=0.0, chunks=10, words=120)
+        failures = faulty["article_counts"].get(A.FAILED, 0)
+        ratio = faulty["measured_s"] / clean["measured_s"]
+        self.figures["faults_429_failures"] = failures
+        self.figures["faults_429_makespan_ratio"] = round(ratio, 3)
+        max_attempts = self.app.config["GENERATION_MAX_ATTEMPTS"]
+        self.details["faults_429"] = {
+            "articles": FAULT_ARTICLES, "latency_s": FAULT_LATENCY, "concurrency": CONCURRENCY,
+            "fail_rate": FAULT_RATE, "retry_after_s": 0, "fault_free": clean, "with_429s": faulty,
+            "generation_max_attempts": max_attempts,
+            # An article fails only when all its attempts draw a 429.
+            "expected_failures": round(FAULT_ARTICLES * FAULT_RATE ** max_attempts, 2)}
+        log(f"429s: {faulty['provider_429s']} of {faulty['provider_requests']} requests, "
+            f"{failures} articles failed, {faulty['measured_s']:.2f} s vs "
+            f"{clean['measured_s']:.2f} s fault-free (× {ratio:.2f})")
+
+    def rpm(self) -> None:
+        """A shared cap of 600 requests a minute, counted where the requests arrive."""
+        self._set_fake(latency=0.0, chunks=10, words=120)
+        titles = [f"Rate article {i}" for i in range(RPM_ARTICLES)]
+        t0 = time.monotonic()
+        batch_id = self._submit(titles, "bench rpm")
+        # At most 600 in the first minute, the rest in the next: about 65 s of work.
+        status = self._wait_batch_final(batch_id, timeout=RPM_WINDOW_S * 3 + 60)
+        finished = time.monotonic() - t0
+        # Observe for at least RPM_OBSERVE_S, so that the 60 s windows slide over a real run.
+        if finished < RPM_OBSERVE_S:
+            time.sleep(RPM_OBSERVE_S - finished)
+        observed = time.monotonic() - t0
+        starts = sorted(r["start"] for r in self.fake.command(cmd="stats")["records"])
+        # The largest count of requests that began within any RPM_WINDOW_S: every window
+        # worth checking starts at a request, so slide one over the sorted start times.
+        most, j = 0, 0
+        for i, t in enumerate(starts):
+            while starts[j] <= t - RPM_WINDOW_S:
+                j += 1
+            most = max(most, i - j + 1)
+        span = starts[-1] - starts[0] if starts else 0.0
+        self.figures["rpm_observed_max"] = most
+        self.details["rpm"] = {
+            "limit": f"{RPM_LIMIT}/minute", "articles": RPM_ARTICLES,
+            "article_counts": self._article_counts(batch_id), "batch_status": status,
+            "requests": len(starts), "first_to_last_request_s": round(span, 2),
+            "batch_finished_after_s": round(finished, 2), "observed_s": round(observed, 2),
+            "window_s": RPM_WINDOW_S,
+            "requests_first_60s": sum(1 for t in starts if t < starts[0] + RPM_WINDOW_S),
+            "provider_requests_per_s_overall": round(len(starts) / span, 2) if span else None}
+        log(f"rate limit: at most {most} requests in any {RPM_WINDOW_S:.0f} s "
+            f"({len(starts)} requests over {span:.1f} s), batch {status}")
+
+    # -- issue 5: a 10,000-row submission, 50 viewers, worker memory ------------------------
+
+    def submit_10k(self) -> None:
+        """POST /api/v1/batches with 10,000 rows through the test client, until the 201."""
+        rows = [{"title": f"Scale article {i}: a story about item {i * 7919 % 10007}"}
+                for i in range(SUBMIT_ROWS)]
+        body = json.dumps({"name": "bench submit 10k", "rows": rows, "target_words": 600})
+        headers = {"Authorization": f"Bearer {self.api_token}"}
+        client = self.app.test_client()
+        with self._no_app_context():
+            # A warm server: the first request pays for imports and template compiles.
+            warm = client.post("/api/v1/batches", headers=headers, json={
+                "name": "bench submit warm-up", "rows": [{"title": "Warm-up article"}]})
+            if warm.status_code != 201:
+                raise RuntimeError(f"warm-up submit answered {warm.status_code}: "
+                                   f"{warm.get_data(as_text=True)[:300]}")
+            cpu0 = time.process_time()
+            t0 = time.perf_counter()
+            response = client.post("/api/v1/batches", headers=headers, data=body,
+                                   content_type="application/json")
+            elapsed = time.perf_counter() - t0
+            cpu = time.process_time() - cpu0
+        if response.status_code != 201:
+            raise RuntimeError(f"submit answered {response.status_code}: "
+                               f"{response.get_data(as_text=True)[:300]}")
+        data = response.get_json()
+        self.submit_batch_id = data["id"]
+        self.figures["submit_10k_s"] = round(elapsed, 3)
+        self.details["submit_10k"] = {
+            "rows": SUBMIT_ROWS, "request_bytes": len(body),
+            "response_bytes": len(response.get_data()), "seconds": round(elapsed, 3),
+            "bench_process_cpu_s": round(cpu, 3), "articles_in_response": len(data["articles"]),
+            "dispatched_by": "a worker (over DISPATCH_INLINE_MAX)"
+            if SUBMIT_ROWS > self.app.config["DISPATCH_INLINE_MAX"] else "the request"}
+        log(f"submit: {SUBMIT_ROWS} rows answered 201 in {elapsed:.2f} s")
+
+    def viewers(self) -> None:
+        """50 viewers polling a batch that is really running (32 articles in flight)."""
+        from webapp.models import ArticleStatus as A, Batch
+        from webapp.services import batches
+        # Streams that last VIEW_LATENCY s with progress every REPORT_EVERY: the workers
+        # write progress and finish rows while the viewers poll.
+        self._set_fake(latency=VIEW_LATENCY, chunks=40, words=400)
+        titles = [f"Viewed article {i}" for i in range(VIEW_ARTICLES)]
+        batch_id = self._submit(titles, "bench viewers")
+        wait_until(lambda: self._article_counts(batch_id).get(A.RUNNING) == CONCURRENCY
+                   and self.fake.command(cmd="stats", records=False)["in_flight"] == CONCURRENCY,
+                   60, f"{CONCURRENCY} articles in flight", interval=0.1)
+        gunicorn = None
+        try:
+            gunicorn, base = self._start_gunicorn()
+            cookie = f"session={self._session_cookie()}"
+            path = f"/batches/{batch_id}/progress"
+            self._warm_gunicorn(f"{base}{path}?since={_utcnow().isoformat()}", cookie)
+            counts_before = self._article_counts(batch_id)
+            # As fast as they are answered (the brief's wrk -c50), then as viewers really
+            # poll: each one second after its previous answer, with some jitter so that
+            # the 50 do not poll in step. `since` is a second ago, as from the page.
+            closed = self._wrk(base + path, cookie, gunicorn.pid, connections=VIEWERS,
+                               seconds=VIEW_WRK_S, script=self._poll_script(path, 0))
+            paced = self._wrk(base + path, cookie, gunicorn.pid, connections=VIEWERS,
+                              seconds=VIEW_WRK_S * 2, script=self._poll_script(path, 1000))
+            counts_after = self._article_counts(batch_id)
+        finally:
+            if gunicorn is not None:
+                self.procs.stop(gunicorn)
+            from webapp.extensions import db
+            batches.cancel_batch(self.user, db.session.get(Batch, batch_id))
+            self._set_fake(latency=0.0, chunks=10, words=120)
+        self.figures["viewers50_p99_ms"] = closed["p99_ms"]
+        self.details["viewers50"] = {
+            "articles": VIEW_ARTICLES, "in_flight": CONCURRENCY, "provider_latency_s": VIEW_LATENCY,
+            "viewers": VIEWERS, "closed_loop": {"wrk": f"-t2 -c{VIEWERS} -d{VIEW_WRK_S}s", **closed},
+            "one_poll_per_second": {"wrk": f"-t2 -c{VIEWERS} -d{VIEW_WRK_S * 2}s, 1 s ± 0.1 s "
+                                           "between a viewer's polls", **paced},
+            "littles_law_min_mean_ms": round(VIEWERS / closed["rps"] * 1000, 1),
+            "article_counts_before": counts_before, "article_counts_after": counts_after}
+        log(f"50 viewers: closed loop {closed['rps']:.0f} req/s, p99 {closed['p99_ms']} ms; "
+            f"one poll a second: p99 {paced['p99_ms']} ms ({paced['rps']:.0f} req/s)")
+
+    def _poll_script(self, path: str, pause_ms: int) -> Path:
+        """A wrk script: `since` a second ago on every request; pause_ms between polls."""
+        script = self.tmp / f"poll-{pause_ms}.lua"
+        delay = (f"function delay() return {pause_ms} + math.random(-100, 100) end\n"
+                 if pause_ms else "")
+        script.write_text(
+            f'local base = "{path}?since="\n'
+            "function request()\n"
+            '  return wrk.format("GET", base .. os.date("!%Y-%m-%dT%H:%M:%S", os.time() - 1))\n'
+            "end\n" + delay)
+        return script
+
+    def memory(self) -> None:
+        """One worker process (16 threads), instant provider, 10,000 articles: RSS after the
+        first 1,000 and at the end."""
+        from webapp.models import ArticleStatus as A
+        self._set_fake(latency=0.0, chunks=10, words=120)
+        worker = self.workers[0]
+        batch_id = getattr(self, "submit_batch_id", None)
+        if batch_id is None:  # run alone: submit the same 10,000 rows through the service
+            from webapp.services import batches
+            rows = [{"title": f"Memory article {i}"} for i in range(MEMORY_ARTICLES)]
+            sub = batches.submit(self.user, {"name": "bench memory", "rows": rows,
+                                             "target_words": 600})
+            if sub.batch is None or sub.dispatch_error:
+                raise RuntimeError(f"submit failed: {sub.errors.fields or sub.dispatch_error}")
+            batch_id = sub.batch.id
+        rss_start = rss_kib(worker.pid)
+        cpu0 = cpu_seconds(worker.pid)
+        t0 = time.perf_counter()
+        samples = []  # (articles done, RSS KiB) each time another 1,000 are done
+        next_mark = MEMORY_FIRST
+        deadline = time.monotonic() + 900
+        while True:
+            counts = self._article_counts(batch_id)
+            done = sum(counts.get(s, 0) for s in A.FINAL)
+            if done >= next_mark:
+                samples.append((done, rss_kib(worker.pid)))
+                next_mark = (done // 1000 + 1) * 1000
+            if done >= MEMORY_ARTICLES:
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"only {done} of {MEMORY_ARTICLES} articles done")
+            time.sleep(0.25)
+        elapsed = time.perf_counter() - t0
+        cpu = cpu_seconds(worker.pid) - cpu0
+        self._wait_batch_final(batch_id, timeout=30)
+        first = samples[0][1]
+        end = rss_kib(worker.pid)
+        growth = (end - first) * 100 / first
+        self.figures["worker_rss_growth_pct"] = round(growth, 1)
+        self.details["worker_memory"] = {
+            "articles": MEMORY_ARTICLES, "processes": 1, "threads": MEMORY_THREADS,
+            "article_counts": self._article_counts(batch_id),
+            "rss_mb_at_start": round(rss_start / 1024, 1),
+            "rss_mb_after_first_1000": round(first / 1024, 1),
+            "rss_mb_at_end": round(end / 1024, 1),
+            "rss_mb_by_articles_done": {n: round(kib / 1024, 1) for n, kib in samples},
+            "seconds": round(elapsed, 1), "articles_per_s": round(MEMORY_ARTICLES / elapsed, 1),
+            "worker_cpu_ms_per_article": round(cpu * 1000 / MEMORY_ARTICLES, 2)}
+        log(f"worker memory: {first / 1024:.1f} MB after {MEMORY_FIRST} articles, "
+            f"{end / 1024:.1f} MB after {MEMORY_ARTICLES} ({growth:+.1f} %), "
+            f"{MEMORY_ARTICLES / elapsed:.0f} articles/s")
+
+    # -- issue 6: the dashboard over 10,000 batches and 1,000,000 articles ------------------
+
+    def find(self) -> None:
+        from flask_migrate import upgrade
+
+        from bench import finddb
+        from webapp import create_app
+        from webapp.extensions import db
+        from webapp.models import Role
+        from webapp.services import batches, progress, users
+        from webapp.services.batches import BatchFilter
+
+        path = self.tmp / "find.sqlite3"
+        app = create_app({"SQLALCHEMY_DATABASE_URI": f"sqlite:///{path}",
+                          "REDIS_URL": self.redis_url})
+        self.ctx.pop()
+        ctx = app.app_context()
+        ctx.push()
+        details: dict = {"batches": FIND_BATCHES, "articles": FIND_ARTICLES}
+        try:
+            upgrade()
+            _, password, _ = users.create_user("finder@localhost", Role.ADMIN)
+            t0 = time.perf_counter()
+            with db.engine.begin() as conn:
+                made = finddb.build(conn, batches=FIND_BATCHES, articles=FIND_ARTICLES)
+            details["build_s"] = round(time.perf_counter() - t0, 1)
+            with db.engine.connect() as conn:
+                conn.exec_driver_sql("ANALYZE")  # as a maintained database would have
+            details["database_mb"] = round(path.stat().st_size / 1e6, 1)
+            log(f"find: {made['batches']} batches, {made['articles']} articles in "
+                f"{details['build_s']} s ({details['database_mb']} MB)")
+
+            def timed(fn, repeat=FIND_REPEAT):
+                """Median and spread of repeated calls (the first one warms the cache)."""
+                fn()
+                db.session.rollback()
+                times = []
+                for _ in range(repeat):
+                    t = time.perf_counter()
+                    out = fn()
+                    times.append((time.perf_counter() - t) * 1000)
+                    db.session.rollback()
+                times.sort()
+                return {"p50_ms": round(statistics.median(times), 2),
+                        "min_ms": round(times[0], 2), "max_ms": round(times[-1], 2)}, out
+
+            queries = {
+                "no_filter": BatchFilter(),
+                "status_failed": BatchFilter(status="failed"),
+                "author": BatchFilter(author=finddb.AUTHOR_WORD),
+                "text_batch_name": BatchFilter(q=finddb.NAME_WORD),
+                "text_title_common": BatchFilter(q=finddb.COMMON_TITLE_WORD),
+                "text_title_rare": BatchFilter(q=finddb.RARE_TITLE_WORD),
+                "text_no_match": BatchFilter(q="no-such-words-anywhere"),
+                "date_range_30d": BatchFilter(since=made["since"], until=made["until"]),
+            }
+            per_page = app.config["BATCHES_PER_PAGE"]
+            service = {}
+            for name, flt in queries.items():
+                # Text searches scan; fewer repeats keep the phase short.
+                repeat = 3 if flt.q else FIND_REPEAT
+                stats, (rows, total) = timed(lambda: batches.page_of_batches(1, per_page, flt),
+                                             repeat)
+                service[name] = {**stats, "matching_batches": total, "rows": len(rows)}
+                log(f"find {name}: {stats['p50_ms']} ms ({total} batches)")
+            details["page_of_batches"] = service
+
+            batch_id = made["running_batch_id"]
+            since = _utcnow() - timedelta(seconds=1)
+            details["batch_service"] = {
+                "batch_view_with_counts": timed(lambda: progress.batch_view(
+                    batch_id, with_rows=False))[0],
+                "poll_batch_view_rows": timed(lambda: progress.batch_view(
+                    batch_id, since, with_rows=True))[0],
+                "article_rows": timed(lambda: progress.article_rows(batch_id))[0]}
+        finally:
+            ctx.pop()
+            self.ctx.push()
+
+        # The same pages end to end (routing, session, templates) through the test client.
+        client = app.test_client()
+        page = client.get("/login").get_data(as_text=True)
+        token = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', page).group(1)
+        client.post("/login", data={"email": "finder@localhost", "password": password,
+                                    "csrf_token": token})
+        http = {}
+        for name, url in (("dashboard", "/"), ("dashboard_status", "/?status=failed"),
+                          ("dashboard_text_title", f"/?q={finddb.RARE_TITLE_WORD}"),
+                          ("batch_page", f"/batches/{batch_id}"),
+                          ("batch_poll", f"/batches/{batch_id}/progress?since="
+                                         f"{since.isoformat()}")):
+            def get(url=url):
+                response = client.get(url)
+                assert response.status_code in (200, 286), (url, response.status_code)
+            http[name] = timed(get, 3 if "text" in name else FIND_REPEAT)[0]
+        details["http"] = http
+        self.celery.set_default()  # create_app made the second app's Celery the default
+
+        if not self.args.no_fts:
+            details["fts5_trigram_prototype"] = self._fts_prototype(path, made)
+        self.figures["find_dashboard_p50_ms"] = service["no_filter"]["p50_ms"]
+        self.figures["find_text_title_ms"] = service["text_title_rare"]["p50_ms"]
+        self.details["find"] = details
+
+    def _fts_prototype(self, path: Path, made: dict) -> dict:
+        """What an FTS5 trigram index on article titles would give (not part of the app):
+        build it on a copy of the connection, and time the title part of the search."""
+        import sqlite3
+
+        from bench import finddb
+        conn = sqlite3.connect(path)
+        try:
+            t0 = time.perf_counter()
+            conn.execute("CREATE VIRTUAL TABLE article_title_fts USING fts5(title, "
+                         "content='articles', content_rowid='id', tokenize='trigram')")
+            conn.execute("INSERT INTO article_title_fts(article_title_fts) VALUES('rebuild')")
+            conn.commit()
+            build_s = time.perf_counter() - t0
+            # The dashboard's search with the title half answered by the index: batches
+            # whose name matches, or that hold an article whose title matches.
+            sql = ("SELECT count(*) FROM batches WHERE lower(name) LIKE :like OR id IN "
+                   "(SELECT a.batch_id FROM articles a JOIN article_title_fts f "
+                   "ON f.rowid = a.id WHERE article_title_fts MATCH :match)")
+            page_sql = sql.replace("count(*)", "id") + " ORDER BY created_at DESC, id DESC LIMIT 20"
+            out = {"build_s": round(build_s, 1)}
+            for name, word in (("rare", finddb.RARE_TITLE_WORD),
+                               ("common", finddb.COMMON_TITLE_WORD)):
+                params = {"like": f"%{word.lower()}%", "match": f'"{word}"'}
+                times = []
+                for _ in range(3):
+                    t = time.perf_counter()
+                    total = conn.execute(sql, params).fetchone()[0]
+                    conn.execute(page_sql, params).fetchall()
+                    times.append((time.perf_counter() - t) * 1000)
+                out[f"text_title_{name}_ms"] = round(statistics.median(times), 2)
+                out[f"text_title_{name}_matching_batches"] = total
+            return out
+        except sqlite3.OperationalError as exc:  # an SQLite built without FTS5
+            return {"error": str(exc)}
+        finally:
+            conn.close()
+
     # -- the run --------------------------------------------------------------------------
 
     def _cpu(self) -> dict:
         out = {"bench": sum(os.times()[:2])}
         for name, proc in self.procs.started:
-            if name != "gunicorn":  # its work is in forked workers; see the load figures
+            # gunicorn's work is in forked workers; see the load figures.
+            if not name.startswith(("gunicorn", "worker")):
                 out[name] = cpu_seconds(proc.pid)
+        out["workers"] = self.workers_cpu()
         return out
 
     def run_phase(self, name: str, fn) -> None:
         spy = None
+        # Workers are (re)started before the phase's clocks start.
+        self.ensure_workers(PHASE_WORKERS.get(name, DEFAULT_WORKERS))
         if self.args.profile_worker and not (VENV_BIN / "py-spy").exists():
             log("--profile-worker needs py-spy: .venv/bin/pip install py-spy (not a dependency)")
-        elif self.args.profile_worker and name in ("makespan", "pipeline", "cancel"):
-            # Investigation aid: sample the worker's Python stacks while the phase runs.
+        elif self.args.profile_worker and self.workers and name not in ("poll", "load", "find"):
+            # Investigation aid: sample the (first) worker's Python stacks during the phase.
             out = self.tmp / f"worker-{name}.txt"
             spy = subprocess.Popen([str(VENV_BIN / "py-spy"), "record", "--pid",
-                                    str(self.worker.pid), "--rate", "200", "--gil",
+                                    str(self.workers[0].pid), "--rate", "200", "--gil",
                                     "--format", "raw", "--output", str(out), "--nonblocking"],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(1)  # py-spy needs a moment to attach
@@ -562,36 +1078,67 @@ def _utcnow() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
-def print_table(figures: dict) -> None:
+def print_table(data: dict) -> None:
     rows = [("figure", "value", "goal", "result")]
-    for key, (goal, test) in GOALS.items():
-        value = figures.get(key)
+    carried = data.get("carried_over", {})
+    for key, (phase, goal, test) in GOALS.items():
+        value = data.get(key)
         if value is None:
-            verdict = "ERROR"
+            verdict = "not run" if phase not in data.get("phases_run", ()) else "ERROR"
         elif test is None:
             verdict = "info"
         else:
             verdict = "pass" if test(value) else "FAIL"
+        if key in carried:
+            verdict += f" (from {carried[key]})"
         rows.append((key, "—" if value is None else f"{value:g}", goal, verdict))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     for n, row in enumerate(rows):
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)))
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
         if n == 0:
             print("  ".join("-" * w for w in widths))
 
 
-def write_results(bench: Bench, args, started: float, loadavg_at_start) -> None:
+# Which "details" sections each phase writes, so that a phase not run keeps its old ones.
+DETAIL_SECTIONS = {"makespan": ("makespan",), "seed": ("seed",), "pipeline": ("pipeline_vs_bare",),
+                   "poll": ("poll",), "load": ("poll_load",), "cancel": ("cancel",),
+                   "faults": ("faults_429",), "rpm": ("rpm",), "submit": ("submit_10k",),
+                   "viewers": ("viewers50",), "memory": ("worker_memory",), "find": ("find",)}
+
+
+def write_results(bench: Bench, args, started: float, loadavg_at_start, ran: list) -> dict:
+    """latest.json: this run's figures; those of phases not run are kept from the
+    previous file, with the time they were measured in "carried_over"."""
+    timestamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    try:
+        previous = json.loads(RESULTS.read_text())
+    except (OSError, ValueError):
+        previous = {}
+    data = {key: bench.figures.get(key) for key in GOALS}
+    carried = {}
+    details = dict(bench.details)
+    for key, (phase, _, _) in GOALS.items():
+        if phase not in ran and previous.get(key) is not None:
+            data[key] = previous[key]
+            carried[key] = (previous.get("carried_over", {}).get(key)
+                            or previous.get("timestamp", "an earlier run"))
+    for phase, sections in DETAIL_SECTIONS.items():
+        if phase not in ran:
+            for section in sections:
+                if section in previous.get("details", {}):
+                    details[section] = previous["details"][section]
     verdicts = {}
-    for key, (goal, test) in GOALS.items():
-        value = bench.figures.get(key)
+    for key, (phase, goal, test) in GOALS.items():
+        value = data.get(key)
         verdicts[key] = {"goal": goal, "pass": None if value is None or test is None
                          else bool(test(value))}
-    data = {key: bench.figures.get(key) for key in GOALS}
     data.update({
         "goals": verdicts,
-        "details": bench.details,
+        "details": details,
         "errors": bench.errors,
-        "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "phases_run": ran,
+        "carried_over": carried,
+        "timestamp": timestamp,
         "duration_s": round(time.monotonic() - started, 1),
         "quick": args.quick,
         "machine": {"nproc": os.cpu_count(), "python": platform.python_version(),
@@ -601,6 +1148,7 @@ def write_results(bench: Bench, args, started: float, loadavg_at_start) -> None:
     })
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    return data
 
 
 def _stop_on_signal(signum, _frame):
@@ -613,7 +1161,12 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true",
                         help="seed baseline on 40 titles, extrapolated to 200")
     parser.add_argument("--only", default="",
-                        help="comma-separated phases: makespan,seed,pipeline,poll,load,cancel")
+                        help="comma-separated phases (" + ",".join(PHASES) + ") or groups ("
+                             + ",".join(GROUPS) + ")")
+    parser.add_argument("--find", action="store_true",
+                        help="also run the dashboard on 1,000,000 articles (about 3 minutes)")
+    parser.add_argument("--no-fts", action="store_true",
+                        help="find: skip the FTS5 trigram index prototype")
     parser.add_argument("--profile-worker", action="store_true",
                         help="sample the Celery worker with py-spy during the worker phases "
                              "(py-spy must be installed in .venv; implies --keep)")
@@ -636,19 +1189,28 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="pressroom-bench-"))
     procs = Procs(tmp)
     bench = Bench(args, tmp, procs)
-    phases = [("makespan", bench.makespan), ("seed", bench.seed_baseline),
-              ("pipeline", bench.pipeline_vs_bare), ("poll", bench.poll),
-              ("load", bench.poll_under_load), ("cancel", bench.cancel)]
-    only = {p for p in args.only.split(",") if p}
+    functions = {"makespan": bench.makespan, "seed": bench.seed_baseline,
+                 "pipeline": bench.pipeline_vs_bare, "poll": bench.poll,
+                 "load": bench.poll_under_load, "cancel": bench.cancel, "faults": bench.faults,
+                 "viewers": bench.viewers, "rpm": bench.rpm, "submit": bench.submit_10k,
+                 "memory": bench.memory, "find": bench.find}
+    only = set()
+    for word in (w for w in args.only.split(",") if w):
+        if word not in GROUPS and word not in PHASES:
+            parser.error(f"unknown phase {word!r}")
+        only.update(GROUPS.get(word, (word,)))
+    selected = [p for p in PHASES if (p in only if only else p != "find" or args.find)]
+    if "load" in selected and "poll" not in selected:
+        selected.insert(selected.index("load"), "poll")  # load polls the batch poll made
+    ran = []
     try:
         bench.setup()
-        for name, fn in phases:
-            if only and name not in only:
-                continue
+        for name in selected:
             if name == "load" and "poll" in bench.errors:
-                continue  # no session cookie or poll URL to load
+                continue  # no poll URL to load
             log(f"phase {name}")
-            bench.run_phase(name, fn)
+            ran.append(name)
+            bench.run_phase(name, functions[name])
     except BaseException as exc:
         bench.errors["setup"] = f"{type(exc).__name__}: {exc}"
         traceback.print_exc()
@@ -659,9 +1221,9 @@ def main() -> int:
             print(f"logs and database kept in {tmp}")
         else:
             shutil.rmtree(tmp, ignore_errors=True)
-    write_results(bench, args, started, loadavg_at_start)
+    data = write_results(bench, args, started, loadavg_at_start, ran)
     print()
-    print_table(bench.figures)
+    print_table(data)
     print(f"\nwritten to {RESULTS.relative_to(ROOT)} in {time.monotonic() - started:.0f} s"
           + (" (--quick: seed baseline extrapolated from 40 titles)" if args.quick else ""))
     if bench.errors:

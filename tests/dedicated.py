@@ -74,7 +74,7 @@ class Dedicated:
         self.name, self.session_app, self.fake = name, session_app, fake
         self.redis_url = redis_db_url(redis_url, db_index)
         self.redis = redis.Redis.from_url(self.redis_url)
-        # Leftovers of an earlier run of this module in the same Redis (none normally).
+        # Nothing of another module that used this database number earlier in the session.
         self.redis.flushdb()
         # create_app re-binds the shared Flask-Limiter and makes its Celery the default:
         # put both back for the session app (as conftest's make_app does).
@@ -104,8 +104,8 @@ class Dedicated:
         celery_bin = Path(sys.executable).with_name("celery")
         self.hostnames = [f"pressroom-{name}-{i}-{os.getpid()}@localhost" for i in range(processes)]
         self.procs, self.logs = [], []
-        for hostname in self.hostnames:
-            log_path = artifacts / f"worker-{name}-{hostname.split('-')[-2]}.log"
+        for i, hostname in enumerate(self.hostnames):
+            log_path = artifacts / f"worker-{name}-{i}.log"
             log = open(log_path, "w")
             self.logs.append((log_path, log))
             self.procs.append(subprocess.Popen(

@@ -312,7 +312,7 @@ RATE = 5  # requests per second, for every worker together
 # per process, 15 a second) would still put far more than five starts in it. The warm-up
 # below removes the large part of the delay: a process's first request pays for the SDK's
 # lazy imports and client set-up.
-GRANT_TO_REQUEST_JITTER = 0.15
+GRANT_TO_REQUEST_JITTER = 0.25
 
 
 @pytest.fixture(scope="module")

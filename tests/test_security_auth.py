@@ -15,8 +15,7 @@ import pytest
 import sqlalchemy
 from sqlalchemy import func, select, text
 
-from tests.helpers import (batch_id_from_location, csrf_from, login, submit_form,
-                           wait_batch_final, wait_until)
+from tests.helpers import batch_id_from_location, csrf_from, login, submit_form, wait_batch_final
 from tests.sec_support import (active_content_problems, bearer, clean_login_limits,  # noqa: F401
                                csrf_of, make_account, signed_in)
 from webapp.extensions import db

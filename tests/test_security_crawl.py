@@ -206,8 +206,9 @@ def _secret_leak(response) -> str | None:
     return None
 
 
-def _check(endpoint: str, actor: str, allowed: bool, response) -> str | None:
+def _check(endpoint: str, actor: str, policy: frozenset, response) -> str | None:
     """None if the answer fits the decision, else what went wrong."""
+    allowed = actor in policy
     status = response.status_code
     location = urlsplit(response.headers.get("Location", "")).path
     if status >= 500 and not (endpoint == "ops.readyz" and status == 503):
@@ -229,6 +230,8 @@ def _check(endpoint: str, actor: str, allowed: bool, response) -> str | None:
             return f"expected a redirect to /login, got {status} {location!r}"
     elif status not in (403, 404):
         return f"expected 403 or 404, got {status}"
+    elif policy == ADMIN and status != 403:
+        return f"an admin page must answer 403 to a non-admin, got {status}"
     leaked = _secret_leak(response)
     if leaked:
         return f"refused with {status} but the answer holds {leaked!r}"
@@ -257,7 +260,7 @@ def test_crawl_every_route_as_every_role(app, world):
         url = _build(rule, _values_for(rule, world["ids"]))
         for actor in ACTORS:
             response = _request(app, world, actor, rule.endpoint, method, url)
-            problem = _check(rule.endpoint, actor, actor in EXPECTATIONS[key], response)
+            problem = _check(rule.endpoint, actor, EXPECTATIONS[key], response)
             if problem:
                 failures.append(f"{method} {url} as {actor}: {problem}")
     assert not failures, "\n".join(failures)

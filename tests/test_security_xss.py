@@ -11,6 +11,7 @@ request.
 from __future__ import annotations
 
 import csv
+import html
 import io
 import json
 import re
@@ -185,6 +186,43 @@ def test_model_output_is_sanitised_under_hx_disable(app, hostile):
     with app.app_context():
         body = db.session.get(Article, ids[3]).body
     assert body.startswith(f"# {hostile['titles'][3]}")
+
+
+def test_imported_rows_are_inert(app, hostile):
+    """An import's titles, keywords, notes, column names and file name: in the pre-flight
+    table, and on the article pages once it is confirmed."""
+    client = hostile["client"]
+    csrf = csrf_of(client, "/batches/new")
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["title", "keywords", "notes", "language", "extra " + PAYLOADS[0]])
+    titles = [f"Imported {i} {p}" for i, p in enumerate(PAYLOADS)]
+    for title, payload in zip(titles, PAYLOADS):
+        writer.writerow([title, payload, payload, "English", payload])
+    filename = f"{PAYLOADS[1]}.csv"
+    response = client.post("/batches/new", data={
+        "name": f"Imported {PAYLOADS[1]}", "csrf_token": csrf, "tone": "neutral",
+        "import_file": (io.BytesIO(buffer.getvalue().encode()), filename)},
+        content_type="multipart/form-data")
+    assert response.status_code == 200
+    page = response.get_data(as_text=True)
+    assert_inert(page, "import pre-flight", titles + PAYLOADS + ["extra " + PAYLOADS[0]])
+
+    text = html.unescape(re.search(r'<textarea name="import_text" hidden>(.*?)</textarea>',
+                                   page, re.S).group(1))
+    response = client.post("/batches/new", data={
+        "name": f"Imported {PAYLOADS[1]}", "csrf_token": csrf, "tone": "neutral",
+        "import_text": text, "import_name": filename})
+    batch_id = batch_id_from_location(response)
+    wait_batch_final(app, batch_id)
+    assert_inert(client.get(f"/batches/{batch_id}").get_data(as_text=True), "imported batch",
+                 titles)
+    with app.app_context():
+        ids = db.session.scalars(select(Article.id).where(Article.batch_id == batch_id)
+                                 .order_by(Article.position)).all()
+    for article_id, payload in zip(ids, PAYLOADS):
+        assert_inert(client.get(f"/articles/{article_id}").get_data(as_text=True),
+                     f"imported article {article_id}", [payload])
 
 
 def test_template_preview_is_inert(app, hostile):

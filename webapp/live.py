@@ -98,8 +98,9 @@ def _decode(value: Optional[bytes]) -> Optional[dict]:
 
 
 def progress_words(meta: Optional[dict]) -> Optional[int]:
-    """Words written so far according to a PROGRESS meta, if there is one."""
-    if not meta or meta.get("status") != "PROGRESS":
+    """Words written so far according to a task's meta: its progress, or, if it finished
+    between the poll's database read and this read, its result (never a flash back to 0)."""
+    if not meta or meta.get("status") not in ("PROGRESS", "SUCCESS"):
         return None
     result = meta.get("result") or {}
     words = result.get("words") if isinstance(result, dict) else None

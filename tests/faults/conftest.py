@@ -289,26 +289,33 @@ class Workers:
 
 # -- the database --------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def fault_database_url(tmp_path_factory, request):
-    """An SQLite file, or a PostgreSQL database of this module's own (dropped afterwards)."""
+@contextlib.contextmanager
+def own_database(name: str, sqlite_dir: Path):
+    """An SQLite file, or a PostgreSQL database `pr_faults_<pid>_<name>` on the server of
+    TEST_DATABASE_URL, created empty and dropped afterwards (other suites share the server)."""
     base = os.environ.get("TEST_DATABASE_URL")
-    module = _slug(request.module.__name__.rpartition(".")[2])
     if not base:
-        yield "sqlite:///" + str(tmp_path_factory.mktemp("faultdb") / f"{module}.sqlite3")
+        yield "sqlite:///" + str(sqlite_dir / f"{name}.sqlite3")
         return
-    name = f"pr_faults_{os.getpid()}_{module}"[:63]
+    database = f"pr_faults_{os.getpid()}_{name}"[:63]
     admin = sqlalchemy.create_engine(base, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
-        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        conn.exec_driver_sql(f'CREATE DATABASE "{database}"')
     try:
-        yield sqlalchemy.engine.make_url(base).set(database=name).render_as_string(
+        yield sqlalchemy.engine.make_url(base).set(database=database).render_as_string(
             hide_password=False)
     finally:
         with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
         admin.dispose()
+
+
+@pytest.fixture(scope="module")
+def fault_database_url(tmp_path_factory, request):
+    module = _slug(request.module.__name__.rpartition(".")[2])
+    with own_database(module, tmp_path_factory.mktemp("faultdb")) as url:
+        yield url
 
 
 def is_sqlite(url: str) -> bool:

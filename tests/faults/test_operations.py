@@ -6,19 +6,17 @@ Redis, freeze a worker, purge queues and fake lost leases.
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from datetime import timedelta
 
 import pytest
-import sqlalchemy
-from sqlalchemy import select, update
+from sqlalchemy import update
 
 from tests.conftest import SECRET_KEY, activate_celery
 from tests.faults.conftest import (HEARTBEAT_EVERY, LEASE_SECONDS, MAX_ATTEMPTS, METRICS_TOKEN,
                                    article_rows, assert_exactly_once, build_app, elapsed,
-                                   preserved_globals, record_figure)
+                                   own_database, preserved_globals, record_figure)
 from tests.helpers import batch_state, wait_batch_final, wait_until
 
 OUTSIDE = {"REMOTE_ADDR": "203.0.113.7"}  # not in METRICS_ALLOW (loopback only)
@@ -71,23 +69,9 @@ def test_readyz_names_redis_when_it_is_stopped(env):
 
 @pytest.fixture
 def database_one_revision_behind(tmp_path):
-    """A database of its own, migrated to head and then down by one revision."""
-    base = os.environ.get("TEST_DATABASE_URL")
-    if not base:
-        yield "sqlite:///" + str(tmp_path / "behind.sqlite3")
-        return
-    name = f"pr_faults_{os.getpid()}_behind"
-    admin = sqlalchemy.create_engine(base, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    try:
-        yield sqlalchemy.engine.make_url(base).set(database=name).render_as_string(
-            hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
+    """A database of its own, to be migrated to head and then down by one revision."""
+    with own_database("behind", tmp_path) as url:
+        yield url
 
 
 def test_readyz_names_migrations_when_the_database_is_one_revision_behind(
@@ -321,7 +305,8 @@ def _metric(env, name: str, labels: str) -> int:
 
 @pytest.mark.slow
 def test_reconciler_requeues_fails_and_closes_and_counts_its_actions(env):
-    from webapp.models import utcnow
+    from webapp.extensions import db
+    from webapp.models import Batch, utcnow
 
     client = env.client()
     lost = env.submit(client, "Lost leases", ["Lease lost once", "Lease lost for good",
@@ -340,8 +325,6 @@ def test_reconciler_requeues_fails_and_closes_and_counts_its_actions(env):
         _set_article(env, article.id, status="failed", error="Provider said no.",
                      finished_at=utcnow())
     with env.app.app_context():
-        from webapp.extensions import db
-        from webapp.models import Batch
         db.session.execute(update(Batch).where(Batch.id == closed).values(status="running"))
         db.session.commit()
 

@@ -7,8 +7,7 @@ import time
 
 import pytest
 
-from tests.faults.conftest import (FAULT_ARTIFACTS, article_rows, assert_exactly_once, elapsed,
-                                   record_figure)
+from tests.faults.conftest import article_rows, assert_exactly_once, elapsed, record_figure
 from tests.helpers import submit_form, wait_batch_final, wait_until
 
 pytestmark = pytest.mark.slow
