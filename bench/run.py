@@ -711,6 +711,9 @@ class Bench:
     def rpm(self) -> None:
         """A shared cap of 600 requests a minute, counted where the requests arrive."""
         self._set_fake(latency=0.0, chunks=10, words=120)
+        # The workers' warm-up took permits too: start from an empty window.
+        for key in self.redis.scan_iter("pressroom-provider*"):
+            self.redis.delete(key)
         titles = [f"Rate article {i}" for i in range(RPM_ARTICLES)]
         t0 = time.monotonic()
         batch_id = self._submit(titles, "bench rpm")
@@ -724,11 +727,12 @@ class Bench:
         starts = sorted(r["start"] for r in self.fake.command(cmd="stats")["records"])
         # The largest count of requests that began within any RPM_WINDOW_S: every window
         # worth checking starts at a request, so slide one over the sorted start times.
-        most, j = 0, 0
+        most, j, most_at = 0, 0, (0.0, 0.0)
         for i, t in enumerate(starts):
             while starts[j] <= t - RPM_WINDOW_S:
                 j += 1
-            most = max(most, i - j + 1)
+            if i - j + 1 > most:
+                most, most_at = i - j + 1, (starts[j] - starts[0], t - starts[0])
         span = starts[-1] - starts[0] if starts else 0.0
         self.figures["rpm_observed_max"] = most
         self.details["rpm"] = {
@@ -737,6 +741,7 @@ class Bench:
             "requests": len(starts), "first_to_last_request_s": round(span, 2),
             "batch_finished_after_s": round(finished, 2), "observed_s": round(observed, 2),
             "window_s": RPM_WINDOW_S,
+            "busiest_window_s": [round(most_at[0], 3), round(most_at[1], 3)],
             "requests_first_60s": sum(1 for t in starts if t < starts[0] + RPM_WINDOW_S),
             "provider_requests_per_s_overall": round(len(starts) / span, 2) if span else None}
         log(f"rate limit: at most {most} requests in any {RPM_WINDOW_S:.0f} s "

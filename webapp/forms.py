@@ -4,6 +4,7 @@ from __future__ import annotations
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField
 from wtforms import HiddenField, SelectField, StringField, TextAreaField
+from wtforms.fields.choices import SelectChoice
 
 from .services.validation import TONES
 
@@ -15,7 +16,8 @@ class NewBatchForm(FlaskForm):
     # Text, not IntegerField: WTForms would reject "abc" itself and the view would show
     # "the form expired" instead of the shared validator's message on this field.
     target_words = StringField("Target length (words)", default="800")
-    tone = SelectField("Tone", choices=[(t, t.capitalize()) for t in TONES], default="neutral",
+    tone = SelectField("Tone", choices=[SelectChoice(t, t.capitalize()) for t in TONES],
+                       default="neutral",
                        validate_choice=False)
     language = StringField("Language", default="English")
     instructions = TextAreaField("Extra instructions (optional)")

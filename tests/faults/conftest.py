@@ -247,7 +247,9 @@ class Workers:
         n = len(self.started) + 1
         hostname = f"faults-{os.getpid()}-{self.test_name[:40]}-{n}@localhost"
         pidfile = self.env.tmp / f"worker-{n}.pid"
-        log_path = FAULT_ARTIFACTS / f"{self.test_name}-worker-{n}.log"
+        # Written in this run's own directory (tests read it; a concurrent run of the suite
+        # must not write into it), copied to test-artifacts/faults/ when the test ends.
+        log_path = self.env.tmp / f"worker-{n}.log"
         log = open(log_path, "w")
         celery_bin = Path(sys.executable).with_name("celery")
         proc = subprocess.Popen(
@@ -283,8 +285,9 @@ class Workers:
         assert int(worker.pidfile.read_text().strip()) == worker.pid
 
     def close_all(self) -> None:
-        for worker in self.started:
+        for n, worker in enumerate(self.started, 1):
             worker.close()
+            shutil.copyfile(worker.log_path, FAULT_ARTIFACTS / f"{self.test_name}-worker-{n}.log")
 
 
 # -- the database --------------------------------------------------------------------------
@@ -328,12 +331,12 @@ def is_sqlite(url: str) -> bool:
 def fault_redis(tmp_path_factory, request):
     FAULT_ARTIFACTS.mkdir(parents=True, exist_ok=True)
     module = _slug(request.module.__name__.rpartition(".")[2])
-    log_path = FAULT_ARTIFACTS / f"{module}-redis.log"
-    log_path.write_text("")
-    server = RedisServer(tmp_path_factory.mktemp("faultredis"), log_path)
+    workdir = tmp_path_factory.mktemp("faultredis")
+    server = RedisServer(workdir, workdir / "redis.log")
     server.start()
     yield server
     server.kill()
+    shutil.copyfile(server.log_path, FAULT_ARTIFACTS / f"{module}-redis.log")
 
 
 @pytest.fixture(scope="module")

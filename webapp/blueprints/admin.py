@@ -51,31 +51,31 @@ def _act(fn, *args):
         return None
 
 
+def _change(fn, user_id: int, *args, said: str):
+    """Run a user change, say what it did (`said` names the user's new state), go back."""
+    user = _act(fn, user_id, *args)
+    if user:
+        flash(said.format(email=user.email, role=user.role), "success")
+    return redirect(url_for("admin.user_list"), code=303)
+
+
 @bp.post("/users/<int:user_id>/role")
 def change_role(user_id: int):
     """Give a user another role."""
-    user = _act(users.set_role, user_id, request.form.get("role", ""))
-    if user:
-        flash(f"{user.email} is now {user.role}.", "success")
-    return redirect(url_for("admin.user_list"), code=303)
+    return _change(users.set_role, user_id, request.form.get("role", ""),
+                   said="{email} is now {role}.")
 
 
 @bp.post("/users/<int:user_id>/disable")
 def disable(user_id: int):
     """Disable an account: its sessions and tokens stop working at once."""
-    user = _act(users.set_disabled, user_id, True)
-    if user:
-        flash(f"{user.email} is disabled.", "success")
-    return redirect(url_for("admin.user_list"), code=303)
+    return _change(users.set_disabled, user_id, True, said="{email} is disabled.")
 
 
 @bp.post("/users/<int:user_id>/enable")
 def enable(user_id: int):
     """Enable a disabled account again."""
-    user = _act(users.set_disabled, user_id, False)
-    if user:
-        flash(f"{user.email} is enabled.", "success")
-    return redirect(url_for("admin.user_list"), code=303)
+    return _change(users.set_disabled, user_id, False, said="{email} is enabled.")
 
 
 @bp.post("/users/<int:user_id>/password")

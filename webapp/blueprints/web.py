@@ -6,6 +6,7 @@ from datetime import datetime, timezone
 from flask import (Blueprint, abort, current_app, flash, redirect, render_template, request,
                    url_for)
 from flask_login import current_user, login_required
+from wtforms.fields.choices import SelectChoice
 
 from ..extensions import db
 from ..forms import NewBatchForm
@@ -74,8 +75,8 @@ def batch_table():
 def new_batch():
     """The new-batch form: typed titles, or an imported file checked before anything is stored."""
     form = NewBatchForm()
-    form.template_id.choices = [("", "Default template")] + [
-        (str(t.id), t.name) for t in templates.active()]
+    form.template_id.choices = [SelectChoice("", "Default template")] + [
+        SelectChoice(str(t.id), t.name) for t in templates.active()]
     if not form.model.data:
         form.model.data = current_app.config["OPENAI_MODEL"]
     errors: dict = {}
