@@ -55,9 +55,11 @@ broker_transport_options = {
     "interval_step": 0.2,
     "interval_max": 0.5,
 }
+# No publish retry: against a frozen Redis each retry costs another socket timeout, and a
+# dispatch that fails is recorded and sent again by the reconciler anyway.
 task_publish_retry = True
 task_publish_retry_policy = {
-    "max_retries": 1,
+    "max_retries": 0,
     "interval_start": 0,
     "interval_step": 0.2,
     "interval_max": 0.5,

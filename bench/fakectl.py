@@ -21,6 +21,7 @@ import argparse
 import json
 import signal
 import sys
+import time
 
 from tests.fakeai import FakeAI, Fault
 
@@ -66,6 +67,8 @@ def handle(fake: FakeAI, cmd: dict) -> dict:
             "requests": len(records),
             "in_flight": fake.in_flight,
             "max_concurrent": fake.max_concurrent,
+            # Add to a record's monotonic time to get wall-clock time (time.time()).
+            "wall_offset": time.time() - time.monotonic(),
             "records": [{"start": r.start, "end": r.end, "status": r.status,
                          "fault": r.fault, "disconnected": r.client_disconnected,
                          "disconnected_at": r.disconnected_at, "chunks_sent": r.chunks_sent}

@@ -724,7 +724,19 @@ class Bench:
         if finished < RPM_OBSERVE_S:
             time.sleep(RPM_OBSERVE_S - finished)
         observed = time.monotonic() - t0
-        starts = sorted(r["start"] for r in self.fake.command(cmd="stats")["records"])
+        stats = self.fake.command(cmd="stats")
+        starts = sorted(r["start"] for r in stats["records"])
+        # How long after taking its permit (the limiter's timestamp, wall clock) a request
+        # reached the provider: the limiter's list holds the last RPM_LIMIT permits, matched
+        # here in order with the last arrivals. Approximate (order may differ), for scale.
+        permits = []
+        for key in self.redis.scan_iter("pressroom-provider*"):
+            if self.redis.type(key) == b"list":
+                permits = sorted(float(v) for v in self.redis.lrange(key, 0, -1))
+        arrivals = [t + stats["wall_offset"] for t in starts[-len(permits):]] if permits else []
+        lags = sorted(a - p for a, p in zip(arrivals, permits))
+        (self.tmp / "rpm-times.json").write_text(json.dumps(
+            {"arrivals_wall": [t + stats["wall_offset"] for t in starts], "permits": permits}))
         # The largest count of requests that began within any RPM_WINDOW_S: every window
         # worth checking starts at a request, so slide one over the sorted start times.
         most, j, most_at = 0, 0, (0.0, 0.0)
@@ -742,6 +754,9 @@ class Bench:
             "batch_finished_after_s": round(finished, 2), "observed_s": round(observed, 2),
             "window_s": RPM_WINDOW_S,
             "busiest_window_s": [round(most_at[0], 3), round(most_at[1], 3)],
+            "permit_to_request_s": {
+                "p50": round(lags[len(lags) // 2], 3), "p99": round(lags[int(len(lags) * .99)], 3),
+                "max": round(lags[-1], 3)} if lags else None,
             "requests_first_60s": sum(1 for t in starts if t < starts[0] + RPM_WINDOW_S),
             "provider_requests_per_s_overall": round(len(starts) / span, 2) if span else None}
         log(f"rate limit: at most {most} requests in any {RPM_WINDOW_S:.0f} s "

@@ -57,6 +57,9 @@ def load_config(instance_path: str) -> dict:
         "BATCH_MAX_CONCURRENCY": _int("BATCH_MAX_CONCURRENCY", 32),
         # Batches larger than this are sent to the queue by a worker, not the web request.
         "DISPATCH_INLINE_MAX": _int("DISPATCH_INLINE_MAX", 500),
+        # Queued articles untouched this long, with nothing running and an empty queue, are
+        # sent again by the reconciler (their messages were lost).
+        "STALL_AFTER": _int("STALL_AFTER", 300),
         # /metrics: a bearer token, and/or client addresses allowed without one.
         "METRICS_TOKEN": os.environ.get("METRICS_TOKEN", ""),
         "METRICS_ALLOW": os.environ.get("METRICS_ALLOW", "127.0.0.1/32,::1/128"),

@@ -58,6 +58,7 @@ def run_once() -> dict:
         "cancelled_lost_cancelling": cancel_lost_cancelling(),
         "dispatched_undelivered": dispatch_undelivered(),
         "redispatched_lost_queue": redispatch_lost_queue(),
+        "redispatched_stalled": redispatch_stalled(),
         "closed_batches": close_finished_batches(),
         "webhooks_scheduled": schedule_webhooks(),
     }
@@ -140,6 +141,27 @@ def redispatch_lost_queue() -> int:
     sent = 0
     for batch_id, marker in zip(ids, markers):
         if marker is None and dispatch.publish_batch(batch_id) is None:
+            sent += 1
+    return sent
+
+
+def redispatch_stalled() -> int:
+    """Batches with queued articles that nobody is working on: nothing of theirs is
+    running, nothing changed for STALL_AFTER, and the queue is empty. Their messages were
+    lost while Redis stayed up (a worker frozen, then killed, after taking one; a publish
+    that failed after a re-queue); sending them again is safe."""
+    redis = live.get_redis()
+    if redis.llen("generation"):
+        return 0  # something is still waiting to be taken: not stalled, just busy
+    cutoff = utcnow() - timedelta(seconds=current_app.config["STALL_AFTER"])
+    busy = exists().where(Article.batch_id == Batch.id,
+                          (Article.status.in_(A.ACTIVE)) | (Article.updated_at >= cutoff))
+    ids = _open_batches_with_queued([~busy, Batch.dispatched_at.is_not(None),
+                                     Batch.dispatched_at < cutoff])
+    db.session.rollback()
+    sent = 0
+    for batch_id in ids:
+        if dispatch.publish_batch(batch_id) is None:
             sent += 1
     return sent
 

@@ -66,23 +66,27 @@ def generate_article(self, article_id: int) -> dict:
     ratelimit.acquire_slot(pipe, row.batch_id, article_id, cfg["BATCH_MAX_CONCURRENCY"],
                            cfg["ARTICLE_LEASE_SECONDS"])
     replies = pipe.execute()
-    got_slot = replies[1] if len(replies) > 1 else True
+    slot = replies[1] if len(replies) > 1 else 1
+    # Only a new place is ours to give back: with 2, another delivery of this article is
+    # running and holds it (this one will find the article claimed and stop).
+    owns_slot = slot == 1
     if any(replies[0]):
-        if got_slot:
+        if owns_slot:
             ratelimit.release_slot(redis, row.batch_id, article_id)
         return _cancel_unstarted(article_id, row.batch_id)
-    if not got_slot:
+    if not slot:
         # The batch has its share of workers busy: come back later, behind other batches.
         raise self.retry(countdown=random.uniform(0.5, 2.0), max_retries=None)
     try:
         with workerstate.active():
             return _generate(self, article_id, row, redis)
     finally:
-        # The slot and the text so far go in one round trip.
-        pipe = redis.pipeline(transaction=False)
-        ratelimit.release_slot(pipe, row.batch_id, article_id)
-        pipe.delete(live.text_key(article_id))
-        pipe.execute()
+        if owns_slot:
+            # The slot and the text so far go in one round trip.
+            pipe = redis.pipeline(transaction=False)
+            ratelimit.release_slot(pipe, row.batch_id, article_id)
+            pipe.delete(live.text_key(article_id))
+            pipe.execute()
 
 
 def _cancel_unstarted(article_id: int, batch_id: int) -> dict:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from sqlalchemy import select, update
@@ -331,3 +331,37 @@ def test_web_redis_connections_and_channels_do_not_grow_with_submissions(env):
     assert max(d[0][1] for d in during) <= before[1] + 2, (before, during)
     assert max(d[1] for d in during) <= 2, during
     assert after[2] <= before[2]
+
+
+@pytest.mark.slow
+def test_messages_lost_while_redis_stays_up_are_sent_again_once_stalled(env):
+    """A queue emptied behind Pressroom's back (a worker frozen and killed after taking a
+    message, or a publish lost after a re-queue): the marker is still there, so only the
+    stall rule can notice; the reconciler sends the batch again, each article is written
+    once."""
+    from webapp.extensions import db
+    from webapp.models import Article, Batch
+
+    titles = [f"Lost while up {i}" for i in range(1, 5)]
+    client = env.client()
+    batch_id = env.submit(client, "Lost messages", titles)  # no worker yet: messages wait
+    assert env.queue_state()[0] == len(titles)
+    raw = env.redis.client()
+    raw.delete("generation")  # the messages are gone; the dispatch marker is not
+    raw.close()
+    # Young: the articles might just be waiting for a busy worker. Nothing is sent.
+    assert env.reconcile()["redispatched_stalled"] == 0
+    stall = env.app.config["STALL_AFTER"]
+    with env.app.app_context():
+        past = datetime.utcnow() - timedelta(seconds=stall + 5)
+        db.session.execute(update(Batch).where(Batch.id == batch_id).values(dispatched_at=past))
+        db.session.execute(update(Article).where(Article.batch_id == batch_id)
+                           .values(updated_at=past))
+        db.session.commit()
+    assert env.reconcile()["redispatched_stalled"] == 1
+    # Sent: the batch's dispatch time moved on, so the next pass leaves it alone.
+    assert env.reconcile()["redispatched_stalled"] == 0
+    env.workers.start(concurrency=4)
+    assert wait_batch_final(env.app, batch_id)["status"] == "succeeded"
+    env.wait_queue_drained()
+    assert assert_exactly_once(env, [batch_id]) == {t: 1 for t in titles}
