@@ -177,8 +177,8 @@ class Bench:
         self.ctx = self.app.app_context()
         self.ctx.push()
         upgrade()
-        self.user, self.password, self.api_token = users.create_user("bench@localhost",
-                                                                      Role.ADMIN)
+        user, self.password, self.api_token = users.create_user("bench@localhost", Role.ADMIN)
+        self.user_id = user.id
         self.celery = self.app.extensions["celery"]
         from webapp.live import get_redis
         self.redis = get_redis()
@@ -237,6 +237,14 @@ class Bench:
         return sum(cpu_seconds(w.pid) for w in self.workers)
 
     # -- helpers --------------------------------------------------------------------------
+
+    @property
+    def user(self):
+        """The bench's user in the current session (sessions end when the test client's
+        requests pop the bench's app context, which would detach a kept instance)."""
+        from webapp.extensions import db
+        from webapp.models import User
+        return db.session.get(User, self.user_id)
 
     def _submit(self, titles: list[str], name: str):
         from webapp.services import batches
@@ -836,22 +844,43 @@ class Bench:
             "articles": VIEW_ARTICLES, "in_flight": CONCURRENCY, "provider_latency_s": VIEW_LATENCY,
             "viewers": VIEWERS, "closed_loop": {"wrk": f"-t2 -c{VIEWERS} -d{VIEW_WRK_S}s", **closed},
             "one_poll_per_second": {"wrk": f"-t2 -c{VIEWERS} -d{VIEW_WRK_S * 2}s, 1 s ± 0.1 s "
-                                           "between a viewer's polls", **paced},
+                                           "between a viewer's polls, viewers out of step",
+                                    **paced},
             "littles_law_min_mean_ms": round(VIEWERS / closed["rps"] * 1000, 1),
             "article_counts_before": counts_before, "article_counts_after": counts_after}
         log(f"50 viewers: closed loop {closed['rps']:.0f} req/s, p99 {closed['p99_ms']} ms; "
             f"one poll a second: p99 {paced['p99_ms']} ms ({paced['rps']:.0f} req/s)")
 
-    def _poll_script(self, path: str, pause_ms: int) -> Path:
-        """A wrk script: `since` a second ago on every request; pause_ms between polls."""
+    def _poll_script(self, path: str, pause_ms: int, connections: int = VIEWERS,
+                     threads: int = 2) -> Path:
+        """A wrk script: `since` a second ago on every request, as the page sends it; with
+        pause_ms, each connection waits that long (± 100 ms) after an answer before its next
+        poll, as htmx's `every 1s` does. Viewers open the page at different times, so each
+        connection's second poll comes after a random part of the pause: otherwise all
+        fifty would poll in step, in bursts no set of real viewers makes."""
         script = self.tmp / f"poll-{pause_ms}.lua"
-        delay = (f"function delay() return {pause_ms} + math.random(-100, 100) end\n"
-                 if pause_ms else "")
+        pace = ""
+        if pause_ms:
+            pace = (
+                "local counter = 0\n"
+                "function setup(thread)\n"
+                "  counter = counter + 1\n"
+                '  thread:set("id", counter)\n'
+                "end\n"
+                "local answered = 0\n"
+                "function init(args)\n"
+                "  math.randomseed(os.time() * 100 + id)\n"
+                "end\n"
+                "function delay()\n"
+                "  answered = answered + 1\n"
+                f"  if answered <= {connections // threads} then return math.random(0, {pause_ms}) end\n"
+                f"  return {pause_ms} + math.random(-100, 100)\n"
+                "end\n")
         script.write_text(
             f'local base = "{path}?since="\n'
             "function request()\n"
             '  return wrk.format("GET", base .. os.date("!%Y-%m-%dT%H:%M:%S", os.time() - 1))\n'
-            "end\n" + delay)
+            "end\n" + pace)
         return script
 
     def memory(self) -> None:
@@ -918,19 +947,21 @@ class Bench:
         from webapp.services import batches, progress, users
         from webapp.services.batches import BatchFilter
 
+        n_batches = int(FIND_BATCHES * self.args.find_scale)
+        n_articles = int(FIND_ARTICLES * self.args.find_scale)
         path = self.tmp / "find.sqlite3"
         app = create_app({"SQLALCHEMY_DATABASE_URI": f"sqlite:///{path}",
                           "REDIS_URL": self.redis_url})
         self.ctx.pop()
         ctx = app.app_context()
         ctx.push()
-        details: dict = {"batches": FIND_BATCHES, "articles": FIND_ARTICLES}
+        details: dict = {"batches": n_batches, "articles": n_articles}
         try:
             upgrade()
             _, password, _ = users.create_user("finder@localhost", Role.ADMIN)
             t0 = time.perf_counter()
             with db.engine.begin() as conn:
-                made = finddb.build(conn, batches=FIND_BATCHES, articles=FIND_ARTICLES)
+                made = finddb.build(conn, batches=n_batches, articles=n_articles)
             details["build_s"] = round(time.perf_counter() - t0, 1)
             with db.engine.connect() as conn:
                 conn.exec_driver_sql("ANALYZE")  # as a maintained database would have
@@ -1006,9 +1037,13 @@ class Bench:
 
         if not self.args.no_fts:
             details["fts5_trigram_prototype"] = self._fts_prototype(path, made)
+        self.details["find"] = details
+        if self.args.find_scale != 1.0:
+            details["scale"] = self.args.find_scale
+            log("find: --find-scale given, so no figures are recorded (details only)")
+            return
         self.figures["find_dashboard_p50_ms"] = service["no_filter"]["p50_ms"]
         self.figures["find_text_title_ms"] = service["text_title_rare"]["p50_ms"]
-        self.details["find"] = details
 
     def _fts_prototype(self, path: Path, made: dict) -> dict:
         """What an FTS5 trigram index on article titles would give (not part of the app):
@@ -1059,8 +1094,21 @@ class Bench:
         out["workers"] = self.workers_cpu()
         return out
 
+    def _cancel_leftovers(self) -> None:
+        """Cancel batches a failed phase left running, so that they do not load the next."""
+        from webapp.extensions import db
+        from webapp.models import Batch, BatchStatus as B
+        from webapp.services import batches
+        for batch in db.session.scalars(db.select(Batch).where(Batch.status.not_in(B.FINAL))):
+            if batch.name != "bench poll":  # poll's batch is only rows, nothing runs
+                log(f"cancelling batch {batch.id} ({batch.name}) left by an earlier phase")
+                batches.cancel_batch(self.user, batch)
+        db.session.rollback()
+
     def run_phase(self, name: str, fn) -> None:
         spy = None
+        if self.errors:
+            self._cancel_leftovers()
         # Workers are (re)started before the phase's clocks start.
         self.ensure_workers(PHASE_WORKERS.get(name, DEFAULT_WORKERS))
         if self.args.profile_worker and not (VENV_BIN / "py-spy").exists():
@@ -1185,6 +1233,9 @@ def main() -> int:
                              + ",".join(GROUPS) + ")")
     parser.add_argument("--find", action="store_true",
                         help="also run the dashboard on 1,000,000 articles (about 3 minutes)")
+    parser.add_argument("--find-scale", type=float, default=1.0,
+                        help="find: a fraction of the 10,000 batches and 1,000,000 articles "
+                             "(to try the phase quickly; figures then are not comparable)")
     parser.add_argument("--no-fts", action="store_true",
                         help="find: skip the FTS5 trigram index prototype")
     parser.add_argument("--profile-worker", action="store_true",

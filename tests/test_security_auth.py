@@ -84,6 +84,9 @@ def test_admin_manages_an_account_from_creation_to_password_reset(app, clean_log
     assert app.test_client().post("/api/v1/batches", headers=bearer(token),
                                   json={"name": "x", "titles": ["y"]}).status_code == 403
 
+    # A second session, kept aside: it is never used while the account is disabled.
+    stale = app.test_client()
+    login(stale, email, password)
     # Disabled: the next request of the open session goes to the sign-in page, a poll is
     # told to sign in again, the token gets 401 and the password no longer signs in.
     response = admin.post(f"/admin/users/{user_id}/disable", data={"csrf_token": csrf_of(admin)})
@@ -94,9 +97,11 @@ def test_admin_manages_an_account_from_creation_to_password_reset(app, clean_log
     assert _api_status(app, token) == 401
     assert _post_login(app.test_client(), email, password).status_code == 401
 
-    # Enabled again: the password and the token work again.
+    # Enabled again: the password and the token work again, but the session that was open
+    # when the account was disabled stays ended (even a kept copy of its cookie).
     assert admin.post(f"/admin/users/{user_id}/enable",
                       data={"csrf_token": csrf_of(admin)}).status_code == 303
+    assert _goes_to_login(stale.get("/"))
     person = app.test_client()
     login(person, email, password)
     assert person.get("/").status_code == 200

@@ -66,10 +66,10 @@ EXPECTATIONS: dict[tuple[str, str], frozenset] = {
     ("editorial.article_review", "POST"): WRITER,
     ("editorial.article_edit", "GET"): WRITER,
     ("editorial.article_edit", "POST"): WRITER,
-    ("editorial.article_regenerate", "POST"): WRITER,
     ("editorial.version_restore", "POST"): WRITER,
-    # Writing failed or rejected articles again is review work, open to any editor.
-    ("editorial.batch_regenerate", "POST"): WRITER,
+    # Writing articles again spends the batch's money: its author's or an admin's call.
+    ("editorial.article_regenerate", "POST"): OWNER,
+    ("editorial.batch_regenerate", "POST"): OWNER,
     # A copy is a new batch of the person who copies it.
     ("editorial.batch_duplicate", "POST"): WRITER,
     # Managing a batch is for its author and admins.

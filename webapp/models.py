@@ -59,6 +59,9 @@ class User(UserMixin, db.Model):
     password_hash: Mapped[str] = mapped_column(String(255))
     role: Mapped[str] = mapped_column(String(16), default=Role.EDITOR)
     is_disabled: Mapped[bool] = mapped_column(default=False)
+    # Raised to end every session of the user at once (on disable); the session names
+    # it, so even a copied cookie stops working, and re-enabling does not revive it.
+    session_version: Mapped[int] = mapped_column(default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     tokens: Mapped[list["ApiToken"]] = relationship(back_populates="user")
@@ -68,12 +71,13 @@ class User(UserMixin, db.Model):
         return self.role == Role.ADMIN
 
     def get_id(self) -> str:
-        # The session names the password too, so a password reset signs out every
-        # session that was opened with the old one.
+        # The session names the password and the session version too, so a password reset
+        # or a disable ends every session opened before it.
         return f"{self.id}.{self.session_fingerprint()}"
 
     def session_fingerprint(self) -> str:
-        return hashlib.sha256(self.password_hash.encode()).hexdigest()[:16]
+        seed = f"{self.password_hash}|{self.session_version}"
+        return hashlib.sha256(seed.encode()).hexdigest()[:16]
 
     @property
     def is_active(self) -> bool:  # Flask-Login refuses inactive users

@@ -58,7 +58,11 @@
   });
 
   document.addEventListener("htmx:afterRequest", function (evt) {
-    if (isPoll(evt.detail.elt) && evt.detail.successful) {
+    // A successful poll has already swapped its element out (outerHTML), so htmx fires this
+    // on the detached element (never reaching document) and again on the nearest ancestor
+    // still in the page, as detail.elt; only requestConfig.elt still names the poll element.
+    var config = evt.detail.requestConfig;
+    if (isPoll(config ? config.elt : evt.detail.elt) && evt.detail.successful) {
       if (backoff) banner("");
       backoff = 0;
     }

@@ -59,7 +59,7 @@ def test_submit_from_form_watch_it_live_then_polling_stops(page, app, fake, work
     fake.latency, fake.chunks = 2.0, 20
 
     sign_in(page, email, password)
-    page.get_by_role("link", name="New batch").click()
+    page.get_by_role("navigation").get_by_role("link", name="New batch").click()
     page.fill("#name", "Autumn features")
     page.fill("#titles", "\n".join(TITLES))
     shot(page, "form")

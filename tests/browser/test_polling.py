@@ -14,6 +14,8 @@ from tests.browser.support import (PollLog, assert_no_polls_for, sign_in, submit
 # The batch page's progress polls, as page.route sees them (full URL, with the query).
 PROGRESS_URL = re.compile(r"/batches/\d+/progress\?")
 LOST = "Connection to Pressroom lost — retrying"
+# What app.js does to a paused or failed poll element when it is time to poll again.
+RESUME = "() => htmx.trigger(document.getElementById('batch-progress'), 'pressroom:poll')"
 
 # Headless Chromium reports every page as visible, whatever is done to it: a second tab
 # brought to the front, Page.setWebLifecycleState (frozen/active), a minimized window
@@ -113,13 +115,23 @@ def test_failed_polls_show_the_banner_and_polling_recovers(page, app, fake, live
 
 
 def test_polls_never_overlap(page, app, fake, browser_editor):
-    """Resumes that land while a scheduled poll is due or on its way (a tab hidden and
-    shown again and again) still never make two polls of one element at once."""
+    """A resume (what app.js sends when a tab is shown again or a retry is due) that lands
+    while a poll is on its way, or while the next one is scheduled, never makes two polls
+    of one element at once, nor a second chain of polls."""
     batch_id, polls = open_long_batch(page, app, fake, browser_editor)
-    for _ in range(15):
-        set_hidden(page, True)
-        set_hidden(page, False)
-        page.wait_for_timeout(int(POLL_INTERVAL * 1000 / 3))
-    wait_for_more_polls(page, polls, 3, "polling to go on after the toggling")
+    for _ in range(8):
+        # Right after a poll is sent, while its answer is still on the way.
+        with page.expect_request(lambda r: PROGRESS_URL.search(r.url)):
+            pass
+        page.evaluate(RESUME)
+        # And between polls, while the next one waits for its delay.
+        wait_in_page(page, polls.idle, 5, "the poll to finish")
+        page.evaluate(RESUME)
+    wait_for_more_polls(page, polls, 3, "polling to go on after the resumes")
     assert polls.max_in_flight == 1, polls.max_in_flight
     assert polls.failures == []
+    # Still one chain of polls: at most one per interval. (A rate is measured over a
+    # stretch of time, so this waits a fixed four intervals.)
+    start = polls.count
+    page.wait_for_timeout(int(4 * POLL_INTERVAL * 1000))
+    assert 1 <= polls.count - start <= 4, polls.count - start

@@ -32,7 +32,7 @@ def test_sign_in_and_wrong_password(page, browser_editor, shot):
     page.get_by_role("button", name="Sign in").click()
     expect(page).to_have_url(re.compile(r"/$"))
     expect(page.locator(".topbar .who")).to_contain_text(f"{email} · editor")
-    expect(page.get_by_role("link", name="New batch")).to_be_visible()
+    expect(page.get_by_role("navigation").get_by_role("link", name="New batch")).to_be_visible()
     shot(page, "dashboard")
 
 

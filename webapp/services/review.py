@@ -12,7 +12,7 @@ from ..extensions import db
 from ..models import (Article, ArticleStatus as A, ArticleVersion, Batch, BatchStatus as B,
                       ReviewStatus as R, Role, User, utcnow)
 from . import audit
-from .batches import Conflict, NotAllowed, create_copy
+from .batches import Conflict, NotAllowed, can_manage, create_copy
 
 MAX_BODY = 200_000
 # An average adult reads about this many words a minute.
@@ -27,6 +27,12 @@ def can_review(user: User) -> bool:
 def _require(user: User) -> None:
     if not can_review(user):
         raise NotAllowed("Viewers cannot change articles.")
+
+
+def _require_owner(user: User, batch: Batch) -> None:
+    """Writing again spends the batch's money: its author's or an admin's call."""
+    if not can_manage(user, batch):
+        raise NotAllowed("Only the batch's author or an admin can have its articles written again.")
 
 
 def reading_minutes(words: int) -> int:
@@ -115,7 +121,7 @@ def _requeue_values(extra: Optional[str]) -> dict:
 
 def regenerate(user: User, article: Article, extra_instructions: str = "") -> Optional[str]:
     """Write one article again (earlier bodies stay as versions); returns a dispatch error."""
-    _require(user)
+    _require_owner(user, article.batch)
     if not article.is_final:
         raise Conflict("The article is still being written.")
     extra = (extra_instructions or "").strip()
@@ -134,7 +140,7 @@ def regenerate(user: User, article: Article, extra_instructions: str = "") -> Op
 
 def regenerate_many(user: User, batch: Batch, which: str) -> tuple[int, Optional[str]]:
     """Write again every failed, or every rejected, article of a batch."""
-    _require(user)
+    _require_owner(user, batch)
     if which == "failed":
         cond = Article.status == A.FAILED
     elif which == "rejected":

@@ -151,6 +151,10 @@ def set_disabled(admin: User, user_id: int, disabled: bool) -> User:
         raise UserError("You cannot disable your own account.")
     if user.is_disabled != disabled:
         user.is_disabled = disabled
+        if disabled:
+            # Ends the user's sessions for good: enabling the account again later does
+            # not bring them back, whoever kept a copy of the cookie.
+            user.session_version += 1
         audit.record("user_disabled" if disabled else "user_enabled", target=f"user:{user.id}",
                      detail=user.email, commit=False)
         db.session.commit()
