@@ -1,10 +1,13 @@
-"""Pressroom benchmarks: throughput, poll cost and load, cancel latency (issue 2), provider
-faults and rate limits (issue 4), scale (issue 5) and the dashboard on a big database (6).
+"""Pressroom benchmarks: throughput, polls, cancel, provider faults, scale, the dashboard.
 
-    .venv/bin/python bench/run.py            # everything but "find", about 7 minutes
-    .venv/bin/python bench/run.py --find     # ... and the 1,000,000-article dashboard, +3 min
-    .venv/bin/python bench/run.py --only provider          # groups: issue2, provider, scale
-    .venv/bin/python bench/run.py --only find              # the dashboard alone
+Issue 2: throughput, poll cost and load, cancel latency; issue 4: provider faults and rate
+limits; issue 5: scale (a 10,000-row submission, 50 viewers, worker memory); issue 6: the
+dashboard over 10,000 batches and 1,000,000 articles.
+
+    .venv/bin/python bench/run.py             # everything, about 7-8 minutes
+    .venv/bin/python bench/run.py --no-find   # without the 1,000,000-article dashboard (-45 s)
+    .venv/bin/python bench/run.py --only provider   # a group: issue2, provider, scale, find
+    .venv/bin/python bench/run.py --only rpm,memory # or single phases (see --help)
     .venv/bin/python bench/run.py --quick    # seed baseline on 40 titles, extrapolated
     .venv/bin/python bench/run.py --only makespan,pipeline --profile-worker   # investigate
 
@@ -47,6 +50,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script: make `webapp` and `bench` importable
 
+from webapp.services.progress import ARTICLES_PER_PAGE  # noqa: E402
 from bench.procs import (VENV_BIN, FakeAIProcess, Procs, cpu_seconds, free_port,  # noqa: E402
                          rss_kib, start_redis, wait_for_port)
 
@@ -70,7 +74,7 @@ RPM_LIMIT, RPM_ARTICLES, RPM_OBSERVE_S, RPM_WINDOW_S = 600, 800, 70.0, 60.0
 SUBMIT_ROWS = 10_000
 VIEW_ARTICLES, VIEW_LATENCY, VIEWERS, VIEW_WRK_S = 1000, 8.0, 50, 10
 MEMORY_ARTICLES, MEMORY_THREADS, MEMORY_FIRST = SUBMIT_ROWS, 16, 1000
-# Issue 6: the dashboard over a big database (only with --find or --only find).
+# Issue 6: the dashboard over a big database (built in about 25 s; --no-find skips it).
 FIND_BATCHES, FIND_ARTICLES, FIND_REPEAT = 10_000, 1_000_000, 7
 HARD_LIMIT_S = 30 * 60  # a run that hangs is stopped (and cleaned up) after this
 
@@ -206,6 +210,7 @@ class Bench:
                 "--concurrency", str(threads), "--queues", "generation,celery",
                 "--include", include, "--loglevel", "INFO",
                 "-n", f"bench{self.worker_starts}-{i + 1}-{os.getpid()}@%h",
+                *self.args.worker_args.split(),
             ], env=env))
         self.worker_spec = spec
         # Every process must be consuming before a phase starts (else the first one takes
@@ -341,6 +346,10 @@ class Bench:
             "article_counts": self._article_counts(batch_id),
             "provider_requests": stats["requests"],
             "provider_max_concurrent": stats["max_concurrent"],
+            # Requests in flight at the provider, on average over the makespan (32 would be
+            # no idle slot at all); what is missing went to work between requests.
+            "provider_mean_in_flight": round(sum(r["end"] - r["start"] for r in stats["records"]
+                                                 if r["end"]) / elapsed, 1),
             "worker_cpu_ms_per_article": round(cpu * 1000 / MAKESPAN_ARTICLES, 2),
             **self._article_timings(batch_id, submitted_at),
         }
@@ -474,7 +483,10 @@ class Bench:
 
         batch_id = self._make_poll_batch()
         since = _utcnow().isoformat()
-        self.poll_path = f"/batches/{batch_id}/progress?since={since}"
+        # The URL the page's poll sends: the batch status it shows (so the action buttons
+        # are re-rendered only when it changes) and the rows of its page of articles.
+        self.poll_path = (f"/batches/{batch_id}/progress?since={since}&seen=running"
+                          f"&first=1&last={ARTICLES_PER_PAGE}")
         client = self.app.test_client()
         self._sign_in(client)
         first = client.get(self.poll_path)
@@ -823,15 +835,18 @@ class Bench:
             gunicorn, base = self._start_gunicorn()
             cookie = f"session={self._session_cookie()}"
             path = f"/batches/{batch_id}/progress"
-            self._warm_gunicorn(f"{base}{path}?since={_utcnow().isoformat()}", cookie)
+            page_args = f"&seen=running&first=1&last={ARTICLES_PER_PAGE}"
+            self._warm_gunicorn(f"{base}{path}?since={_utcnow().isoformat()}{page_args}",
+                                cookie)
             counts_before = self._article_counts(batch_id)
             # As fast as they are answered (the brief's wrk -c50), then as viewers really
             # poll: each one second after its previous answer, with some jitter so that
             # the 50 do not poll in step. `since` is a second ago, as from the page.
             closed = self._wrk(base + path, cookie, gunicorn.pid, connections=VIEWERS,
-                               seconds=VIEW_WRK_S, script=self._poll_script(path, 0))
+                               seconds=VIEW_WRK_S, script=self._poll_script(path, page_args, 0))
             paced = self._wrk(base + path, cookie, gunicorn.pid, connections=VIEWERS,
-                              seconds=VIEW_WRK_S * 2, script=self._poll_script(path, 1000))
+                              seconds=VIEW_WRK_S * 2,
+                              script=self._poll_script(path, page_args, 1000))
             counts_after = self._article_counts(batch_id)
         finally:
             if gunicorn is not None:
@@ -851,8 +866,8 @@ class Bench:
         log(f"50 viewers: closed loop {closed['rps']:.0f} req/s, p99 {closed['p99_ms']} ms; "
             f"one poll a second: p99 {paced['p99_ms']} ms ({paced['rps']:.0f} req/s)")
 
-    def _poll_script(self, path: str, pause_ms: int, connections: int = VIEWERS,
-                     threads: int = 2) -> Path:
+    def _poll_script(self, path: str, page_args: str, pause_ms: int,
+                     connections: int = VIEWERS, threads: int = 2) -> Path:
         """A wrk script: `since` a second ago on every request, as the page sends it; with
         pause_ms, each connection waits that long (± 100 ms) after an answer before its next
         poll, as htmx's `every 1s` does. Viewers open the page at different times, so each
@@ -879,7 +894,8 @@ class Bench:
         script.write_text(
             f'local base = "{path}?since="\n'
             "function request()\n"
-            '  return wrk.format("GET", base .. os.date("!%Y-%m-%dT%H:%M:%S", os.time() - 1))\n'
+            '  return wrk.format("GET", base .. os.date("!%Y-%m-%dT%H:%M:%S", os.time() - 1)'
+            f' .. "{page_args}")\n'
             "end\n" + pace)
         return script
 
@@ -1027,7 +1043,7 @@ class Bench:
                           ("dashboard_text_title", f"/?q={finddb.RARE_TITLE_WORD}"),
                           ("batch_page", f"/batches/{batch_id}"),
                           ("batch_poll", f"/batches/{batch_id}/progress?since="
-                                         f"{since.isoformat()}")):
+                                         f"{since.isoformat()}&seen=running")):
             def get(url=url):
                 response = client.get(url)
                 assert response.status_code in (200, 286), (url, response.status_code)
@@ -1066,6 +1082,12 @@ class Bench:
                    "ON f.rowid = a.id WHERE article_title_fts MATCH :match)")
             page_sql = sql.replace("count(*)", "id") + " ORDER BY created_at DESC, id DESC LIMIT 20"
             out = {"build_s": round(build_s, 1)}
+            try:  # the index's size, where SQLite has the dbstat table
+                out["index_mb"] = round(conn.execute(
+                    "SELECT sum(pgsize) FROM dbstat WHERE name LIKE 'article_title_fts%'"
+                ).fetchone()[0] / 1e6, 1)
+            except sqlite3.OperationalError:
+                pass
             for name, word in (("rare", finddb.RARE_TITLE_WORD),
                                ("common", finddb.COMMON_TITLE_WORD)):
                 params = {"like": f"%{word.lower()}%", "match": f'"{word}"'}
@@ -1231,8 +1253,8 @@ def main() -> int:
     parser.add_argument("--only", default="",
                         help="comma-separated phases (" + ",".join(PHASES) + ") or groups ("
                              + ",".join(GROUPS) + ")")
-    parser.add_argument("--find", action="store_true",
-                        help="also run the dashboard on 1,000,000 articles (about 3 minutes)")
+    parser.add_argument("--no-find", action="store_true",
+                        help="skip the dashboard on 1,000,000 articles (about 45 s)")
     parser.add_argument("--find-scale", type=float, default=1.0,
                         help="find: a fraction of the 10,000 batches and 1,000,000 articles "
                              "(to try the phase quickly; figures then are not comparable)")
@@ -1243,6 +1265,9 @@ def main() -> int:
                              "(py-spy must be installed in .venv; implies --keep)")
     parser.add_argument("--gunicorn-args", default="",
                         help="extra gunicorn flags for the load test, e.g. '--max-requests 0'")
+    parser.add_argument("--worker-args", default="",
+                        help="extra celery worker flags (investigation aid), "
+                             "e.g. '--prefetch-multiplier 2'")
     parser.add_argument("--worker-include", default="",
                         help="extra modules for the worker to import (investigation aids)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, db)")
@@ -1270,7 +1295,7 @@ def main() -> int:
         if word not in GROUPS and word not in PHASES:
             parser.error(f"unknown phase {word!r}")
         only.update(GROUPS.get(word, (word,)))
-    selected = [p for p in PHASES if (p in only if only else p != "find" or args.find)]
+    selected = [p for p in PHASES if (p in only if only else p != "find" or not args.no_find)]
     if "load" in selected and "poll" not in selected:
         selected.insert(selected.index("load"), "poll")  # load polls the batch poll made
     ran = []

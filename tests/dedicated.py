@@ -20,8 +20,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import redis
-from sqlalchemy import delete
-
 from tests.conftest import (ACCOUNTS, RETRY_BASE, ROOT, SECRET_KEY, activate_celery, app_config,
                             stop_process)
 from tests.helpers import login, wait_until
@@ -35,31 +33,6 @@ def redis_db_url(redis_url: str, db_index: int) -> str:
     """The session's Redis URL with another database number."""
     base, _, _ = redis_url.rpartition("/")
     return f"{base}/{db_index}"
-
-
-def purge_rows(app) -> None:
-    """Delete what conftest's reset_state does not: article versions and webhook deliveries
-    reference articles and batches, and PostgreSQL enforces those foreign keys, so they
-    must go before reset_state deletes the articles and batches."""
-    from webapp.extensions import db
-    from webapp.models import ArticleVersion, WebhookDelivery
-
-    with app.app_context():
-        db.session.execute(delete(ArticleVersion))
-        db.session.execute(delete(WebhookDelivery))
-        db.session.commit()
-
-
-def settle_and_purge(app, worker, redis_client, fake) -> None:
-    """At the end of a test: let the session worker finish, then purge_rows (before
-    conftest's reset_state deletes articles and batches)."""
-    from tests.conftest import _worker_idle
-
-    fake.reset(restore_settings=True)
-    wait_until(lambda: _worker_idle(worker, redis_client, fake), IDLE_TIMEOUT,
-               "the session worker to finish the test's tasks")
-    fake.wait_idle(timeout=30)
-    purge_rows(app)
 
 
 class Dedicated:
@@ -159,7 +132,8 @@ class Dedicated:
     @contextmanager
     def in_use(self):
         """For one test: this app's Celery is the current one; afterwards wait until the
-        worker is idle, remove the rows conftest does not, and give Celery back."""
+        worker is idle (conftest's reset_state only waits for the session worker) and give
+        Celery back."""
         self.wait_idle()
         self.clean_keys()
         activate_celery(self.app)
@@ -172,7 +146,7 @@ class Dedicated:
                 self.wait_idle()
                 self.fake.wait_idle(timeout=30)
             finally:
-                purge_rows(self.session_app)
+                # The rows go in conftest's reset_state, which runs after this.
                 self.clean_keys()
                 activate_celery(self.session_app)
 

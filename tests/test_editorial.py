@@ -22,7 +22,7 @@ import redis
 from sqlalchemy import func, select, update
 
 from tests.conftest import ACCOUNTS, free_port
-from tests.dedicated import Dedicated, redis_db_url, settle_and_purge
+from tests.dedicated import Dedicated, redis_db_url
 from tests.fakeai import Fault
 from tests.helpers import (FINISH_TIMEOUT, articles_state, batch_id_from_location, batch_state,
                            csrf_from, login, page_csrf, row_counts, submit_form,
@@ -33,13 +33,6 @@ from webapp.models import (Article, ArticleVersion, Batch, PromptTemplate, User,
 
 FORM = {"model": "gpt-4o-mini", "target_words": "200", "tone": "neutral",
         "language": "English", "instructions": ""}
-
-
-@pytest.fixture(autouse=True)
-def _settle(app, worker, redis_client, fake):
-    """Runs before conftest's reset_state at the end of each test (see purge_rows)."""
-    yield
-    settle_and_purge(app, worker, redis_client, fake)
 
 
 # -- helpers ----------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ import pytest
 from sqlalchemy import func, select
 
 from tests.conftest import ROOT, SECRET_KEY, _worker_idle
-from tests.dedicated import Dedicated, settle_and_purge
+from tests.dedicated import Dedicated
 from tests.fakeai import Fault, build_chunks
 from tests.helpers import (FINISH_TIMEOUT, articles_state, batch_id_from_location, batch_state,
                            csrf_from, htmx_post, page_csrf, submit_form, wait_batch_final,
@@ -31,13 +31,6 @@ from webapp.tokencount import count_chat_tokens
 
 CONCURRENCY = 16  # the session worker's --concurrency
 MODEL = "gpt-4o-mini"
-
-
-@pytest.fixture(autouse=True)
-def _settle(app, worker, redis_client, fake):
-    """Runs before conftest's reset_state at the end of each test (see purge_rows)."""
-    yield
-    settle_and_purge(app, worker, redis_client, fake)
 
 
 # -- helpers ----------------------------------------------------------------------------------
@@ -170,9 +163,11 @@ def test_hang_is_cut_by_the_timeout(app, short_timeout, api_headers, fake):
     for record in records:
         fake.wait_for(lambda: record.done, timeout=10, message="the hung request to end")
         assert record.client_disconnected and record.status is None
-        # The worker hung up after the timeout, not after the provider's 60 s.
+        # The worker hung up after its timeout, not after the provider's 60 s. (Loose below:
+        # FakeAI stamps `start` when its handler thread gets to the request, which on a busy
+        # machine can be a while after the client sent it and started its clock.)
         held = record.disconnected_at - record.start
-        assert SHORT_TIMEOUT - 0.05 <= held < SHORT_TIMEOUT + 5, held
+        assert SHORT_TIMEOUT / 2 <= held < SHORT_TIMEOUT + 5, held
     (stored,) = articles_state(app, batch_id)
     assert stored["status"] == "failed" and stored["attempts"] == SHORT_ATTEMPTS
     assert "did not answer in time" in stored["error"], stored["error"]
@@ -342,10 +337,15 @@ def _most_in_window(starts: list[float], window: float) -> int:
     return most
 
 
-def _received(log_path, task_ids: set[str]) -> int:
-    """How many of these tasks a worker process took, from its log (written on receipt)."""
-    text = log_path.read_text()
-    return sum(f"generate_article[{task_id}] received" in text for task_id in task_ids)
+def _articles_run(dedicated) -> dict[str, int]:
+    """Generation tasks each worker process has run, as the workers themselves count them."""
+    def ask():
+        stats = dedicated.celery.control.inspect(destination=dedicated.hostnames,
+                                                 timeout=1.0).stats() or {}
+        return stats if set(stats) >= set(dedicated.hostnames) else None
+    stats = wait_until(ask, 30, "every limited worker to report its stats")
+    return {name: stats[name].get("total", {}).get("webapp.tasks.generate_article", 0)
+            for name in dedicated.hostnames}
 
 
 def test_shared_rate_limit_holds_across_workers(app, limited, fake):
@@ -356,6 +356,8 @@ def test_shared_rate_limit_holds_across_workers(app, limited, fake):
     warm = batch_id_from_location(submit_form(browser, "Warm-up", _titles("Warm", 36),
                                               model="gpt-4o"))
     assert wait_batch_final(app, warm)["status"] == "succeeded"
+    limited.wait_idle()
+    run_before = _articles_run(limited)
     fake.reset(restore_settings=True)
 
     titles = _titles("Limited", 30)
@@ -378,9 +380,10 @@ def test_shared_rate_limit_holds_across_workers(app, limited, fake):
     # 30 requests at 5 a second: the 26th starts at least 5 s after the first.
     assert starts[-1] - starts[0] >= (len(titles) / RATE - 1) - GRANT_TO_REQUEST_JITTER
     # And the limit held although all three processes sent requests.
-    task_ids = {a["task_id"] for a in articles_state(app, batch_id)}
-    taken = [_received(path, task_ids) for path, _ in limited.logs]
-    assert sum(taken) == len(titles) and all(taken), taken
+    limited.wait_idle()
+    run_after = _articles_run(limited)
+    ran = {name: run_after[name] - run_before[name] for name in limited.hostnames}
+    assert sum(ran.values()) == len(titles) and all(ran.values()), ran
     for title in titles:
         assert len(fake.requests_for(title)) == 1
 

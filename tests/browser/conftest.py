@@ -69,7 +69,7 @@ def pytest_collection_modifyitems(config, items):
         return
     marker = pytest.mark.skip(reason=reason)
     for item in items:
-        if BROWSER_DIR in Path(str(item.fspath)).resolve().parents:
+        if BROWSER_DIR in item.path.resolve().parents:
             item.add_marker(marker)
 
 
@@ -78,7 +78,7 @@ def pytest_runtest_makereport(item, call):
     # Lets the page fixture know, at teardown, whether the test failed (for a screenshot).
     outcome = yield
     report = outcome.get_result()
-    if BROWSER_DIR in Path(str(item.fspath)).resolve().parents:
+    if BROWSER_DIR in item.path.resolve().parents:
         setattr(item, f"browser_report_{report.when}", report)
 
 
@@ -188,6 +188,19 @@ def browser_editor(_app):
         if db.session.scalar(select(User.id).where(User.email == email)) is None:
             users.create_user(email, Role.EDITOR, password=password)
     return BROWSER_EDITOR
+
+
+@pytest.fixture
+def no_sign_in_failures(redis_client):
+    """Failed sign-ins are counted per address (all tests share 127.0.0.1) in the suite's
+    Redis for 10 minutes: start from none, and leave none behind."""
+    def wipe():
+        keys = list(redis_client.scan_iter(match="*pressroom-limits*", count=1000))
+        if keys:
+            redis_client.delete(*keys)
+    wipe()
+    yield
+    wipe()
 
 
 # -- the browser --------------------------------------------------------------------------------

@@ -7,7 +7,13 @@ import io
 import re
 import shutil
 
-from playwright.sync_api import expect
+import pytest
+
+# Skipped, not a collection error, where Playwright is missing.
+pytest.importorskip("playwright.sync_api",
+                    reason="Playwright is not installed (pip install -r requirements-dev.txt)")
+
+from playwright.sync_api import expect  # noqa: E402
 
 from tests.browser.support import article_ids, sign_in, submit_batch, wait_in_page
 from tests.conftest import ROOT
@@ -131,7 +137,7 @@ def test_review_edit_and_export(page, app, fake, browser_editor, shot):
         page.locator("#batch-editorial").get_by_role("link", name="CSV").first.click()
     download = download_info.value
     assert download.suggested_filename == f"batch-{batch_id}.csv"
-    with open(download.path(), encoding="utf-8") as handle:
+    with open(download.path(), encoding="utf-8-sig") as handle:  # a BOM is fine too
         content = handle.read()
     rows = list(csv.DictReader(io.StringIO(content)))
     # Only the approved article, with its edited text.

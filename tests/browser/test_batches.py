@@ -6,7 +6,13 @@ import re
 import shutil
 from urllib.parse import urlsplit
 
-from playwright.sync_api import expect
+import pytest
+
+# Skipped, not a collection error, where Playwright is missing.
+pytest.importorskip("playwright.sync_api",
+                    reason="Playwright is not installed (pip install -r requirements-dev.txt)")
+
+from playwright.sync_api import expect  # noqa: E402
 
 from tests.browser.conftest import POLL_INTERVAL
 from tests.browser.support import (BATCH_URL, PollLog, article_ids, assert_no_polls_for,
@@ -30,6 +36,7 @@ BUSY_SECONDS = 7.0
 def worker_threads(worker) -> int:
     """How many articles the session's worker writes at once (its pool's size)."""
     stats = worker.celery.control.inspect(destination=[WORKER_NAME], timeout=5).stats() or {}
+    assert WORKER_NAME in stats, f"the session worker did not answer `inspect stats`: {stats}"
     return int(stats[WORKER_NAME]["pool"]["max-concurrency"])
 
 
@@ -51,6 +58,7 @@ def test_submit_from_form_watch_it_live_then_polling_stops(page, app, fake, work
     # so this batch is written two articles at a time: its bar rises in steps and its rows go
     # queued → running (words growing) → succeeded while the page watches.
     threads = worker_threads(worker)
+    assert threads > 2, f"the session worker has {threads} threads; this test needs three or more"
     fake.latency, fake.chunks = BUSY_SECONDS, 20
     submit_batch(app, ACCOUNTS["admin"][0], "Another desk's batch",
                  [f"Busy article {i}" for i in range(1, threads - 1)])

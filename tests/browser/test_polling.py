@@ -5,7 +5,13 @@ from __future__ import annotations
 
 import re
 
-from playwright.sync_api import expect
+import pytest
+
+# Skipped, not a collection error, where Playwright is missing.
+pytest.importorskip("playwright.sync_api",
+                    reason="Playwright is not installed (pip install -r requirements-dev.txt)")
+
+from playwright.sync_api import expect  # noqa: E402
 
 from tests.browser.conftest import POLL_INTERVAL
 from tests.browser.support import (PollLog, assert_no_polls_for, sign_in, submit_batch,
@@ -73,9 +79,9 @@ def test_no_polls_while_the_tab_is_hidden(page, app, fake, browser_editor, shot)
 
     before = polls.count
     set_hidden(page, False)
-    # Shown again: one poll at once (not after a further interval), then the usual rhythm.
-    wait_in_page(page, lambda: polls.count > before, 2 * POLL_INTERVAL,
-                 "a poll as soon as the tab is visible again")
+    # Shown again: polling resumes (the poll skipped while hidden is sent at once), and
+    # keeps its rhythm.
+    wait_in_page(page, lambda: polls.count > before, 5, "a poll once the tab is visible again")
     wait_for_more_polls(page, polls, 3, "polling to go on after the tab is visible")
     expect(page.locator("#connection-status")).to_be_hidden()
     assert polls.max_in_flight == 1, polls.max_in_flight
@@ -130,8 +136,9 @@ def test_polls_never_overlap(page, app, fake, browser_editor):
     wait_for_more_polls(page, polls, 3, "polling to go on after the resumes")
     assert polls.max_in_flight == 1, polls.max_in_flight
     assert polls.failures == []
-    # Still one chain of polls: at most one per interval. (A rate is measured over a
-    # stretch of time, so this waits a fixed four intervals.)
+    # Still one chain of polls: at most one per interval (plus one for where the window
+    # falls), where a second chain would make twice as many. A rate is measured over a
+    # stretch of time, so this waits a fixed six intervals.
     start = polls.count
-    page.wait_for_timeout(int(4 * POLL_INTERVAL * 1000))
-    assert 1 <= polls.count - start <= 4, polls.count - start
+    page.wait_for_timeout(int(6 * POLL_INTERVAL * 1000))
+    assert 1 <= polls.count - start <= 7, polls.count - start
