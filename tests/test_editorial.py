@@ -354,6 +354,14 @@ def test_review_edit_restore_and_regenerate(app, client, fake):
     def article(title):
         return next(a for a in articles_state(app, batch_id) if a["title"] == title)
 
+    # The article page's last poll brings the review panel along once (out of band), so an
+    # article that finishes while it is open can be reviewed without a reload; while the
+    # article was being written the page had no such panel.
+    last = client.get(f"/articles/{ids['Approve me']}/live")
+    assert last.status_code == 286
+    page = last.get_data(as_text=True)
+    assert 'id="article-tools" hx-swap-oob="true"' in page and ">Approve<" in page
+
     # Approve.
     path = f"/articles/{ids['Approve me']}"
     response = _post(client, f"{path}/review", path, decision="approved")

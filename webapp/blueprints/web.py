@@ -222,18 +222,24 @@ def cancel_article(article_id: int):
 def article_detail(article_id: int):
     """One article, rendered from Markdown; live while it is being written."""
     article = db.get_or_404(Article, article_id)
-    versions = review.versions(article.id)
     return render_template("article.html", live=progress.article_live(article),
-                           article=article, batch=article.batch, versions=versions,
-                           authors=users.emails_of({v.created_by for v in versions}),
-                           can_review=review.can_review(current_user),
-                           reading_minutes=review.reading_minutes(article.words))
+                           article=article, batch=article.batch, **_tools(article))
+
+
+def _tools(article: Article) -> dict:
+    """What the review, regenerate and versions panel shows."""
+    versions = review.versions(article.id)
+    return {"versions": versions, "authors": users.emails_of({v.created_by for v in versions}),
+            "can_review": review.can_review(current_user),
+            "reading_minutes": review.reading_minutes(article.words)}
 
 
 @bp.route("/articles/<int:article_id>/live")
 def article_live(article_id: int):
-    """The polled body of an article that is being written."""
+    """The polled body of an article that is being written; when it finishes, the review
+    panel comes along once."""
     article = db.get_or_404(Article, article_id)
+    extra = _tools(article) if article.is_final else {}
     html = render_template("_partials/_article_live.html", live=progress.article_live(article),
-                           article=article)
+                           article=article, batch=article.batch, polled=True, **extra)
     return html, (STOP_POLLING if article.is_final else 200)
