@@ -52,6 +52,8 @@ def load_config(instance_path: str) -> dict:
         "OPENAI_TIMEOUT": _float("OPENAI_TIMEOUT", 120.0),
         "OPENAI_SDK_RETRIES": _int("OPENAI_SDK_RETRIES", 0),
         "GENERATION_MAX_ATTEMPTS": _int("GENERATION_MAX_ATTEMPTS", 3),
+        # Attempts when the provider only says "slow down" (429 rate limit).
+        "RATE_LIMIT_MAX_ATTEMPTS": _int("RATE_LIMIT_MAX_ATTEMPTS", 8),
         "GENERATION_RETRY_BASE": _float("GENERATION_RETRY_BASE", 2.0),
         # Articles of one batch in flight at once, across all workers (0: no cap).
         "BATCH_MAX_CONCURRENCY": _int("BATCH_MAX_CONCURRENCY", 32),

@@ -244,7 +244,10 @@ def _consume(task, stream, redis, batch_id, article_id, token, lease, attempt) -
 def _handle_error(task, err: ProviderError, article_id, row, token, attempt, redis) -> dict:
     """Retry what may pass, fail what will not, and pause the batch on key or quota errors."""
     cfg = current_app.config
-    max_attempts = cfg["GENERATION_MAX_ATTEMPTS"]
+    # A rate limit says nothing about the article: it gets a bigger budget of attempts than
+    # errors that may be the request's own fault.
+    max_attempts = cfg["RATE_LIMIT_MAX_ATTEMPTS" if err.kind == "rate_limit"
+                       else "GENERATION_MAX_ATTEMPTS"]
     if err.kind == "rate_limit":
         ratelimit.note_429(redis, row.batch_id)
         if err.retry_after:
