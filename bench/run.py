@@ -757,6 +757,7 @@ class Bench:
                 permits = sorted(float(v) for v in self.redis.lrange(key, 0, -1))
         arrivals = [t + stats["wall_offset"] for t in starts[-len(permits):]] if permits else []
         lags = sorted(a - p for a, p in zip(arrivals, permits))
+        # Every arrival and permit, for a closer look (kept with --keep).
         (self.tmp / "rpm-times.json").write_text(json.dumps(
             {"arrivals_wall": [t + stats["wall_offset"] for t in starts], "permits": permits}))
         # The largest count of requests that began within any RPM_WINDOW_S: every window
@@ -1252,11 +1253,14 @@ def write_results(bench: Bench, args, started: float, loadavg_at_start, ran: lis
             data[key] = previous[key]
             carried[key] = (previous.get("carried_over", {}).get(key)
                             or previous.get("timestamp", "an earlier run"))
+    old_details = previous.get("details", {})
     for phase, sections in DETAIL_SECTIONS.items():
         if phase not in ran:
             for section in sections:
-                if section in previous.get("details", {}):
-                    details[section] = previous["details"][section]
+                if section in old_details:
+                    details[section] = old_details[section]
+            if phase in old_details.get("cpu_s", {}):
+                details.setdefault("cpu_s", {})[phase] = old_details["cpu_s"][phase]
     verdicts = {}
     for key, (phase, goal, test) in GOALS.items():
         value = data.get(key)
