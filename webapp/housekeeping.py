@@ -122,13 +122,14 @@ def _open_batches_with_queued(extra):
 def dispatch_undelivered() -> int:
     """Batches stored but never sent (the broker was down, or the web process died)."""
     cutoff = utcnow() - DISPATCH_GRACE
-    ids = _open_batches_with_queued([Batch.dispatched_at.is_(None), Batch.created_at < cutoff])
+    return _publish_each(_open_batches_with_queued([Batch.dispatched_at.is_(None),
+                                                    Batch.created_at < cutoff]))
+
+
+def _publish_each(batch_ids) -> int:
+    """Send each batch's queued articles; how many batches went out."""
     db.session.rollback()
-    sent = 0
-    for batch_id in ids:
-        if dispatch.publish_batch(batch_id) is None:
-            sent += 1
-    return sent
+    return sum(dispatch.publish_batch(batch_id) is None for batch_id in batch_ids)
 
 
 def redispatch_lost_queue() -> int:
@@ -138,11 +139,7 @@ def redispatch_lost_queue() -> int:
     if not ids:
         return 0
     markers = live.get_redis().mget([dispatch.marker_key(i) for i in ids])
-    sent = 0
-    for batch_id, marker in zip(ids, markers):
-        if marker is None and dispatch.publish_batch(batch_id) is None:
-            sent += 1
-    return sent
+    return _publish_each([i for i, marker in zip(ids, markers) if marker is None])
 
 
 def redispatch_stalled() -> int:
@@ -156,14 +153,8 @@ def redispatch_stalled() -> int:
     cutoff = utcnow() - timedelta(seconds=current_app.config["STALL_AFTER"])
     busy = exists().where(Article.batch_id == Batch.id,
                           (Article.status.in_(A.ACTIVE)) | (Article.updated_at >= cutoff))
-    ids = _open_batches_with_queued([~busy, Batch.dispatched_at.is_not(None),
-                                     Batch.dispatched_at < cutoff])
-    db.session.rollback()
-    sent = 0
-    for batch_id in ids:
-        if dispatch.publish_batch(batch_id) is None:
-            sent += 1
-    return sent
+    return _publish_each(_open_batches_with_queued([~busy, Batch.dispatched_at.is_not(None),
+                                                    Batch.dispatched_at < cutoff]))
 
 
 def close_finished_batches() -> int:
