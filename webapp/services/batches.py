@@ -10,7 +10,7 @@ from typing import Optional
 
 import redis
 from flask import current_app
-from sqlalchemy import exists, func, insert, or_, select, update
+from sqlalchemy import Integer, func, insert, or_, select, text, update
 
 from .. import lifecycle, live, pricing, ratelimit, webhooks
 from ..extensions import db
@@ -405,11 +405,25 @@ class BatchFilter:
             conds.append(Batch.created_at < datetime.combine(self.until, time.min) + timedelta(days=1))
         if self.q:
             needle = self.q.lower()
-            title_match = exists().where(Article.batch_id == Batch.id, func.lower(Article.title)
-                                         .contains(needle, autoescape=True))
             conds.append(or_(func.lower(Batch.name).contains(needle, autoescape=True),
-                             title_match))
+                             Batch.id.in_(_batches_with_title(needle))))
         return conds
+
+
+def _batches_with_title(needle: str):
+    """Ids of batches with an article whose title contains `needle` (lower case).
+
+    Both databases answer from an index (revision 0007): SQLite's trigram FTS5 table
+    serves LIKE for three characters or more; PostgreSQL's pg_trgm index on lower(title).
+    """
+    if db.engine.dialect.name == "sqlite" and len(needle) >= 3 and not any(
+            c in needle for c in "%_\\"):
+        # No ESCAPE clause here: with one, FTS5 would not use its index.
+        matching = (text("SELECT rowid FROM article_titles_fts WHERE title LIKE :pattern")
+                    .bindparams(pattern=f"%{needle}%").columns(rowid=Integer))
+        return select(Article.batch_id).where(Article.id.in_(matching.subquery().select()))
+    return select(Article.batch_id).where(
+        func.lower(Article.title).contains(needle, autoescape=True))
 
 
 def page_of_batches(page: int, per_page: int, flt: Optional[BatchFilter] = None):
