@@ -167,17 +167,13 @@ def app_config(database_url: str, redis_url: str, fake_url: str, **overrides) ->
     return config
 
 
-@pytest.fixture(scope="session")
-def _app(database_url, redis_url, fake_server):
-    """The app, with its schema made by the real migrations and two signed-up users."""
+def migrate_and_seed(app) -> None:
+    """The real migrations, then the suite's accounts (their API tokens in TEST_TOKENS)."""
     from flask_migrate import upgrade
 
-    from webapp import create_app
-    from webapp.extensions import db
     from webapp.models import Role
     from webapp.services import users
 
-    app = create_app(app_config(database_url, redis_url, fake_server.base_url))
     with app.app_context():
         upgrade()
         tokens = {}
@@ -185,6 +181,16 @@ def _app(database_url, redis_url, fake_server):
             _, _, tokens[role] = users.create_user(
                 email, Role.ADMIN if role == "admin" else Role.EDITOR, password=password)
         app.config["TEST_TOKENS"] = tokens
+
+
+@pytest.fixture(scope="session")
+def _app(database_url, redis_url, fake_server):
+    """The app, with its schema made by the real migrations and two signed-up users."""
+    from webapp import create_app
+    from webapp.extensions import db
+
+    app = create_app(app_config(database_url, redis_url, fake_server.base_url))
+    migrate_and_seed(app)
     yield app
     with app.app_context():
         db.engine.dispose()

@@ -21,10 +21,14 @@ FINISH_TIMEOUT = 60.0
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 10.0,
-               message: str = "condition") -> Any:
-    """Poll `predicate` until it returns something truthy; fail after `timeout` seconds."""
+               message: str = "condition", *, sleep: Callable[[float], Any] = time.sleep,
+               first_pause: float = 0.005, max_pause: float = 0.1) -> Any:
+    """Poll `predicate` until it returns something truthy; fail after `timeout` seconds.
+
+    `sleep` waits between looks (a browser test passes one that keeps the page's events
+    flowing)."""
     deadline = time.monotonic() + timeout
-    pause = 0.005
+    pause = first_pause
     while True:
         value = predicate()
         if value:
@@ -33,8 +37,8 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 10.0,
             raise AssertionError(f"timed out after {timeout:g} s waiting for: {message}")
         # Short at first so fast conditions are seen at once, then backing off so that a
         # long wait does not steal CPU from the worker it is waiting for.
-        time.sleep(pause)
-        pause = min(pause * 2, 0.1)
+        sleep(pause)
+        pause = min(pause * 2, max_pause)
 
 
 # -- forms and sign-in ---------------------------------------------------------------

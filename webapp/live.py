@@ -59,14 +59,17 @@ def flag_articles_cancelled(client: redis.Redis, article_ids: Iterable[int]) -> 
     pipe.execute()
 
 
+def _cancel_keys(batch_id: int, article_id: int) -> tuple[str, str]:
+    return batch_cancel_key(batch_id), article_cancel_key(article_id)
+
+
 def queue_cancel_check(pipe, batch_id: int, article_id: int) -> None:
     """Add the cancel-flag read to a pipeline; its reply is a list, any truthy = cancel."""
-    pipe.mget(batch_cancel_key(batch_id), article_cancel_key(article_id))
+    pipe.mget(*_cancel_keys(batch_id, article_id))
 
 
 def cancel_requested(client: redis.Redis, batch_id: int, article_id: int) -> bool:
-    values = client.mget(batch_cancel_key(batch_id), article_cancel_key(article_id))
-    return any(values)
+    return any(client.mget(*_cancel_keys(batch_id, article_id)))
 
 
 def read_progress(client: redis.Redis, task_ids: list[str],

@@ -224,10 +224,13 @@ def _consume(task, stream, redis, batch_id, article_id, token, lease, attempt) -
             if now - last_report < REPORT_EVERY:
                 continue
             last_report = now
-            if live.cancel_requested(redis, batch_id, article_id):
-                raise _Cancelled()
             text = "".join(parts)
-            redis.set(live.text_key(article_id), text, ex=live.TEXT_TTL)
+            # One round trip: the cancel flags, and the text so far for the article page.
+            pipe = redis.pipeline(transaction=False)
+            live.queue_cancel_check(pipe, batch_id, article_id)
+            pipe.set(live.text_key(article_id), text, ex=live.TEXT_TTL)
+            if any(pipe.execute()[0]):
+                raise _Cancelled()
             task.update_state(state="PROGRESS",
                               meta={"words": len(text.split()), "attempt": attempt})
             if now - last_renew > lease / 3:

@@ -7,14 +7,13 @@ page's events (requests, responses, dialogs) only while one of its calls is runn
 from __future__ import annotations
 
 import re
-import time
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from playwright.sync_api import Page, Request, expect
 from sqlalchemy import select
 
-from tests.helpers import FINISH_TIMEOUT
+from tests.helpers import FINISH_TIMEOUT, wait_until
 
 PROGRESS_PATH = re.compile(r"^/batches/\d+/progress$")
 ARTICLE_LIVE_PATH = re.compile(r"^/articles/\d+/live$")
@@ -24,14 +23,10 @@ BATCH_URL = re.compile(r"/batches/(\d+)$")
 def wait_in_page(page: Page, predicate: Callable[[], Any], timeout: float,
                  message: str, every_ms: int = 50) -> Any:
     """Poll `predicate` (from Python) until truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for: {message}")
-        page.wait_for_timeout(every_ms)
+    pause = every_ms / 1000
+    return wait_until(predicate, timeout, message,
+                      sleep=lambda seconds: page.wait_for_timeout(seconds * 1000),
+                      first_pause=pause, max_pause=pause)
 
 
 def sign_in(page: Page, email: str, password: str) -> None:

@@ -36,7 +36,7 @@ import sqlalchemy
 from sqlalchemy import delete, func, select
 
 from tests.conftest import (ACCOUNTS, ARTIFACTS, RETRY_BASE, ROOT, SECRET_KEY, activate_celery,
-                            app_config, free_port)
+                            app_config, free_port, migrate_and_seed)
 from tests.fakeai import FakeAI
 from tests.helpers import batch_id_from_location, login, submit_form, wait_until
 
@@ -395,21 +395,6 @@ def build_app(database_url: str, redis_url: str, fake_url: str, **overrides):
     conf.redis_socket_timeout = timeout
     conf.redis_socket_connect_timeout = timeout
     return app
-
-
-def migrate_and_seed(app) -> None:
-    from flask_migrate import upgrade
-
-    from webapp.models import Role
-    from webapp.services import users
-
-    with app.app_context():
-        upgrade()
-        tokens = {}
-        for role, (email, password) in ACCOUNTS.items():
-            _, _, tokens[role] = users.create_user(
-                email, Role.ADMIN if role == "admin" else Role.EDITOR, password=password)
-        app.config["TEST_TOKENS"] = tokens
 
 
 @pytest.fixture(scope="module")

@@ -3,8 +3,12 @@ from __future__ import annotations
 
 from functools import wraps
 
-from flask import abort
+from flask import abort, request
 from flask_login import current_user
+
+# Far past any real page or position, and small enough that an OFFSET or a comparison
+# built from it fits the database's integers.
+MAX_ARG = 1_000_000_000
 
 
 def roles_required(*roles: str):
@@ -16,3 +20,8 @@ def roles_required(*roles: str):
             return view(*args, **kwargs)
         return wrapper
     return decorator
+
+
+def int_arg(name: str, default: int, high: int = MAX_ARG) -> int:
+    """A positive whole number from the query string, clamped to [1, high]."""
+    return min(max(request.args.get(name, default, type=int) or 1, 1), high)

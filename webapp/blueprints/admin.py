@@ -8,7 +8,7 @@ from flask_login import current_user, login_required
 
 from ..models import Role
 from ..services import audit, system, users
-from .access import roles_required
+from .access import int_arg, roles_required
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
@@ -102,8 +102,7 @@ def audit_log():
     flt = audit.AuditFilter(action=request.args.get("action", "") if request.args.get("action") in audit.ACTIONS else "",
                             actor=request.args.get("actor", "")[:255],
                             since=_date("since"), until=_date("until"))
-    # Capped so that the OFFSET fits the database's integers.
-    page = min(max(request.args.get("page", 1, type=int) or 1, 1), 1_000_000)
+    page = int_arg("page", 1, high=1_000_000)  # × 50 per page must fit an OFFSET
     events, total = audit.search(flt, page)
     return render_template("admin_audit.html", events=events, total=total, page=page,
                            flt=flt, actions=audit.ACTIONS, per_page=50)

@@ -13,16 +13,15 @@ from ..forms import NewBatchForm
 from ..models import Article, Batch, Role
 from ..services import batches, progress, review, templates, users
 from ..services.batches import Conflict, NotAllowed
-from .access import roles_required
+from .access import int_arg, roles_required
 
 bp = Blueprint("web", __name__)
 
 # htmx stops an `every` poll on this status; our load-polling stops because the final
 # partial carries no trigger, and 286 tells any other client the same.
 STOP_POLLING = 286
-# Far past any real page, and small enough that its OFFSET fits the database's integers.
+# Far past any real page of batches; PAGE × BATCHES_PER_PAGE must fit an OFFSET.
 MAX_PAGE = 1_000_000
-MAX_POSITION = 1_000_000_000
 
 
 @bp.before_request
@@ -46,27 +45,27 @@ def _since() -> datetime | None:
     return max(since, datetime(2000, 1, 1))
 
 
-@bp.route("/")
-def dashboard():
-    """Batches, newest first, each with a live bar."""
-    page = min(max(request.args.get("page", 1, type=int) or 1, 1), MAX_PAGE)
+def _batch_page() -> dict:
+    """One page of the dashboard's batches, with the filters from the URL."""
+    page = int_arg("page", 1, MAX_PAGE)
     per_page = current_app.config["BATCHES_PER_PAGE"]
     flt = batches.BatchFilter.from_args(request.args)
     rows, total = batches.page_of_batches(page, per_page, flt)
-    return render_template("dashboard.html", rows=rows, total=total, page=page,
-                           per_page=per_page, flt=flt)
+    return {"rows": rows, "total": total, "page": page, "per_page": per_page, "flt": flt}
+
+
+@bp.route("/")
+def dashboard():
+    """Batches, newest first, each with a live bar."""
+    return render_template("dashboard.html", **_batch_page())
 
 
 @bp.route("/batches/rows")
 def batch_table():
     """The dashboard's table of batches, polled while any of them is unfinished."""
-    page = min(max(request.args.get("page", 1, type=int) or 1, 1), MAX_PAGE)
-    per_page = current_app.config["BATCHES_PER_PAGE"]
-    flt = batches.BatchFilter.from_args(request.args)
-    rows, total = batches.page_of_batches(page, per_page, flt)
-    html = render_template("_partials/_batch_table.html", rows=rows, total=total, page=page,
-                           per_page=per_page, flt=flt)
-    live = any(not row[0].is_final for row in rows)
+    context = _batch_page()
+    html = render_template("_partials/_batch_table.html", **context)
+    live = any(not row[0].is_final for row in context["rows"])
     return html, (200 if live else STOP_POLLING)
 
 
@@ -126,7 +125,7 @@ def batch_detail(batch_id: int):
     if view is None:
         abort(404)
     page, pages, first, last = progress.page_range(view.batch.total,
-                                                   request.args.get("page", 1, type=int) or 1)
+                                                   int_arg("page", 1))
     return render_template("batch.html", view=view, batch=view.batch,
                            rows=progress.article_rows(batch_id, first, last),
                            page=page, pages=pages, first=first, last=last,
@@ -137,10 +136,8 @@ def batch_detail(batch_id: int):
 @bp.route("/batches/<int:batch_id>/progress")
 def batch_progress(batch_id: int):
     """The polled progress of a batch, with only the article rows that changed."""
-    # Bounded like MAX_PAGE: a position past any batch must not overflow the database.
-    first = min(max(request.args.get("first", 1, type=int) or 1, 1), MAX_POSITION)
-    last = min(max(request.args.get("last", progress.ARTICLES_PER_PAGE, type=int) or 1, 1),
-               MAX_POSITION)
+    first = int_arg("first", 1)
+    last = int_arg("last", progress.ARTICLES_PER_PAGE)
     view = progress.batch_view(batch_id, _since(), with_rows=True, first=first,
                                last=min(last, first + progress.ARTICLES_PER_PAGE))
     if view is None:

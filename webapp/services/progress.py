@@ -120,17 +120,18 @@ def batch_view(batch_id: int, since: Optional[datetime] = None, *, with_rows: bo
     if not with_rows:
         return view
     params = {"batch_id": batch_id, "first": first, "last": last}
-    if since is None:
+    changed_since = since - OVERLAP if since is not None else None
+    if changed_since is None:
         stmt = _ACTIVE_ROWS
     else:
         stmt = _ACTIVE_OR_CHANGED_ROWS
-        params["since"] = since - OVERLAP
+        params["since"] = changed_since
     # At most the rows in flight plus those changed since the last poll: sorting them here
     # keeps each half of the UNION a plain index range.
     rows = sorted(db.session.execute(stmt, params).all(), key=lambda r: r.position)
     # Rows whose status changed are rendered whole; rows still running only get their
     # word count updated, so their cancel button is never swapped away under the pointer.
-    view.changed_rows = [r for r in rows if since is None or r.updated_at >= since - OVERLAP]
+    view.changed_rows = [r for r in rows if changed_since is None or r.updated_at >= changed_since]
     view.changed_ids = {r.id for r in view.changed_rows}
     running = [r for r in rows if r.status in A.ACTIVE]
     if batch.status in B.FINAL:
@@ -175,22 +176,23 @@ def page_range(total: int, page: int) -> tuple[int, int, int, int]:
     return page, pages, first, first + ARTICLES_PER_PAGE - 1
 
 
+def _rows(*where):
+    return db.session.execute(select(*_ROW_COLUMNS).where(*where)
+                              .order_by(Article.position)).all()
+
+
 def article_rows(batch_id: int, first: int = 1, last: int = ARTICLES_PER_PAGE):
     """The rows of one page of a batch, for the full page (not polled)."""
-    return db.session.execute(select(*_ROW_COLUMNS)
-                              .where(Article.batch_id == batch_id,
-                                     Article.position.between(first, last))
-                              .order_by(Article.position)).all()
+    return _rows(Article.batch_id == batch_id, Article.position.between(first, last))
 
 
 def all_article_rows(batch_id: int):
     """Every row of a batch (the API and the CLI)."""
-    return db.session.execute(select(*_ROW_COLUMNS).where(Article.batch_id == batch_id)
-                              .order_by(Article.position)).all()
+    return _rows(Article.batch_id == batch_id)
 
 
 def article_row(article_id: int):
-    return db.session.execute(select(*_ROW_COLUMNS).where(Article.id == article_id)).one()
+    return _rows(Article.id == article_id)[0]
 
 
 @dataclass
