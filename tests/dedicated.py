@@ -40,15 +40,17 @@ class Dedicated:
 
     def __init__(self, name: str, session_app, database_url: str, redis_url: str, fake,
                  artifacts: Path, db_index: int, settings: dict, processes: int = 1,
-                 concurrency: int = 16):
+                 concurrency: int = 16, flush: bool = True, webhooks: bool = False):
         from webapp import create_app
         from webapp.extensions import limiter
 
         self.name, self.session_app, self.fake = name, session_app, fake
         self.redis_url = redis_db_url(redis_url, db_index)
         self.redis = redis.Redis.from_url(self.redis_url)
-        # Nothing of another module that used this database number earlier in the session.
-        self.redis.flushdb()
+        # Nothing of another module that used this database number earlier in the session
+        # (unless the test means to keep what an earlier setup left there).
+        if flush:
+            self.redis.flushdb()
         # create_app re-binds the shared Flask-Limiter and makes its Celery the default:
         # put both back for the session app (as conftest's make_app does).
         saved = (limiter._storage, limiter._limiter, dict(limiter._storage_options))
@@ -75,15 +77,22 @@ class Dedicated:
         })
         env.update({k: str(v) for k, v in settings.items()})
         celery_bin = Path(sys.executable).with_name("celery")
-        self.hostnames = [f"pressroom-{name}-{i}-{os.getpid()}@localhost" for i in range(processes)]
+        # (node name, queues, threads, log name): generation workers, and with `webhooks`
+        # one process for webhook deliveries as the Procfile runs it.
+        workers = [(f"pressroom-{name}-{i}-{os.getpid()}@localhost", "generation,celery",
+                    concurrency, str(i)) for i in range(processes)]
+        if webhooks:
+            workers.append((f"pressroom-{name}-webhooks-{os.getpid()}@localhost", "webhooks",
+                            2, "webhooks"))
+        self.hostnames = [worker[0] for worker in workers]
         self.procs, self.logs = [], []
-        for i, hostname in enumerate(self.hostnames):
-            log_path = artifacts / f"worker-{name}-{i}.log"
+        for hostname, queues, threads, log_name in workers:
+            log_path = artifacts / f"worker-{name}-{log_name}.log"
             log = open(log_path, "w")
             self.logs.append((log_path, log))
             self.procs.append(subprocess.Popen(
                 [str(celery_bin), "-A", "wsgi:celery_app", "worker", "--pool", "threads",
-                 "--concurrency", str(concurrency), "--queues", "generation,celery",
+                 "--concurrency", str(threads), "--queues", queues,
                  "--loglevel", "INFO", "-n", hostname, "--without-mingle", "--without-gossip"],
                 cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT))
         try:
@@ -112,9 +121,10 @@ class Dedicated:
         late, so a message stays in `unacked` until its task has ended)."""
         self.check_alive()
         pipe = self.redis.pipeline(transaction=False)
-        pipe.llen("generation").llen("celery").hlen("unacked")
-        generation, default, unacked = pipe.execute()
-        return generation == 0 and default == 0 and unacked == 0 and self.fake.in_flight == 0
+        pipe.llen("generation").llen("celery").llen("webhooks").hlen("unacked")
+        generation, default, hooks, unacked = pipe.execute()
+        return (generation == 0 and default == 0 and hooks == 0 and unacked == 0
+                and self.fake.in_flight == 0)
 
     def wait_idle(self, timeout: float = IDLE_TIMEOUT) -> None:
         wait_until(self.idle, timeout, f"the {self.name} worker to finish its tasks")
@@ -172,7 +182,8 @@ class Dedicated:
 
 def _app_types(settings: dict) -> dict:
     """Environment strings as the Flask config holds them (config.py's casts)."""
-    floats = {"OPENAI_TIMEOUT", "GENERATION_RETRY_BASE"}
+    floats = {"OPENAI_TIMEOUT", "GENERATION_RETRY_BASE", "OPENAI_STREAM_IDLE_TIMEOUT",
+              "WEBHOOK_TIMEOUT"}
     ints = {"GENERATION_MAX_ATTEMPTS", "BATCH_MAX_CONCURRENCY", "WEBHOOK_MAX_ATTEMPTS",
             "ARTICLE_LEASE_SECONDS", "DISPATCH_INLINE_MAX"}
     out = {}

@@ -69,6 +69,13 @@ class Fault:
     * ``hang``: read the request, send nothing for ``seconds``, then close;
     * ``cut_stream``: start answering, close the connection after
       ``after_chunks`` content chunks (no finish chunk, no ``[DONE]``);
+    * ``early_end``: after ``after_chunks`` content chunks, end the HTTP
+      response *cleanly* (the chunked body's terminator is sent) with no
+      finish chunk and no ``[DONE]``: the SDK raises nothing;
+    * ``malformed_chunk``: after ``after_chunks`` content chunks, send one
+      event whose data is not JSON, then carry on as normal;
+    * ``silence``: after ``after_chunks`` content chunks, send nothing for
+      ``seconds`` (the connection stays open), then carry on as normal;
     * ``finish``: normal text, but ``finish_reason`` is ``finish_reason``;
     * ``empty``: a normal 200 answer whose content is ``""``.
 
@@ -197,6 +204,22 @@ class Fault:
         For a non-stream request, half of the JSON body is sent before closing.
         """
         return cls(kind="cut_stream", after_chunks=after_chunks)
+
+    @classmethod
+    def early_end(cls, after_chunks: int = 3) -> Fault:
+        """End the response cleanly after ``after_chunks`` content chunks, with no
+        finish reason and no ``[DONE]`` (a proxy or server that gave up quietly)."""
+        return cls(kind="early_end", after_chunks=after_chunks)
+
+    @classmethod
+    def malformed_chunk(cls, after_chunks: int = 2) -> Fault:
+        """One undecodable event after ``after_chunks`` content chunks."""
+        return cls(kind="malformed_chunk", after_chunks=after_chunks)
+
+    @classmethod
+    def silence(cls, seconds: float, after_chunks: int = 2) -> Fault:
+        """A long pause mid-stream, after ``after_chunks`` content chunks."""
+        return cls(kind="silence", after_chunks=after_chunks, seconds=seconds)
 
     @classmethod
     def finish(cls, reason: str = "length") -> Fault:
@@ -497,7 +520,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
         if record.stream:
             include_usage = bool((record.body.get("stream_options") or {}).get("include_usage"))
-            self._stream(record, pieces, latency, finish_reason, usage, include_usage, ids, cut_after)
+            self._stream(record, pieces, latency, finish_reason, usage, include_usage, ids, fault)
         else:
             self._pause_until(record.start + latency)
             payload = {
@@ -537,8 +560,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         usage: dict[str, int],
         include_usage: bool,
         ids: dict[str, str],
-        cut_after: int | None,
+        fault: Fault | None,
     ) -> None:
+        kind = fault.kind if fault is not None else None
+        at = fault.after_chunks if fault is not None else None
         self._send_head(
             200, "text/event-stream; charset=utf-8",
             {"Transfer-Encoding": "chunked", "Cache-Control": "no-cache"}, ids["request"],
@@ -560,20 +585,32 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return c
 
         n = len(pieces)
+        shift = 0.0  # a silence pushes the rest of the schedule back
         for i, text in enumerate(pieces):
-            if cut_after is not None and i >= cut_after:
+            if kind in ("cut_stream", "early_end") and i >= at:
                 break
+            if i == at and kind == "malformed_chunk":
+                self._write_chunk(b'data: {"id": "' + ids["completion"].encode()
+                                  + b'", "choices": [{"delta": {"content": "brok\n\n')
+            if i == at and kind == "silence":
+                self._pause_until(time.monotonic() + (fault.seconds or 0.0))
+                shift = fault.seconds or 0.0
             # Absolute schedule (not sleep(latency/n) each time) so the total
             # does not drift upwards; first chunk at latency/n after the start.
-            self._pause_until(record.start + latency * (i + 1) / n)
+            self._pause_until(record.start + shift + latency * (i + 1) / n)
             delta = {"role": "assistant", "content": text} if i == 0 else {"content": text}
             self._send_event(chunk(delta, None))
             record.chunks_sent += 1
-        if cut_after is not None:
+        if kind == "cut_stream":
             # Close without the terminating zero-length chunk: the client gets
             # "incomplete chunked read", like a dropped upstream connection.
             record.finish_reason = None
             self.close_connection = True
+            return
+        if kind == "early_end":
+            # A clean end of the body: nothing at the HTTP level says it was cut.
+            record.finish_reason = None
+            self._write(b"0\r\n\r\n")
             return
         self._send_event(chunk({}, finish_reason))
         if include_usage:

@@ -185,6 +185,40 @@ def test_cut_stream_raises_while_iterating(fake, client):
     assert record.fault == "cut_stream" and record.chunks_sent == 3
 
 
+def test_early_end_is_a_clean_end_the_sdk_does_not_notice(fake, client):
+    # What makes this fault dangerous: the SDK iterates to the end and raises nothing.
+    fake.script(Fault.early_end(after_chunks=3))
+    received = list(stream_article(client))
+    assert len(received) == 3
+    assert all(c.choices[0].finish_reason is None for c in received)
+    assert all(c.usage is None for c in received)
+    record = fake.requests[0]
+    assert record.fault == "early_end" and record.chunks_sent == 3 and record.finish_reason is None
+
+
+def test_malformed_chunk_raises_while_iterating(fake, client):
+    fake.script(Fault.malformed_chunk(after_chunks=2))
+    received = []
+    with pytest.raises(ValueError):  # json.JSONDecodeError from the SDK's event parsing
+        for chunk in stream_article(client):
+            received.append(chunk)
+    assert len(received) == 2
+
+
+def test_silence_mid_stream_trips_the_read_timeout(fake, client):
+    fake.script(Fault.silence(seconds=5, after_chunks=2))
+    received = []
+    started = time.monotonic()
+    with pytest.raises(openai.APITimeoutError):
+        for chunk in stream_article(client, timeout=openai.Timeout(10, read=0.5)):
+            received.append(chunk)
+    assert len(received) == 2 and time.monotonic() - started < 3
+    # Shorter than the read timeout, the same silence is only a slow answer.
+    fake.script(Fault.silence(seconds=0.2, after_chunks=2))
+    chunks = list(stream_article(client, timeout=openai.Timeout(10, read=2)))
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+
+
 def test_cut_non_stream_raises(fake, client):
     fake.script(Fault.cut_stream())
     with pytest.raises(openai.APIConnectionError):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 
-from flask import Flask, jsonify, render_template, request
+from flask import Flask, g, jsonify, render_template, request, template_rendered
 from flask_wtf.csrf import CSRFError
 from sqlalchemy import event
 from werkzeug.exceptions import HTTPException
@@ -84,6 +84,11 @@ def check_settings(app: Flask) -> None:
         price_table(app.config)
     except (ValueError, KeyError) as exc:
         raise RuntimeError(f"Invalid provider settings: {exc}") from exc
+    from .netguard import parse_allowed
+    try:
+        parse_allowed(app.config.get("WEBHOOK_ALLOWED_HOSTS") or "")
+    except ValueError as exc:
+        raise RuntimeError(f"Invalid WEBHOOK_ALLOWED_HOSTS: {exc}") from exc
     uri = app.config["SQLALCHEMY_DATABASE_URI"]
     options = app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {})
     if uri.startswith("sqlite"):
@@ -104,15 +109,12 @@ def register_extensions(app: Flask) -> None:
     login_manager.login_message = "Please sign in to continue."
     login_manager.login_message_category = "info"
 
-    from .models import User
+    from .services.users import user_for_session
 
     @login_manager.user_loader
     def load_user(session_id: str):
-        user_id, _, fingerprint = session_id.partition(".")
-        user = db.session.get(User, int(user_id)) if user_id.isdigit() else None
-        if user is None or user.is_disabled or fingerprint != user.session_fingerprint():
-            return None  # disabled, or the password changed: the session is over
-        return user
+        # None when the session ended: signed out, disabled, or the password changed.
+        return user_for_session(session_id)
 
     # Sign-in attempts are counted in Redis, so the limit holds across every web process.
     app.config.setdefault("RATELIMIT_STORAGE_URI", app.config["REDIS_URL"])
@@ -188,6 +190,8 @@ def register_errorhandlers(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
+        if exc.response is not None:
+            return exc.response  # a ready answer (a rate limit's on_breach partial)
         code = exc.code or 500
         custom = exc.description and exc.description != type(exc).description
         limit_mb = (app.config.get("MAX_CONTENT_LENGTH") or 0) / (1024 * 1024)
@@ -281,9 +285,27 @@ def _unstorable_in_json(body, path: str) -> str | None:
     return None
 
 
+# Pages that show a password or token once: no browser cache or proxy may keep a copy.
+SHOWN_ONCE = frozenset({"secret_once.html"})
+HSTS = "max-age=31536000; includeSubDomains"
+
+
 def register_headers(app: Flask) -> None:
+    def note_shown_once(sender, template, context, **extra):
+        if template.name in SHOWN_ONCE:
+            g.no_store = True
+
+    # Whichever view renders such a page. weak=False: the app holds this local function.
+    template_rendered.connect(note_shown_once, app, weak=False)
+
     @app.after_request
     def security_headers(response):
+        if g.get("no_store"):
+            response.headers["Cache-Control"] = "no-store"
+        if request.is_secure:
+            # Only over HTTPS (directly, or from a proxy trusted through PROXY_FIX_HOPS): a
+            # site still served over plain http must not tell browsers to refuse http.
+            response.headers.setdefault("Strict-Transport-Security", HSTS)
         response.headers.setdefault(
             "Content-Security-Policy",
             "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 
@@ -50,6 +51,9 @@ def load_config(instance_path: str) -> dict:
         "OPENAI_MODEL": os.environ.get("OPENAI_MODEL", "gpt-4o-mini"),
         "OPENAI_MODELS": os.environ.get("OPENAI_MODELS", ""),
         "OPENAI_TIMEOUT": _float("OPENAI_TIMEOUT", 120.0),
+        # The longest silence allowed inside a streamed answer (and before its first byte);
+        # past it the answer counts as cut off and is retried.
+        "OPENAI_STREAM_IDLE_TIMEOUT": _float("OPENAI_STREAM_IDLE_TIMEOUT", 60.0),
         "OPENAI_SDK_RETRIES": _int("OPENAI_SDK_RETRIES", 0),
         "GENERATION_MAX_ATTEMPTS": _int("GENERATION_MAX_ATTEMPTS", 3),
         # Attempts when the provider only says "slow down" (429 rate limit).
@@ -80,16 +84,28 @@ def load_config(instance_path: str) -> dict:
         "IMPORT_MAX_BYTES": _int("IMPORT_MAX_BYTES", 2 * 1024 * 1024),
         "WEBHOOK_SECRET": os.environ.get("WEBHOOK_SECRET", ""),
         "WEBHOOK_MAX_ATTEMPTS": _int("WEBHOOK_MAX_ATTEMPTS", 5),
+        # One deadline for a whole delivery attempt (lookup, connect, send, response).
+        "WEBHOOK_TIMEOUT": _float("WEBHOOK_TIMEOUT", 10.0),
+        # Internal receivers let past the public-address rule: "host" or "host:port", commas.
+        "WEBHOOK_ALLOWED_HOSTS": os.environ.get("WEBHOOK_ALLOWED_HOSTS", ""),
         "MAX_TITLE_LENGTH": 300,
+        # Characters one prompt template may produce for one row, counted while it renders.
+        "TEMPLATE_OUTPUT_BUDGET": _int("TEMPLATE_OUTPUT_BUDGET", 20_000),
+        # Template previews, and new-batch estimates, per user (Flask-Limiter syntax).
+        "TEMPLATE_PREVIEW_LIMIT": os.environ.get("TEMPLATE_PREVIEW_LIMIT", "60 per minute"),
         # How long a running article's claim lasts without renewal; a worker that dies
         # stops renewing, so another delivery may take the article over.
         "ARTICLE_LEASE_SECONDS": _int("ARTICLE_LEASE_SECONDS", 30),
         "WTF_CSRF_TIME_LIMIT": None,
-        # Failed sign-ins allowed per client address and per account (Flask-Limiter syntax).
+        # Failed sign-ins allowed per client address, and per account from one client address
+        # (Flask-Limiter syntax): strangers' guesses never lock an account's owner out.
         "LOGIN_LIMIT_IP": os.environ.get("LOGIN_LIMIT_IP", "20 per 10 minutes"),
         "LOGIN_LIMIT_ACCOUNT": os.environ.get("LOGIN_LIMIT_ACCOUNT", "5 per 10 minutes"),
         # Number of reverse proxies in front of the app whose X-Forwarded-* to trust.
         "PROXY_FIX_HOPS": _int("PROXY_FIX_HOPS", 0),
+        # "Keep me signed in" lasts a month (Flask-Login's default is a year); signing out
+        # ends it on the server at once either way.
+        "REMEMBER_COOKIE_DURATION": timedelta(days=_int("REMEMBER_DAYS", 30)),
         "REMEMBER_COOKIE_HTTPONLY": True,
         "REMEMBER_COOKIE_SAMESITE": "Lax",
         "SESSION_COOKIE_HTTPONLY": True,

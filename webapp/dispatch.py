@@ -8,7 +8,7 @@ from typing import Iterable, Optional
 from flask import current_app
 from sqlalchemy import select, update
 
-from . import live
+from . import installation, live
 from .extensions import db
 from .models import Article, ArticleStatus as A, Batch, utcnow
 from .tasks import generate_article
@@ -25,7 +25,7 @@ UNREACHABLE = ("The task queue (Redis) is unreachable, so generation has not sta
 
 
 def marker_key(batch_id: int) -> str:
-    return f"pressroom:dispatched:{batch_id}"
+    return f"{installation.prefix()}dispatched:{batch_id}"
 
 
 def publish_articles(rows: Iterable[tuple[int, str]]) -> int:
@@ -73,9 +73,13 @@ def publish_batch(batch_id: int) -> Optional[str]:
 
 def send(batch_id: int, publish) -> Optional[str]:
     """Run `publish`, then record the batch as dispatched (or why it is not)."""
+    created_at = db.session.scalar(select(Batch.created_at).where(Batch.id == batch_id))
     try:
         publish()
-        live.get_redis().set(marker_key(batch_id), "1", ex=MARKER_TTL)
+        pipe = live.get_redis().pipeline(transaction=False)
+        pipe.set(marker_key(batch_id), "1", ex=MARKER_TTL)
+        installation.note_batch(pipe, batch_id, created_at)
+        pipe.execute()
     except Exception as exc:  # kombu and redis raise several types for an unreachable broker
         log.warning("dispatch of batch %s failed: %s", batch_id, exc)
         _set(batch_id, dispatch_error=UNREACHABLE, dispatched_at=None)

@@ -14,13 +14,12 @@ from celery import shared_task
 from flask import current_app
 from sqlalchemy import and_, exists, select, update
 
-from . import dispatch, lifecycle, live, metrics, ratelimit, webhooks
+from . import dispatch, installation, lifecycle, live, metrics, ratelimit, webhooks
 from .extensions import db
 from .models import Article, ArticleStatus as A, Batch, BatchStatus as B, utcnow
 
 log = logging.getLogger(__name__)
 
-LOCK_KEY = "pressroom:reconcile:lock"
 # A batch not yet sent this long after it was stored lost its dispatch (a crash between
 # the commit and the publish); younger ones may still be being sent by the web request.
 DISPATCH_GRACE = timedelta(seconds=30)
@@ -37,12 +36,13 @@ def dispatch_batch(batch_id: int) -> dict:
 def reconcile() -> dict:
     """One pass of the reconciler; returns what it did."""
     redis = live.get_redis()
-    if not redis.set(LOCK_KEY, "1", nx=True, ex=120):
+    lock = installation.prefix() + "reconcile:lock"  # one reconciler per database
+    if not redis.set(lock, "1", nx=True, ex=120):
         return {"skipped": "another reconcile is running"}
     try:
         done = run_once()
     finally:
-        redis.delete(LOCK_KEY)
+        redis.delete(lock)
     for action, count in done.items():
         if count:
             log.info("reconciler: %s × %d", action, count)
@@ -173,7 +173,11 @@ def close_finished_batches() -> int:
 
 
 def schedule_webhooks() -> int:
-    """Finished batches whose webhook has not been delivered yet: try (again) when due."""
+    """Finished batches whose webhook has not been delivered yet: try (again) when due.
+
+    Only batches due by the backoff and with no attempt under way (its lock is free) are
+    sent, each as one `deliver` on the `webhooks` queue; the lock in `deliver` still keeps
+    two attempts apart if a message was sent twice."""
     ids = webhooks.due_batches()
     db.session.rollback()
     for batch_id in ids:

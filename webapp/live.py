@@ -11,6 +11,8 @@ from typing import Iterable, Optional
 import redis
 from flask import current_app
 
+from .installation import prefix
+
 FLAG_TTL = 24 * 3600
 TEXT_TTL = 3600
 # Celery's Redis result backend stores each task's state under this prefix.
@@ -33,15 +35,15 @@ def get_redis() -> redis.Redis:
 
 
 def batch_cancel_key(batch_id: int) -> str:
-    return f"pressroom:cancel:batch:{batch_id}"
+    return f"{prefix()}cancel:batch:{batch_id}"
 
 
 def article_cancel_key(article_id: int) -> str:
-    return f"pressroom:cancel:article:{article_id}"
+    return f"{prefix()}cancel:article:{article_id}"
 
 
 def text_key(article_id: int) -> str:
-    return f"pressroom:text:{article_id}"
+    return f"{prefix()}text:{article_id}"
 
 
 def result_key(task_id: str) -> str:

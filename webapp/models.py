@@ -70,10 +70,16 @@ class User(UserMixin, db.Model):
     def is_admin(self) -> bool:
         return self.role == Role.ADMIN
 
+    # The server-side session (UserSession) this object was signed in or loaded with, set
+    # by services/users.start_session and user_for_session. Not annotated: not columns.
+    session_secret = None
+    session_row_id = None
+
     def get_id(self) -> str:
-        # The session names the password and the session version too, so a password reset
-        # or a disable ends every session opened before it.
-        return f"{self.id}.{self.session_fingerprint()}"
+        # What Flask-Login keeps in the session and the remember-me cookie. It names the
+        # server-side session, which sign-out ends, and the password and session version
+        # too, so a password reset or a disable ends every session opened before it.
+        return f"{self.id}.{self.session_secret}.{self.session_fingerprint()}"
 
     def session_fingerprint(self) -> str:
         seed = f"{self.password_hash}|{self.session_version}"
@@ -97,6 +103,23 @@ class ApiToken(db.Model):
     revoked_at: Mapped[Optional[datetime]]
 
     user: Mapped[User] = relationship(back_populates="tokens")
+
+
+class UserSession(db.Model):
+    """One signed-in browser. Its cookie names it, so signing out ends it on the server and a
+    copy of the cookie (session or remember-me) taken before then signs nobody in."""
+    __tablename__ = "user_sessions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    # Only a SHA-256 of the session's secret is kept; the secret itself is in the cookie.
+    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Written at most once a minute, so that pages and polls stay read-only.
+    last_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+    ended_at: Mapped[Optional[datetime]]
+    user_agent: Mapped[str] = mapped_column(String(200), default="")
+    ip: Mapped[str] = mapped_column(String(64), default="")
 
 
 class Batch(db.Model):
@@ -275,4 +298,15 @@ class WebhookDelivery(db.Model):
     ok: Mapped[bool] = mapped_column(default=False)
     error: Mapped[Optional[str]] = mapped_column(Text)
     duration_ms: Mapped[Optional[float]]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Installation(db.Model):
+    """One row: this database's identity. Redis keys that name a batch or an article carry
+    its key, so state in a shared Redis is never mistaken for another database's."""
+
+    __tablename__ = "installation"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -38,13 +38,34 @@ class Stream:
 
 
 class ProviderError(Exception):
+    """A classified provider failure. `label` is the short form an article shows while a
+    retry waits ("The answer was cut off — retry 2 of 3 in 4 s")."""
+
     def __init__(self, message: str, *, retryable: bool, retry_after: Optional[float] = None,
-                 kind: str = "error"):
+                 kind: str = "error", label: Optional[str] = None):
         super().__init__(message)
         self.message = message
         self.retryable = retryable
         self.retry_after = retry_after
         self.kind = kind
+        self.label = label or message.rstrip(".")
+
+
+CUT_OFF = "The answer was cut off"
+
+
+def cut_off(why: str) -> ProviderError:
+    """An answer that did not arrive whole. Never stored as written: the attempt is retried
+    like any transient error, and the article fails with this reason if none succeeds."""
+    return ProviderError(f"{CUT_OFF}: {why}.", retryable=True, kind="cut_off", label=CUT_OFF)
+
+
+def require_finish(stream: "Stream") -> None:
+    """The completeness rule for every provider: a stream is whole only when a choice
+    carried a finish_reason. A response that simply ends (no finish chunk, no [DONE]) is
+    clean at the HTTP level, so the SDK raises nothing; this is where it is caught."""
+    if stream.finish_reason is None:
+        raise cut_off("the stream ended before the provider said the answer was finished")
 
 
 @dataclass
@@ -92,13 +113,17 @@ _clients: dict[tuple, openai.OpenAI] = {}
 class OpenAIProvider:
     def __init__(self, config):
         key = (config["OPENAI_API_KEY"], config.get("OPENAI_BASE_URL") or None,
-               config.get("OPENAI_TIMEOUT", 120.0), config.get("OPENAI_SDK_RETRIES", 0))
+               config.get("OPENAI_TIMEOUT", 120.0), config.get("OPENAI_SDK_RETRIES", 0),
+               config.get("OPENAI_STREAM_IDLE_TIMEOUT", 60.0))
         client = _clients.get(key)
         if client is None:
             # The SDK's own retries stay at 0 by default: the task retries with backoff, and
             # two layers of retries would multiply the requests sent.
-            client = openai.OpenAI(api_key=key[0], base_url=key[1], timeout=key[2],
-                                   max_retries=key[3])
+            # The read timeout bounds each silence between two chunks (and the wait for the
+            # first); the task bounds the whole answer with OPENAI_TIMEOUT.
+            idle = min(config.get("OPENAI_STREAM_IDLE_TIMEOUT", 60.0), key[2])
+            client = openai.OpenAI(api_key=key[0], base_url=key[1],
+                                   timeout=openai.Timeout(key[2], read=idle), max_retries=key[3])
             _clients[key] = client
         self.client = client
 
@@ -118,6 +143,8 @@ class OpenAIProvider:
         result = Stream(deltas=iter(()), close=response.close,
                         headers={k.lower(): v for k, v in raw.headers.items()})
 
+        idle = self.client.timeout.read if isinstance(self.client.timeout, openai.Timeout) else None
+
         def deltas():
             try:
                 for chunk in response:
@@ -132,11 +159,18 @@ class OpenAIProvider:
                             result.refusal += delta.refusal
                         if delta is not None and delta.content:
                             yield delta.content
-            except openai.APIError as exc:
+            # Once the answer has started, a timeout or a lost connection means a partial
+            # answer, whatever the SDK calls it.
+            except openai.APITimeoutError as exc:
+                raise cut_off(f"the provider sent nothing for more than {idle or 0:g} s") from exc
+            except openai.APIConnectionError as exc:
+                raise cut_off("the connection to the provider was lost mid-answer") from exc
+            except ValueError as exc:  # json.JSONDecodeError, from the SDK's chunk parsing
+                raise cut_off("the provider sent a chunk that could not be read") from exc
+            except openai.APIError as exc:  # an error event inside the stream
                 raise classify(exc) from exc
-            except Exception as exc:  # a cut connection surfaces as a transport error
-                raise ProviderError(f"The connection to the provider was lost mid-answer ({type(exc).__name__}).",
-                                    retryable=True, kind="stream_cut") from exc
+            except Exception as exc:  # any other transport failure mid-answer
+                raise cut_off(f"the answer stopped with {type(exc).__name__}") from exc
 
         result.deltas = deltas()
         return result

@@ -22,6 +22,8 @@ from limits import RateLimitItem, RateLimitItemPerSecond, parse
 from limits.storage import RedisStorage
 from limits.strategies import MovingWindowRateLimiter, SlidingWindowCounterRateLimiter
 
+from .installation import prefix
+
 
 _BUCKET = 60  # seconds per bucket of the recent-429 counter
 RECENT_BUCKETS = 5
@@ -170,7 +172,7 @@ PROBE_OK, PROBE_TRIPPED = b"ok", b"tripped"
 
 
 def probe_key(batch_id: int) -> str:
-    return f"pressroom:probe:{batch_id}"
+    return f"{prefix()}probe:{batch_id}"
 
 
 def probe_state(client: redis.Redis, batch_id: int, hold_seconds: float,
@@ -230,7 +232,7 @@ return 0
 
 
 def slots_key(batch_id: int) -> str:
-    return f"pressroom:slots:{batch_id}"
+    return f"{prefix()}slots:{batch_id}"
 
 
 def acquire_slot(client, batch_id: int, article_id: int, cap: int, lease: float):
@@ -251,11 +253,11 @@ def release_slot(client: redis.Redis, batch_id: int, article_id: int) -> None:
 # --- pressure, for the batch page ---------------------------------------------------------
 
 def waiting_key(batch_id: int) -> str:
-    return f"pressroom:waiting:{batch_id}"
+    return f"{prefix()}waiting:{batch_id}"
 
 
 def r429_key(batch_id: int, bucket: int) -> str:
-    return f"pressroom:429:{batch_id}:{bucket}"
+    return f"{prefix()}429:{batch_id}:{bucket}"
 
 
 ALL = "all"  # the batch id under which system-wide pressure is counted

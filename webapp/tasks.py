@@ -14,8 +14,8 @@ from . import lifecycle, live, metrics, ratelimit, webhooks, workerstate
 from .extensions import db
 from .models import Article, ArticleStatus as A, Batch, BatchStatus as B
 from .pricing import TOKENS_PER_WORD, cost_of, price_for
-from .prompts import build_prompt
-from .provider import ProviderError, get_provider
+from .prompts import TemplateRefused, build_prompt
+from .provider import ProviderError, get_provider, require_finish
 from .tokencount import count_chat_tokens
 
 log = logging.getLogger(__name__)
@@ -98,10 +98,21 @@ def _cancel_unstarted(article_id: int, batch_id: int) -> dict:
 def _generate(task, article_id: int, row, redis) -> dict:
     cfg = current_app.config
     lease = cfg["ARTICLE_LEASE_SECONDS"]
-    prompt = build_prompt(row.template_text, title=row.title, words=row.target_words,
-                          tone=row.tone, language=row.language, keywords=row.keywords or "",
-                          notes=row.notes or "", instructions=row.instructions or "",
-                          extra_instructions=row.extra_instructions or "")
+    try:
+        prompt = build_prompt(row.template_text, title=row.title, words=row.target_words,
+                              tone=row.tone, language=row.language,
+                              keywords=row.keywords or "", notes=row.notes or "",
+                              instructions=row.instructions or "",
+                              extra_instructions=row.extra_instructions or "")
+    except TemplateRefused as refused:
+        # The batch's template over its budget for this row (or one kept from before the
+        # budget): the render stopped within a second, the article fails saying why, and
+        # the worker goes on to the next task. Not claimed yet, so failed as queued.
+        message = f"The prompt template cannot be used for this article. {refused}"
+        lifecycle.fail(article_id, None, message)
+        _finalize(row.batch_id)
+        log.warning("article %s failed: %s", article_id, message)
+        return {"status": A.FAILED, "error": message}
     expected_tokens = (count_chat_tokens(row.model, prompt.messages())[0]
                        + int(row.target_words * TOKENS_PER_WORD))
     gate = _wait_for_provider(redis, row, article_id, expected_tokens)
@@ -241,6 +252,7 @@ def _consume(task, stream, redis, batch_id, article_id, token, lease, attempt) -
                                        current_app.config["BATCH_MAX_CONCURRENCY"], lease)
     finally:
         stream.close()
+    require_finish(stream)
     return "".join(parts)
 
 
@@ -259,7 +271,7 @@ def _handle_error(task, err: ProviderError, article_id, row, token, attempt, red
     if err.retryable and attempt < max_attempts:
         metrics.count("generation_retries_total", kind=err.kind)
         delay = backoff_delay(attempt, err.retry_after, cfg["GENERATION_RETRY_BASE"])
-        label = "Rate limited" if err.kind == "rate_limit" else err.message.rstrip(".")
+        label = "Rate limited" if err.kind == "rate_limit" else err.label
         note = f"{label} — retry {attempt + 1} of {max_attempts} in {delay:.0f} s"
         if lifecycle.release_for_retry(article_id, token, note):
             raise task.retry(countdown=delay, max_retries=None)

@@ -80,13 +80,21 @@ def enable(user_id: int):
 
 @bp.post("/users/<int:user_id>/password")
 def reset_password(user_id: int):
-    """Set a new random password (shown once); the user's sessions end."""
+    """Set a new random password (shown once); the user's sessions end, tokens are revoked."""
     result = _act(users.reset_password, user_id)
     if not result:
         return redirect(url_for("admin.user_list"), code=303)
     user, password = result
     return render_template("secret_once.html", title=f"New password for {user.email}",
                            secrets=[("Password", password)], back=url_for("admin.user_list"))
+
+
+@bp.post("/users/<int:user_id>/tokens/revoke")
+def revoke_tokens(user_id: int):
+    """Revoke every API token of a user: scripts using them get 401 at once."""
+    user, count = _act(users.revoke_all_tokens, user_id)
+    flash(f"{count} API token{'' if count == 1 else 's'} of {user.email} revoked.", "success")
+    return redirect(url_for("admin.user_list"), code=303)
 
 
 def _date(name: str) -> datetime | None:

@@ -5,6 +5,7 @@ from urllib.parse import urlsplit
 
 from flask import (Blueprint, current_app, flash, redirect, render_template, request, session,
                    url_for)
+from flask_limiter.util import get_remote_address
 from flask_login import current_user, login_required, login_user, logout_user
 from flask_wtf import FlaskForm
 from wtforms import BooleanField, EmailField, PasswordField
@@ -35,8 +36,12 @@ def safe_next(target: str | None) -> str:
     return target
 
 
-def _account_key() -> str:
-    return "login-account:" + (request.form.get("email") or "").strip().lower()[:255]
+def _account_address_key() -> str:
+    # The account *and* the address: a stranger's wrong guesses shut that stranger's address
+    # out of the account, never its owner signing in from elsewhere. get_remote_address is
+    # the client's address as ProxyFix fixed it (PROXY_FIX_HOPS), not the proxy's.
+    email = (request.form.get("email") or "").strip().lower()[:255]
+    return f"login-account-address:{email}|{get_remote_address()}"
 
 
 def _failed(response) -> bool:
@@ -50,7 +55,7 @@ _TOO_MANY = "Too many failed sign-ins. Wait a few minutes before trying again."
 @limiter.limit(lambda: current_app.config["LOGIN_LIMIT_IP"], methods=["POST"],
                deduct_when=_failed, error_message=_TOO_MANY)
 @limiter.limit(lambda: current_app.config["LOGIN_LIMIT_ACCOUNT"], methods=["POST"],
-               key_func=_account_key, deduct_when=_failed, error_message=_TOO_MANY)
+               key_func=_account_address_key, deduct_when=_failed, error_message=_TOO_MANY)
 def login():
     """Show the sign-in form and sign a user in."""
     if current_user.is_authenticated:
@@ -65,8 +70,8 @@ def login():
             audit.record("sign_in_failed", actor=(form.email.data or "").strip().lower()[:255])
         else:
             session.clear()  # a fresh session at sign-in: no fixation
+            users.start_session(user, request.user_agent.string, request.remote_addr)
             login_user(user, remember=form.remember.data)
-            audit.record("sign_in", user=user)
             return redirect(safe_next(request.args.get("next")), code=303)
     elif request.method == "POST":
         error = "Enter your email and password."
@@ -76,8 +81,8 @@ def login():
 @bp.route("/logout", methods=["POST"])
 @login_required
 def logout():
-    """Sign out and forget the session."""
-    audit.record("sign_out")
+    """Sign out: the session ends on the server too, so a copy of its cookies is worthless."""
+    users.end_session(current_user)
     logout_user()
     session.clear()
     flash("You are signed out.", "info")

@@ -1,6 +1,7 @@
 """The state of the system, for /readyz, /metrics, the system page and the CLI."""
 from __future__ import annotations
 
+import hmac
 import ipaddress
 import os
 import time
@@ -18,7 +19,7 @@ from ..extensions import db
 from ..live import get_redis  # noqa: F401  (the CLI reaches Redis through here)
 from ..models import Article, ArticleStatus as A, Batch, BatchStatus as B, utcnow
 
-QUEUES = ("generation", "celery")
+QUEUES = ("generation", "celery", "webhooks")
 
 
 @dataclass
@@ -135,7 +136,8 @@ def system_view() -> SystemView:
 
 def metrics_allowed(remote_addr: str, auth_header: str) -> bool:
     token = current_app.config.get("METRICS_TOKEN")
-    if token and auth_header == f"Bearer {token}":
+    # In constant time: how long a wrong guess takes says nothing about the token.
+    if token and hmac.compare_digest((auth_header or "").encode(), f"Bearer {token}".encode()):
         return True
     try:
         addr = ipaddress.ip_address(remote_addr or "")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import secrets
 from datetime import timedelta
 from typing import Optional
@@ -10,12 +11,12 @@ from sqlalchemy import select, update
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from ..extensions import db
-from ..models import ApiToken, Role, User, utcnow
+from ..models import ApiToken, Role, User, UserSession, utcnow
 from . import audit
 
 # Compared against when the email is unknown, so both failures take the same time.
 _DUMMY_HASH = generate_password_hash("not-a-real-password")
-# Last use of a token is written at most this often, so API reads stay read-only.
+# Last use of a token or a session is written at most this often, so reads stay read-only.
 _TOUCH_EVERY = timedelta(minutes=1)
 
 
@@ -115,6 +116,74 @@ def user_for_token(token: str) -> Optional[User]:
     return user
 
 
+def start_session(user: User, user_agent: str = "", ip: str = "") -> None:
+    """Sign `user` in: open a server-side session, which `user.get_id()` then names."""
+    secret = secrets.token_urlsafe(32)
+    row = UserSession(user_id=user.id, secret_hash=hash_token(secret),
+                      user_agent=(user_agent or "")[:200], ip=(ip or "")[:64])
+    db.session.add(row)
+    audit.record("sign_in", user=user, commit=False)
+    db.session.commit()
+    user.session_secret, user.session_row_id = secret, row.id
+
+
+def user_for_session(session_id: str) -> Optional[User]:
+    """The active user of an open session (one query: the page polls call this), or None.
+
+    `session_id` is what User.get_id() made: "<user id>.<session secret>.<fingerprint>".
+    """
+    user_id, _, rest = (session_id or "").partition(".")
+    secret, _, fingerprint = rest.partition(".")
+    if not (user_id.isascii() and user_id.isdigit()) or len(user_id) > 10 or not secret:
+        return None  # not an id that get_id() made
+    row = db.session.execute(
+        select(User, UserSession).join(UserSession, UserSession.user_id == User.id)
+        .where(User.id == int(user_id), UserSession.secret_hash == hash_token(secret),
+               UserSession.ended_at.is_(None))
+    ).first()
+    if row is None:
+        # Signed out, ended by a password reset or a disable, or an id from before sessions
+        # were kept on the server ("<user id>.<fingerprint>"): that person signs in again.
+        return None
+    user, live = row
+    if user.is_disabled or not hmac.compare_digest(fingerprint.encode(),
+                                                   user.session_fingerprint().encode()):
+        return None
+    user.session_secret, user.session_row_id = secret, live.id
+    now = utcnow()
+    if now - live.last_seen_at > _TOUCH_EVERY:
+        # Pages load the user in their blueprint's before_request, before the view does any
+        # work, so this commit carries nothing else.
+        db.session.execute(update(UserSession).where(UserSession.id == live.id)
+                           .values(last_seen_at=now))
+        db.session.commit()
+    return user
+
+
+def end_session(user: User) -> None:
+    """Sign out: the session (and any copy of its cookies) no longer signs anyone in."""
+    audit.record("sign_out", user=user, commit=False)
+    if user.session_row_id is not None:
+        db.session.execute(update(UserSession).where(UserSession.id == user.session_row_id,
+                                                     UserSession.ended_at.is_(None))
+                           .values(ended_at=utcnow()))
+    db.session.commit()
+
+
+def _end_all_sessions(user: User) -> None:
+    db.session.execute(update(UserSession).where(UserSession.user_id == user.id,
+                                                 UserSession.ended_at.is_(None))
+                       .values(ended_at=utcnow()))
+
+
+def _revoke_all_tokens(user: User) -> int:
+    """Revoke every active token of `user`; returns how many there were."""
+    result = db.session.execute(update(ApiToken).where(ApiToken.user_id == user.id,
+                                                       ApiToken.revoked_at.is_(None))
+                                .values(revoked_at=utcnow()))
+    return result.rowcount
+
+
 def any_users() -> bool:
     return db.session.scalar(select(User.id).limit(1)) is not None
 
@@ -155,6 +224,7 @@ def set_disabled(admin: User, user_id: int, disabled: bool) -> User:
             # Ends the user's sessions for good: enabling the account again later does
             # not bring them back, whoever kept a copy of the cookie.
             user.session_version += 1
+            _end_all_sessions(user)
         audit.record("user_disabled" if disabled else "user_enabled", target=f"user:{user.id}",
                      detail=user.email, commit=False)
         db.session.commit()
@@ -162,12 +232,30 @@ def set_disabled(admin: User, user_id: int, disabled: bool) -> User:
 
 
 def reset_password(admin: User, user_id: int) -> tuple[User, str]:
+    """A new random password (returned once). The account may be in someone else's hands,
+    so its sessions end and its API tokens are revoked too."""
     user = _get(user_id)
     password = secrets.token_urlsafe(12)
     user.password_hash = generate_password_hash(password)
+    _end_all_sessions(user)
+    revoked = _revoke_all_tokens(user)
     audit.record("password_reset", target=f"user:{user.id}", detail=user.email, commit=False)
+    if revoked:
+        audit.record("token_revoked", target=f"user:{user.id}",
+                     detail=f"all {revoked} API tokens of {user.email} (password reset)",
+                     commit=False)
     db.session.commit()
     return user, password
+
+
+def revoke_all_tokens(admin: User, user_id: int) -> tuple[User, int]:
+    """An admin revokes every API token of a user at once; returns the user and the count."""
+    user = _get(user_id)
+    revoked = _revoke_all_tokens(user)
+    audit.record("token_revoked", target=f"user:{user.id}",
+                 detail=f"all {revoked} API tokens of {user.email} (by an admin)", commit=False)
+    db.session.commit()
+    return user, revoked
 
 
 def emails_of(user_ids) -> dict[int, str]:
