@@ -26,7 +26,10 @@ task_track_started = True
 result_expires = _num("CELERY_RESULT_EXPIRES", 24 * 3600, int)
 
 task_default_queue = "celery"
-task_routes = {"webapp.tasks.generate_article": {"queue": "generation"}}
+# Webhook deliveries have their own small worker (Procfile `webhooks`): a slow receiver
+# then holds one of its threads, never a generation thread.
+task_routes = {"webapp.tasks.generate_article": {"queue": "generation"},
+               "webapp.webhooks.deliver": {"queue": "webhooks"}}
 
 # Threads suit this I/O-bound work: dozens of streams at once in one process.
 worker_pool = "threads"

@@ -30,6 +30,7 @@ from tests.helpers import login, wait_until
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
 WORKER_NAME = f"pressroom-test-{os.getpid()}@localhost"
+WEBHOOK_WORKER_NAME = f"pressroom-test-webhooks-{os.getpid()}@localhost"
 SECRET_KEY = "test-secret-key-for-the-pressroom-suite"
 # pg_advisory_lock key that serialises test sessions sharing one PostgreSQL database.
 PG_SESSION_LOCK = 7_272_024
@@ -197,17 +198,22 @@ def _app(database_url, redis_url, fake_server):
 
 
 class Worker:
-    def __init__(self, proc: subprocess.Popen, log_path: Path, celery_app):
+    def __init__(self, proc: subprocess.Popen, log_path: Path, celery_app,
+                 hooks: subprocess.Popen, hooks_log_path: Path):
         self.proc, self.log_path, self.celery = proc, log_path, celery_app
+        # The webhook deliveries' own process (queue `webhooks`), as in the Procfile.
+        self.hooks, self.hooks_log_path = hooks, hooks_log_path
 
     def check_alive(self) -> None:
-        if self.proc.poll() is not None:
-            pytest.fail(f"the Celery worker exited ({self.proc.returncode}); see {self.log_path}")
+        for proc, log_path in ((self.proc, self.log_path), (self.hooks, self.hooks_log_path)):
+            if proc.poll() is not None:
+                pytest.fail(f"a Celery worker exited ({proc.returncode}); see {log_path}")
 
     def ping(self) -> bool:
         self.check_alive()
-        replies = self.celery.control.ping(destination=[WORKER_NAME], timeout=0.5)
-        return any(WORKER_NAME in reply for reply in replies)
+        names = {WORKER_NAME, WEBHOOK_WORKER_NAME}
+        replies = self.celery.control.ping(destination=sorted(names), timeout=0.5)
+        return names <= {name for reply in replies for name in reply}
 
 
 @pytest.fixture(scope="session")
@@ -237,13 +243,23 @@ def worker(_app, database_url, redis_url, fake_server, artifacts):
          # One worker only: skip waiting for replies from (non-existent) peers at start-up.
          "--without-mingle", "--without-gossip"],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    handle = Worker(proc, log_path, _app.extensions["celery"])
+    hooks_log_path = artifacts / f"worker-webhooks-{os.getpid()}.log"
+    hooks_log = open(hooks_log_path, "w")
+    hooks = subprocess.Popen(
+        [str(celery_bin), "-A", "wsgi:celery_app", "worker", "--pool", "threads",
+         "--concurrency", "2", "--queues", "webhooks", "--loglevel", "INFO",
+         "-n", WEBHOOK_WORKER_NAME, "--without-mingle", "--without-gossip"],
+        cwd=ROOT, env=env, stdout=hooks_log, stderr=subprocess.STDOUT)
+    handle = Worker(proc, log_path, _app.extensions["celery"], hooks, hooks_log_path)
     try:
-        wait_until(handle.ping, 60, f"the Celery worker to answer a ping (log: {log_path})")
+        wait_until(handle.ping, 60, f"the Celery workers to answer a ping (logs: {log_path}, "
+                                    f"{hooks_log_path})")
         yield handle
     finally:
         stop_process(proc)
+        stop_process(hooks)
         log.close()
+        hooks_log.close()
 
 
 # -- per-test state ---------------------------------------------------------------------------
@@ -253,10 +269,10 @@ def _worker_idle(worker: Worker, redis_client, fake_server) -> bool:
     kombu's `unacked` hash until its task has ended and stored its result)."""
     worker.check_alive()
     pipe = redis_client.pipeline(transaction=False)
-    pipe.llen("generation").llen("celery").hlen("unacked")
-    queued_generation, queued_default, unacked = pipe.execute()
-    return (queued_generation == 0 and queued_default == 0 and unacked == 0
-            and fake_server.in_flight == 0)
+    pipe.llen("generation").llen("celery").llen("webhooks").hlen("unacked")
+    queued_generation, queued_default, queued_hooks, unacked = pipe.execute()
+    return (queued_generation == 0 and queued_default == 0 and queued_hooks == 0
+            and unacked == 0 and fake_server.in_flight == 0)
 
 
 def reset_state(app, worker, redis_client, fake_server) -> None:

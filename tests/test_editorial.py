@@ -8,11 +8,9 @@ import csv
 import hashlib
 import hmac
 import html
-import http.server
 import io
 import json
 import re
-import threading
 import uuid
 import zipfile
 from datetime import datetime, timedelta, timezone
@@ -21,12 +19,13 @@ import pytest
 import redis
 from sqlalchemy import func, select, update
 
-from tests.conftest import ACCOUNTS, free_port
+from tests.conftest import ACCOUNTS
 from tests.dedicated import Dedicated, redis_db_url
 from tests.fakeai import Fault
 from tests.helpers import (FINISH_TIMEOUT, articles_state, batch_id_from_location, batch_state,
                            csrf_from, login, page_csrf, row_counts, submit_form,
                            wait_batch_final, wait_until)
+from tests.receivers import Receiver
 from webapp.extensions import db
 from webapp.models import (Article, ArticleVersion, Batch, PromptTemplate, User,
                            WebhookDelivery)
@@ -641,8 +640,11 @@ WEBHOOK_SECRET = "whsec-pressroom-test-4f2a"
 
 @pytest.fixture(scope="module")
 def hooked_worker(_app, database_url, redis_url, fake_server, artifacts, worker):
+    # The receivers listen on 127.0.0.1, on a new port each test: allowed by host alone.
     dedicated = Dedicated("webhook", _app, database_url, redis_url, fake_server, artifacts,
-                          db_index=4, settings={"WEBHOOK_SECRET": WEBHOOK_SECRET})
+                          db_index=4, webhooks=True,
+                          settings={"WEBHOOK_SECRET": WEBHOOK_SECRET,
+                                    "WEBHOOK_ALLOWED_HOSTS": "127.0.0.1"})
     yield dedicated
     dedicated.stop()
 
@@ -651,45 +653,6 @@ def hooked_worker(_app, database_url, redis_url, fake_server, artifacts, worker)
 def hooked(app, hooked_worker):
     with hooked_worker.in_use() as dedicated:
         yield dedicated
-
-
-class Receiver:
-    """A local HTTP endpoint that records every POST and answers with scripted statuses."""
-
-    def __init__(self):
-        self.posts: list[dict] = []
-        self.statuses: list[int] = []
-        self.lock = threading.Lock()
-        receiver = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                with receiver.lock:
-                    # The headers object itself: its lookups ignore case, and urllib sends
-                    # "X-pressroom-signature".
-                    receiver.posts.append({"path": self.path, "headers": self.headers,
-                                           "body": body})
-                    status = receiver.statuses.pop(0) if receiver.statuses else 200
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/pressroom"
-
-    def count(self) -> int:
-        with self.lock:
-            return len(self.posts)
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture

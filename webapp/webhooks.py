@@ -2,31 +2,53 @@
 
 The body is JSON; the header X-Pressroom-Signature is "sha256=" and the hex HMAC-SHA256 of
 the exact body bytes with WEBHOOK_SECRET, so the receiver can check who sent it.
+
+The URL is typed in by a user, so a delivery must not become a way into our own network:
+the host is resolved once and every address checked (netguard.py; WEBHOOK_ALLOWED_HOSTS
+names internal receivers), the connection goes to the checked address, redirects are not
+followed, and one deadline (WEBHOOK_TIMEOUT) bounds the whole attempt. Deliveries run on
+their own small `webhooks` queue, so a slow receiver never holds a generation thread. What
+the page shows is a status code or a generic reason; the details go to the worker log.
 """
 from __future__ import annotations
 
 import hashlib
 import hmac
+import http.client
 import json
 import logging
+import re
+import ssl
 import time
-import urllib.error
-import urllib.request
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Optional
+from urllib.parse import urlsplit
 
+import redis
 from celery import shared_task
 from flask import current_app
 from sqlalchemy import func, select, update
 
-from . import live
+from . import installation, live, netguard
 from .extensions import db
 from .models import Article, ArticleStatus as A, Batch, BatchStatus as B, WebhookDelivery, utcnow
 
 log = logging.getLogger(__name__)
 
-TIMEOUT = 10
 SIGNATURE_HEADER = "X-Pressroom-Signature"
+# The lock outlives the attempt's deadline by this much: the reads before the POST and the
+# write of its result are inside it too, so a second delivery never overlaps the first.
+LOCK_MARGIN = 30.0
+
+# What a page may say about a failed attempt (besides "HTTP <status>").
+TIMED_OUT = "timed out"
+COULD_NOT_CONNECT = "could not connect"
+TLS_FAILED = "TLS handshake failed"
+BAD_RESPONSE = "invalid HTTP response"
+_SHOWN = re.compile(r"HTTP \d{3}|redirect not followed \(HTTP \d{3}\)|refused: [A-Za-z ]+|"
+                    + "|".join(map(re.escape, (TIMED_OUT, COULD_NOT_CONNECT, TLS_FAILED,
+                                                BAD_RESPONSE))))
 
 
 def secret() -> bytes:
@@ -64,17 +86,27 @@ def next_attempt_due(attempts: int, last_at, now) -> bool:
     return now - last_at >= timedelta(seconds=wait)
 
 
+def lock_key(batch_id: int) -> str:
+    return f"{installation.prefix()}webhook:{batch_id}"
+
+
 @shared_task(name="webapp.webhooks.deliver")
 def deliver(batch_id: int) -> dict:
     """Try once to deliver a finished batch's webhook; the reconciler schedules retries."""
-    redis = live.get_redis()
-    lock = f"pressroom:webhook:{batch_id}"
-    if not redis.set(lock, "1", nx=True, ex=TIMEOUT * 3):
+    # redis-py's Lock: a random token, and a compare-and-delete script on release, so an
+    # attempt that somehow outlived its lock never deletes the next attempt's.
+    lock = live.get_redis().lock(lock_key(batch_id), blocking=False,
+                                 timeout=current_app.config["WEBHOOK_TIMEOUT"] + LOCK_MARGIN)
+    if not lock.acquire():
         return {"skipped": "a delivery is under way"}
     try:
         return _deliver(batch_id)
     finally:
-        redis.delete(lock)
+        try:
+            lock.release()
+        except redis.exceptions.LockError:
+            log.warning("webhook lock for batch %s had expired before its attempt ended",
+                        batch_id)
 
 
 def _deliver(batch_id: int) -> dict:
@@ -89,18 +121,12 @@ def _deliver(batch_id: int) -> dict:
     if attempts >= max_attempts or not next_attempt_due(attempts, last_at, utcnow()):
         return {"skipped": "not due"}
     body = json.dumps(payload(batch)).encode()
-    request = urllib.request.Request(batch.webhook_url, data=body, method="POST", headers={
+    url = batch.webhook_url
+    db.session.rollback()  # no transaction held open (SQLite) while we wait on the receiver
+    started = time.perf_counter()
+    status, error, detail = post(url, body, {
         "Content-Type": "application/json", "User-Agent": "Pressroom-Webhook/1",
         SIGNATURE_HEADER: sign(body)})
-    started = time.perf_counter()
-    status, error = None, None
-    try:
-        with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
-            status = response.status
-    except urllib.error.HTTPError as exc:
-        status, error = exc.code, f"HTTP {exc.code}"
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        error = f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
     ok = status is not None and 200 <= status < 300
     db.session.add(WebhookDelivery(batch_id=batch_id, attempt=attempts + 1, status_code=status,
                                    ok=ok, error=error,
@@ -112,16 +138,87 @@ def _deliver(batch_id: int) -> dict:
                            .values(webhook_done_at=utcnow()))
     db.session.commit()
     if not ok:
-        log.warning("webhook for batch %s failed (attempt %d): %s", batch_id, attempts + 1, error)
+        log.warning("webhook for batch %s failed (attempt %d): %s", batch_id, attempts + 1,
+                    detail)
     return {"ok": ok, "status": status, "attempt": attempts + 1}
 
 
+def post(url: str, body: bytes, headers: dict) -> tuple[Optional[int], Optional[str], str]:
+    """One POST within WEBHOOK_TIMEOUT: (status, reason for the page, detail for the log).
+
+    The response's status line and headers are read, never its body: the status is all a
+    webhook needs, and an endless body cannot hold the attempt."""
+    config = current_app.config
+    timeout = config["WEBHOOK_TIMEOUT"]
+    deadline = time.monotonic() + timeout
+    host = _host_for_log(url)
+    try:
+        target = netguard.check_url(url, config["WEBHOOK_ALLOWED_HOSTS"], timeout=timeout)
+        connection = netguard.open_connection(target, deadline)
+        try:
+            connection.request("POST", target.path, body=body, headers=headers)
+            status = connection.getresponse().status
+        finally:
+            connection.close()
+    except netguard.Refused as exc:
+        return None, f"refused: {exc.reason}", exc.detail
+    except TimeoutError as exc:  # socket timeouts, the deadline, a slow lookup
+        return None, TIMED_OUT, f"{host}: no answer within {timeout:g} s ({exc})"
+    except ssl.SSLError as exc:
+        return None, TLS_FAILED, f"{host}: {exc!r}"
+    except http.client.HTTPException as exc:
+        return None, BAD_RESPONSE, f"{host}: {exc!r}"
+    except (OSError, ValueError) as exc:  # refused, unreachable, no such name, bad header
+        return None, COULD_NOT_CONNECT, f"{host}: {exc!r}"
+    if 300 <= status < 400:
+        # Following it would send the payload wherever the receiver points, inside included.
+        return status, f"redirect not followed (HTTP {status})", f"{host}: HTTP {status}"
+    if not 200 <= status < 300:
+        return status, f"HTTP {status}", f"{host}: HTTP {status}"
+    return status, None, f"{host}: HTTP {status}"
+
+
+def _host_for_log(url: str) -> str:
+    # Never the whole URL: its path or query may hold the receiver's secret.
+    try:
+        return urlsplit(url).hostname or "?"
+    except ValueError:
+        return "?"
+
+
 def due_batches() -> list[int]:
-    return db.session.scalars(select(Batch.id).where(
-        Batch.status.in_(B.FINAL), Batch.webhook_url.is_not(None),
-        Batch.webhook_done_at.is_(None))).all()
+    """Finished batches whose webhook is due an attempt now and not being sent already."""
+    rows = db.session.execute(
+        select(Batch.id, func.count(WebhookDelivery.id), func.max(WebhookDelivery.created_at))
+        .outerjoin(WebhookDelivery, WebhookDelivery.batch_id == Batch.id)
+        .where(Batch.status.in_(B.FINAL), Batch.webhook_url.is_not(None),
+               Batch.webhook_done_at.is_(None))
+        .group_by(Batch.id)).all()
+    now = utcnow()
+    ids = [batch_id for batch_id, attempts, last_at in rows
+           if next_attempt_due(attempts, last_at, now)]
+    if not ids:
+        return []
+    # One round trip: a batch whose lock is held has an attempt under way.
+    held = live.get_redis().mget([lock_key(batch_id) for batch_id in ids])
+    return [batch_id for batch_id, token in zip(ids, held) if token is None]
 
 
-def deliveries(batch_id: int) -> list[WebhookDelivery]:
-    return db.session.scalars(select(WebhookDelivery).where(WebhookDelivery.batch_id == batch_id)
+@dataclass(frozen=True)
+class Attempt:
+    """One delivery as a page shows it."""
+    attempt: int
+    created_at: datetime
+    ok: bool
+    status_code: Optional[int]
+    error: Optional[str]
+    duration_ms: Optional[float]
+
+
+def deliveries(batch_id: int) -> list[Attempt]:
+    rows = db.session.scalars(select(WebhookDelivery).where(WebhookDelivery.batch_id == batch_id)
                               .order_by(WebhookDelivery.id)).all()
+    # Rows written before the generic reasons may hold socket or resolver text: not shown.
+    return [Attempt(d.attempt, d.created_at, d.ok, d.status_code,
+                    d.error if not d.error or _SHOWN.fullmatch(d.error) else COULD_NOT_CONNECT,
+                    d.duration_ms) for d in rows]

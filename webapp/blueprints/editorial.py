@@ -1,13 +1,13 @@
 """Editorial pages: prompt templates, article review and versions, exports, copies."""
 from __future__ import annotations
 
-from flask import (Blueprint, Response, abort, flash, redirect, render_template, request,
-                   stream_with_context, url_for)
+from flask import (Blueprint, Response, abort, current_app, flash, make_response, redirect,
+                   render_template, request, stream_with_context, url_for)
 from flask_login import current_user, login_required
 
-from ..extensions import db
+from ..extensions import db, limiter
 from ..models import Article, Batch, Role
-from ..services import exports, review, templates
+from ..services import exports, review, templates, users
 from ..services.batches import Conflict, NotAllowed
 from .access import roles_required
 
@@ -25,24 +25,38 @@ def require_login():
 @bp.get("/templates")
 def template_list():
     """Prompt templates, the shipped default first."""
-    return render_template("templates_list.html", templates=templates.all_templates(),
-                           default_text=templates.prompts.DEFAULT_TEMPLATE)
+    rows = templates.all_templates()
+    return render_template("templates_list.html", templates=rows,
+                           default_text=templates.prompts.DEFAULT_TEMPLATE,
+                           changeable={t.id for t in rows if templates.can_change(current_user, t)},
+                           authors=users.emails_of({t.created_by for t in rows}),
+                           budget=templates.prompts.output_budget())
 
 
 def _template_form(tpl=None, name="", body="", errors=None, status=200):
     text = body or (tpl.body if tpl else templates.prompts.DEFAULT_TEMPLATE)
     return render_template("template_form.html", tpl=tpl, name=name or (tpl.name if tpl else ""),
                            body=text, errors=errors or {},
+                           can_change=tpl is None or templates.can_change(current_user, tpl),
                            variables=templates.prompts.VARIABLES,
+                           filters=templates.prompts.FILTERS, methods=templates.prompts.METHODS,
+                           budget=templates.prompts.output_budget(),
                            sample=templates.prompts.SAMPLE_ROW), status
 
 
 @bp.route("/templates/new", methods=["GET", "POST"])
 @roles_required(Role.ADMIN, Role.EDITOR)
 def template_new():
-    """Create a prompt template."""
+    """Create a prompt template (?copy=<id> starts from a copy of another one)."""
     if request.method == "GET":
-        return _template_form()
+        copy_id = request.args.get("copy", type=int)
+        if copy_id is None:
+            return _template_form()
+        try:
+            name, body = templates.copy_of(copy_id)
+        except LookupError:
+            abort(404)
+        return _template_form(None, name, body)
     name, body = request.form.get("name", ""), request.form.get("body", "")
     try:
         tpl = templates.save(current_user, name, body)
@@ -55,13 +69,16 @@ def template_new():
 @bp.route("/templates/<int:template_id>", methods=["GET", "POST"])
 @roles_required(Role.ADMIN, Role.EDITOR)
 def template_edit(template_id: int):
-    """Edit a prompt template; batches already submitted keep the text they used."""
+    """Edit a prompt template (its author or an admin; others see it read-only and may copy
+    it); batches already submitted keep the text they used."""
     tpl = db.get_or_404(templates.PromptTemplate, template_id)
     if request.method == "GET":
         return _template_form(tpl)
     name, body = request.form.get("name", ""), request.form.get("body", "")
     try:
         templates.save(current_user, name, body, template_id)
+    except NotAllowed as exc:
+        abort(403, str(exc))
     except templates.TemplateError as exc:
         return _template_form(tpl, name, body, exc.fields, 400)
     flash(f"Template “{name.strip()}” saved.", "success")
@@ -75,14 +92,29 @@ def template_archive(template_id: int):
     restore = request.form.get("restore") == "1"
     try:
         tpl = templates.archive(current_user, template_id, archived=not restore)
+    except NotAllowed as exc:
+        abort(403, str(exc))
     except LookupError:
         abort(404)
     flash(f"Template “{tpl.name}” {'restored' if restore else 'archived'}.", "success")
     return redirect(url_for("editorial.template_list"), code=303)
 
 
+TOO_MANY_PREVIEWS = ("Too many previews in a short time; the preview resumes in a minute. "
+                     "Your text is not lost.")
+
+
+def _preview_limited(request_limit):
+    """Over the preview limit: the partial says so (200: htmx swaps only 2xx answers)."""
+    return make_response(render_template("_partials/_template_preview.html", rendered=None,
+                                         error=TOO_MANY_PREVIEWS))
+
+
 @bp.post("/templates/preview")
 @roles_required(Role.ADMIN, Role.EDITOR)
+@limiter.limit(lambda: current_app.config["TEMPLATE_PREVIEW_LIMIT"],
+               key_func=lambda: f"template-preview:{current_user.id}",
+               on_breach=_preview_limited)
 def template_preview():
     """The prompt a template makes for a sample row."""
     row = {name: request.form.get(f"sample_{name}", "") for name in templates.prompts.VARIABLES}

@@ -3,14 +3,15 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from flask import (Blueprint, abort, current_app, flash, redirect, render_template, request,
-                   url_for)
+from flask import (Blueprint, abort, current_app, flash, make_response, redirect,
+                   render_template, request, url_for)
 from flask_login import current_user, login_required
 from wtforms.fields.choices import SelectChoice
 
-from ..extensions import db
+from ..extensions import db, limiter
 from ..forms import NewBatchForm
 from ..models import Article, Batch, Role
+from ..prompts import TemplateRefused
 from ..services import batches, progress, review, templates, users
 from ..services.batches import Conflict, NotAllowed
 from .access import int_arg, roles_required
@@ -183,13 +184,27 @@ def resume_batch(batch_id: int):
     return _batch_action(batch_id, batches.resume_batch, "The batch is resumed.")
 
 
+TOO_MANY_ESTIMATES = "Too many estimates in a short time; the estimate resumes in a minute."
+
+
+def _estimate_limited(request_limit):
+    """Over the estimate limit: the partial says so (200: htmx swaps only 2xx answers)."""
+    return make_response(render_template("_partials/_estimate.html", estimate=None,
+                                         error=TOO_MANY_ESTIMATES))
+
+
 @bp.route("/batches/estimate", methods=["POST"])
 @roles_required(Role.ADMIN, Role.EDITOR)
+@limiter.limit(lambda: current_app.config["TEMPLATE_PREVIEW_LIMIT"],
+               key_func=lambda: f"estimate:{current_user.id}", on_breach=_estimate_limited)
 def estimate():
     """Tokens and cost of the new-batch form as it stands, before anything is stored."""
     form = NewBatchForm()
-    return render_template("_partials/_estimate.html",
-                           estimate=batches.estimate_for(form.raw_data()))
+    try:
+        result, error = batches.estimate_for(form.raw_data()), None
+    except TemplateRefused as exc:  # the chosen template cannot make these prompts
+        result, error = None, str(exc)
+    return render_template("_partials/_estimate.html", estimate=result, error=error)
 
 
 @bp.route("/batches/<int:batch_id>/dispatch", methods=["POST"])

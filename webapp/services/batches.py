@@ -6,6 +6,7 @@ import logging
 import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
+from time import monotonic
 from typing import Optional
 
 import redis
@@ -15,22 +16,15 @@ from sqlalchemy import Integer, func, insert, or_, select, text, update
 from .. import lifecycle, live, pricing, ratelimit, webhooks
 from ..extensions import db
 from ..models import Article, ArticleStatus as A, Batch, BatchStatus as B, Role, User, utcnow
-from ..prompts import build_prompt
+from ..prompts import ROWS_RENDER_SECONDS, RowRefused, TemplateRefused, build_prompt
 from ..provider import provider_label
 from .. import dispatch as publish
 from ..housekeeping import dispatch_batch
 from . import audit, imports, templates
+from .errors import Conflict, NotAllowed  # noqa: F401 (views import them from here)
 from .validation import BatchInput, Errors, Row, validate_batch
 
 log = logging.getLogger(__name__)
-
-
-class NotAllowed(Exception):
-    """The user may see this but not change it."""
-
-
-class Conflict(Exception):
-    """The batch is not in a state where this makes sense (e.g. pausing a finished one)."""
 
 
 @dataclass
@@ -50,8 +44,9 @@ def current_provider() -> str:
     return provider_label(current_app.config)
 
 
-def validate(data: dict, rows: Optional[list] = None):
-    """Check a submission. `rows` come from a checked import; the API may send "rows" too."""
+def _validate_fields(data: dict, rows: Optional[list] = None):
+    """Check a submission's fields. `rows` come from a checked import; the API may send
+    "rows" too."""
     cfg = current_app.config
     extra = Errors()
     if rows is None and isinstance(data.get("rows"), list):
@@ -65,13 +60,76 @@ def validate(data: dict, rows: Optional[list] = None):
                 extra.add("rows", f"Row {number}: {message}.")
     clean, errors = validate_batch(data, default_model=cfg["OPENAI_MODEL"],
                                    allowed_models=allowed_models(), max_titles=cfg["MAX_TITLES"],
-                                   max_title_length=cfg["MAX_TITLE_LENGTH"], rows=rows)
+                                   max_title_length=cfg["MAX_TITLE_LENGTH"], rows=rows,
+                                   webhook_allowed_hosts=cfg["WEBHOOK_ALLOWED_HOSTS"])
     for name, messages in extra.fields.items():
         for message in messages:
             errors.add(name, message)
     if clean is not None and clean.template_id is not None and \
             templates.usable(clean.template_id) is None:
         errors.add("template_id", "That template does not exist or is archived.")
+    if errors:
+        return None, errors
+    return clean, errors
+
+
+class RowsRefused(TemplateRefused):
+    """The batch's template cannot make a prompt for some of its rows (over its budget)."""
+
+    def __init__(self, rows: list[tuple[int, str]], label: str):
+        first_number, first_why = rows[0]
+        more = f" (and {len(rows) - 1:,} more)" if len(rows) > 1 else ""
+        super().__init__(f"{label} {first_number}: {first_why}{more}")
+        self.rows, self.label = rows, label
+
+
+def _prompts(clean: BatchInput, label: str) -> list:
+    """Every row's prompt, as the workers will make them, or why the template refuses.
+
+    All rows share one render deadline, so a template that is slow on every row cannot hold
+    the request for long whatever the number of rows. Raises TemplateRefused for the
+    template itself, RowsRefused (rows named with `label`) for the rows it cannot render.
+    """
+    template = templates.text_for(clean.template_id)
+    deadline = monotonic() + ROWS_RENDER_SECONDS
+    built, refused = [], []
+    for r in clean.rows:
+        try:
+            built.append(build_prompt(
+                template, title=r.title, words=r.words or clean.target_words,
+                tone=r.tone or clean.tone, language=r.language or clean.language,
+                keywords=r.keywords, notes=r.notes, instructions=clean.instructions,
+                deadline=deadline))
+        except RowRefused as exc:  # a TemplateRefused for the template itself goes up
+            refused.append((r.number, str(exc)))
+            if monotonic() > deadline:
+                break
+    if refused:
+        raise RowsRefused(refused, label)
+    return built
+
+
+def _row_label(data: dict, rows: Optional[list]) -> str:
+    """How a person names one entry: titles typed in the form, or rows of a file or the API."""
+    return "Title" if rows is None and not isinstance(data.get("rows"), list) else "Row"
+
+
+def validate(data: dict, rows: Optional[list] = None):
+    """Check a submission, including the prompt the template makes for every row."""
+    clean, errors = _validate_fields(data, rows)
+    if clean is None:
+        return None, errors
+    label = _row_label(data, rows)
+    try:
+        _prompts(clean, label)
+    except RowsRefused as exc:
+        field = "template_id" if label == "Title" else "rows"
+        for number, why in exc.rows[:20]:
+            errors.add(field, f"{label} {number}: {why}")
+        if len(exc.rows) > 20:
+            errors.add(field, f"… and {len(exc.rows) - 20:,} more.")
+    except TemplateRefused as exc:
+        errors.add("template_id", str(exc))
     if errors:
         return None, errors
     return clean, errors
@@ -131,7 +189,10 @@ def dispatch(batch_id: int) -> Optional[str]:
 
 
 def create_copy(user: User, batch: Batch) -> Batch:
-    """Store and send a copy of a batch: same titles, per-row settings, template text."""
+    """Store and send a copy of a batch: same titles, per-row settings, template text.
+
+    The webhook URL is kept only for those who may see it (the author, an admin): it may
+    carry a receiver's secret, and a copy by anyone else would also send them the payload."""
     articles = db.session.scalars(select(Article).where(Article.batch_id == batch.id)
                                   .order_by(Article.position)).all()
     rows = [Row(number=a.position, title=a.title, keywords=a.keywords or "", tone=a.tone or "",
@@ -141,7 +202,7 @@ def create_copy(user: User, batch: Batch) -> Batch:
                        target_words=batch.target_words, tone=batch.tone,
                        language=batch.language, instructions=batch.instructions,
                        budget_usd=batch.budget_usd, template_id=batch.template_id,
-                       webhook_url=batch.webhook_url)
+                       webhook_url=batch.webhook_url if can_manage(user, batch) else None)
     copy = _create(user, clean, template_text=batch.template_text)
     dispatch(copy.id)
     return copy
@@ -265,21 +326,26 @@ def preflight_text(filename: str, text: str, data: dict) -> ImportCheck:
 def _with_estimate(pre: imports.Preflight, data: dict) -> ImportCheck:
     check = ImportCheck(pre)
     if pre.ok:
-        check.estimate = estimate_for(dict(data, name=data.get("name") or "import"), pre.rows)
+        try:
+            check.estimate = estimate_for(dict(data, name=data.get("name") or "import"),
+                                          pre.rows)
+        except RowsRefused as exc:
+            # A row whose values take the template over its budget is a problem of that row.
+            pre.row_errors.extend(exc.rows)
+        except TemplateRefused as exc:
+            pre.file_error = str(exc)
     return check
 
 
 def estimate_for(data: dict, rows: Optional[list] = None):
-    """Tokens and cost of what the new-batch form holds now, or None if it is not valid."""
-    clean, _ = validate(data, rows)
+    """Tokens and cost of what the new-batch form holds now, or None if it is not valid.
+
+    Raises TemplateRefused (or RowsRefused) when the chosen template cannot make the
+    prompts: the estimate renders every row, as the workers will."""
+    clean, _ = _validate_fields(data, rows)
     if clean is None:
         return None
-    template = templates.text_for(clean.template_id)
-    prompts = [build_prompt(template, title=r.title, words=r.words or clean.target_words,
-                            tone=r.tone or clean.tone, language=r.language or clean.language,
-                            keywords=r.keywords, notes=r.notes,
-                            instructions=clean.instructions)
-               for r in clean.rows]
+    prompts = _prompts(clean, _row_label(data, rows))
     return pricing.estimate(current_app.config, current_provider(), clean.model, prompts)
 
 

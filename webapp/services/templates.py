@@ -1,14 +1,24 @@
-"""Prompt templates: list, create, edit, archive, preview."""
+"""Prompt templates: list, create, edit, archive, copy, preview.
+
+Anyone who writes batches may use and copy any template; only its author or an admin may
+change or archive it (a shared template changing under its users is the problem this
+prevents). Templates with no author (made before authors were kept) are the admins'.
+"""
 from __future__ import annotations
 
 from typing import Optional
 
+from flask import current_app
 from sqlalchemy import select
 
 from .. import prompts
 from ..extensions import db
-from ..models import PromptTemplate, User, utcnow
+from ..models import PromptTemplate, Role, User, utcnow
 from . import audit
+from .errors import NotAllowed
+from .imports import LIMITS
+
+NAME_LENGTH = 100
 
 
 class TemplateError(Exception):
@@ -40,11 +50,24 @@ def text_for(template_id: Optional[int]) -> str:
     return tpl.body if tpl else prompts.DEFAULT_TEMPLATE
 
 
+def can_change(user: User, tpl: PromptTemplate) -> bool:
+    """Whether `user` may edit or archive the template: its author, or an admin."""
+    if user.role == Role.ADMIN:
+        return True
+    return user.role == Role.EDITOR and tpl.created_by is not None and tpl.created_by == user.id
+
+
+def _require_change(user: User, tpl: PromptTemplate, what: str) -> None:
+    if not can_change(user, tpl):
+        raise NotAllowed(f"Only the template's author or an admin can {what} it; "
+                         "you can use it, or copy it and change the copy.")
+
+
 def _check(name: str, body: str, template_id: Optional[int]) -> dict[str, str]:
     problems = {}
     name = name.strip()
-    if not name or len(name) > 100:
-        problems["name"] = "Give the template a name of 1 to 100 characters."
+    if not name or len(name) > NAME_LENGTH:
+        problems["name"] = f"Give the template a name of 1 to {NAME_LENGTH} characters."
     else:
         clash = db.session.scalar(select(PromptTemplate.id).where(PromptTemplate.name == name))
         if clash is not None and clash != template_id:
@@ -57,17 +80,22 @@ def _check(name: str, body: str, template_id: Optional[int]) -> dict[str, str]:
 
 def save(user: User, name: str, body: str, template_id: Optional[int] = None) -> PromptTemplate:
     """Create or edit a template; batches already submitted keep their own copy."""
+    if user.role not in (Role.ADMIN, Role.EDITOR):
+        raise NotAllowed("Only editors and admins write templates.")
+    tpl = None
+    if template_id is not None:
+        tpl = db.session.get(PromptTemplate, template_id)
+        if tpl is None:
+            raise LookupError("No such template.")
+        _require_change(user, tpl, "edit")  # before the fields: nothing is said about them
     problems = _check(name or "", body or "", template_id)
     if problems:
         raise TemplateError(problems)
-    if template_id is None:
+    if tpl is None:
         tpl = PromptTemplate(name=name.strip(), body=body, created_by=user.id)
         db.session.add(tpl)
         action = "template_created"
     else:
-        tpl = db.session.get(PromptTemplate, template_id)
-        if tpl is None:
-            raise LookupError("No such template.")
         tpl.name, tpl.body, tpl.updated_at = name.strip(), body, utcnow()
         action = "template_edited"
     db.session.flush()
@@ -80,6 +108,7 @@ def archive(user: User, template_id: int, archived: bool = True) -> PromptTempla
     tpl = db.session.get(PromptTemplate, template_id)
     if tpl is None:
         raise LookupError("No such template.")
+    _require_change(user, tpl, "archive" if archived else "restore")
     tpl.archived_at = utcnow() if archived else None
     audit.record("template_archived" if archived else "template_restored", user=user,
                  target=f"template:{tpl.id}", detail=tpl.name, commit=False)
@@ -87,9 +116,39 @@ def archive(user: User, template_id: int, archived: bool = True) -> PromptTempla
     return tpl
 
 
+def copy_of(template_id: int) -> tuple[str, str]:
+    """The name and body a copy starts with: “Copy of X”, made unique, and X's text."""
+    tpl = db.session.get(PromptTemplate, template_id)
+    if tpl is None:
+        raise LookupError("No such template.")
+    base = f"Copy of {tpl.name}"
+    taken = set(db.session.scalars(select(PromptTemplate.name).where(
+        PromptTemplate.name.startswith(base[:NAME_LENGTH], autoescape=True))))
+    name, n = base[:NAME_LENGTH], 2
+    while name in taken:
+        suffix = f" ({n})"
+        name, n = base[:NAME_LENGTH - len(suffix)] + suffix, n + 1
+    return name, tpl.body
+
+
+def _sample_limits() -> dict[str, int]:
+    """A sample may be as long as a real row's value, and no longer."""
+    return {"title": current_app.config["MAX_TITLE_LENGTH"], "tone": 50, "words": 10, **LIMITS}
+
+
 def preview(body: str, row: Optional[dict] = None) -> tuple[Optional[str], Optional[str]]:
     """The prompt for a sample row, or why the template does not render."""
     error = prompts.check(body or "")
     if error:
         return None, error
-    return prompts.render(body, row or prompts.SAMPLE_ROW), None
+    sample = dict(row or prompts.SAMPLE_ROW)
+    for name, limit in _sample_limits().items():
+        if len(str(sample.get(name) or "")) > limit:
+            return None, f"The sample {name} may be at most {limit:,} characters, as in a real row."
+    words = str(sample.get("words") or "").strip()
+    if words.isdigit():
+        sample["words"] = int(words)  # a real row's words is a number
+    try:
+        return prompts.render(body, sample), None
+    except prompts.TemplateRefused as exc:
+        return None, str(exc)

@@ -5,6 +5,8 @@ import re
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from .. import netguard
+
 TONES = ("neutral", "friendly", "formal", "persuasive", "playful", "authoritative")
 MIN_WORDS, MAX_WORDS = 50, 5000
 MAX_ID = 2**31 - 1  # the largest id PostgreSQL's INTEGER holds
@@ -112,10 +114,12 @@ def _text(data: dict, name: str, label: str, errors: Errors, *, required: bool,
 
 def validate_batch(data: dict, *, default_model: str, allowed_models: list[str],
                    max_titles: int, max_title_length: int,
-                   rows: list | None = None) -> tuple[BatchInput | None, Errors]:
+                   rows: list | None = None,
+                   webhook_allowed_hosts: str = "") -> tuple[BatchInput | None, Errors]:
     """Check everything; return the clean input only when nothing is wrong.
 
     `rows` are already-checked rows from an import; otherwise titles come from `titles`.
+    `webhook_allowed_hosts` is WEBHOOK_ALLOWED_HOSTS (internal receivers let through).
     """
     errors = Errors()
     name = _text(data, "name", "Name", errors, required=True, max_len=200)
@@ -147,7 +151,7 @@ def validate_batch(data: dict, *, default_model: str, allowed_models: list[str],
     instructions = _text(data, "instructions", "Extra instructions", errors, required=False,
                          max_len=2000)
     budget = _budget(data.get("budget_usd"), errors)
-    webhook_url = _webhook(data.get("webhook_url"), errors)
+    webhook_url = _webhook(data.get("webhook_url"), errors, webhook_allowed_hosts)
     template_id = None
     raw_template = data.get("template_id")
     if raw_template not in (None, "", 0, "0"):
@@ -166,8 +170,11 @@ def validate_batch(data: dict, *, default_model: str, allowed_models: list[str],
                       webhook_url=webhook_url), errors
 
 
-def _webhook(raw, errors: Errors) -> str | None:
-    """An optional URL called once when the batch finishes."""
+def _webhook(raw, errors: Errors, allowed_hosts: str = "") -> str | None:
+    """An optional URL called once when the batch finishes.
+
+    Only what needs no lookup is refused here (localhost, private IP literals in any
+    spelling); a name is resolved and checked when the webhook is sent (webhooks.py)."""
     if raw is None or (isinstance(raw, str) and not raw.strip()):
         return None
     if not isinstance(raw, str):
@@ -176,12 +183,18 @@ def _webhook(raw, errors: Errors) -> str | None:
     url = raw.strip()
     try:
         parts = urlsplit(url)
-    except ValueError:  # e.g. "http://[::1": an unclosed IPv6 address
+        local = netguard.static_refusal(url, allowed_hosts)
+    except (ValueError, netguard.Refused):  # e.g. "http://[::1", or a port out of range
         parts = None
-    if parts is None or parts.scheme not in ("http", "https") or not parts.netloc \
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname \
             or len(url) > 500 or any(c.isspace() or ord(c) < 32 for c in url):
         errors.add("webhook_url", "The webhook URL must be an http:// or https:// address of "
                                   "at most 500 characters.")
+        return None
+    if local:
+        errors.add("webhook_url", "The webhook URL points at a private or local address; "
+                                  "use a public address, or ask an administrator to allow "
+                                  "an internal receiver (WEBHOOK_ALLOWED_HOSTS).")
         return None
     return url
 
