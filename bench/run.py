@@ -186,7 +186,7 @@ class Bench:
         user, self.password, self.api_token = users.create_user("bench@localhost", Role.ADMIN)
         self.user_id = user.id
         self.celery = self.app.extensions["celery"]
-        from webapp.live import get_redis
+        from webapp.extensions import get_redis
         self.redis = get_redis()
         log(f"redis {self.redis_url}, fake {self.fake.base_url}, db {db_path}")
 

@@ -680,7 +680,7 @@ def _deliveries(app, batch_id: int) -> list[dict]:
 
 
 def test_webhook_is_signed_and_sent_once(app, hooked, receiver, fake):
-    from webapp import housekeeping, webhooks
+    from webapp.generation import reconciler, webhooks
 
     browser = hooked.client()
     batch_id = batch_id_from_location(submit_form(
@@ -701,7 +701,7 @@ def test_webhook_is_signed_and_sent_once(app, hooked, receiver, fake):
     hooked.wait_idle()
     # Later reconciler passes and stray deliveries send nothing more.
     with hooked.app.app_context():
-        assert housekeeping.reconcile()["webhooks_scheduled"] == 0
+        assert reconciler.reconcile()["webhooks_scheduled"] == 0
         assert webhooks.deliver(batch_id) == {"skipped": "nothing to deliver"}
     hooked.wait_idle()
     assert receiver.count() == 1
@@ -712,7 +712,7 @@ def test_webhook_is_signed_and_sent_once(app, hooked, receiver, fake):
 
 
 def test_failed_webhook_is_retried_with_backoff(app, hooked, receiver, fake):
-    from webapp import housekeeping, webhooks
+    from webapp.generation import reconciler, webhooks
 
     receiver.statuses = [500]
     browser = hooked.client()
@@ -739,7 +739,7 @@ def test_failed_webhook_is_retried_with_backoff(app, hooked, receiver, fake):
                            .values(created_at=first["created_at"] - timedelta(seconds=6)))
         db.session.commit()
     with hooked.app.app_context():
-        assert housekeeping.reconcile()["webhooks_scheduled"] == 1
+        assert reconciler.reconcile()["webhooks_scheduled"] == 1
     wait_until(lambda: receiver.count() == 2, FINISH_TIMEOUT, "the retried webhook POST")
     payload = _check_signature(receiver.posts[1])
     assert payload["batch"]["id"] == batch_id and payload["batch"]["status"] == "succeeded"

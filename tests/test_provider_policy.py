@@ -26,8 +26,8 @@ from tests.helpers import (FINISH_TIMEOUT, articles_state, batch_id_from_locatio
                            wait_until)
 from webapp.extensions import db
 from webapp.models import ArticleVersion
-from webapp.pricing import DEFAULT_PRICES, TOKENS_PER_WORD
-from webapp.tokencount import count_chat_tokens
+from webapp.generation.pricing import DEFAULT_PRICES, TOKENS_PER_WORD
+from webapp.generation.tokencount import count_chat_tokens
 
 CONCURRENCY = 16  # the session worker's --concurrency
 MODEL = "gpt-4o-mini"

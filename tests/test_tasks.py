@@ -9,7 +9,7 @@ from tests.fakeai import Fault
 from tests.helpers import FINISH_TIMEOUT, articles_state, batch_state, wait_batch_final
 from webapp.extensions import db
 from webapp.models import Article, Batch, User, utcnow
-from webapp.provider import provider_label
+from webapp.generation.provider import provider_label
 
 TASK = "webapp.tasks.generate_article"
 

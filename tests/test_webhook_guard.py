@@ -206,7 +206,7 @@ STORED_SPELLINGS = ["http://127.0.0.1:{port}/", "http://127.1:{port}/", "http://
 
 def test_urls_stored_before_the_rule_are_refused_at_delivery(app, guard, stranger):
     """Batches stored before submit checked literals keep their URL: delivery refuses it."""
-    from webapp import housekeeping
+    from webapp.generation import reconciler
 
     browser = guard.client()
     ids = [_submit(browser) for _ in STORED_SPELLINGS]
@@ -218,7 +218,7 @@ def test_urls_stored_before_the_rule_are_refused_at_delivery(app, guard, strange
                 webhook_url=spelling.format(port=stranger.port)))
         db.session.commit()
     with guard.app.app_context():
-        assert housekeeping.reconcile()["webhooks_scheduled"] == len(ids)
+        assert reconciler.reconcile()["webhooks_scheduled"] == len(ids)
     for batch_id, spelling in zip(ids, STORED_SPELLINGS):
         delivery = _one_delivery(app, batch_id)
         assert (delivery["ok"], delivery["error"]) == (False, REFUSED), spelling
@@ -242,7 +242,7 @@ def test_a_redirect_is_not_followed(app, guard, allowed, stranger):
 # -- one deadline, on the webhooks worker ---------------------------------------------------
 
 def test_a_slow_drip_is_cut_at_the_deadline_without_a_generation_thread(app, guard, allowed):
-    from webapp import housekeeping, webhooks
+    from webapp.generation import reconciler, webhooks
 
     allowed.drip = True
     browser = guard.client()
@@ -255,7 +255,7 @@ def test_a_slow_drip_is_cut_at_the_deadline_without_a_generation_thread(app, gua
     with guard.app.app_context():
         # ...the lock keeps a second attempt out, and the reconciler sends none...
         assert webhooks.deliver(hooked) == {"skipped": "a delivery is under way"}
-        assert housekeeping.reconcile()["webhooks_scheduled"] == 0
+        assert reconciler.reconcile()["webhooks_scheduled"] == 0
         lock = webhooks.lock_key(hooked)
     assert wait_batch_final(app, other, timeout=GUARD_TIMEOUT)["status"] == "succeeded"
     assert allowed.drip_cut_at is None, "the drip ended before the other batch was written"

@@ -77,8 +77,8 @@ def check_settings(app: Flask) -> None:
         if key in INSECURE_KEYS or len(key) < 32:
             raise RuntimeError("PRESSROOM_ENV=production needs SECRET_KEY set to a random value "
                                "of at least 32 characters (it is missing, short or a known default).")
-    from .pricing import price_table
-    from .ratelimit import parse_limits
+    from .generation.pricing import price_table
+    from .generation.ratelimit import parse_limits
     try:
         parse_limits(app.config.get("RATE_LIMITS", ""))
         price_table(app.config)

@@ -28,7 +28,7 @@ def celery_init_app(app: Flask) -> Celery:
         # tiktoken parses its encoding files on first use (a few tenths of a second of
         # CPU, under a lock); done here, before the worker takes tasks, rather than by the
         # first batch's articles, which would all wait for it.
-        from .tokencount import encoding_for
+        from .generation.tokencount import encoding_for
         for model in {app.config["OPENAI_MODEL"],
                       *filter(None, (m.strip() for m in app.config["OPENAI_MODELS"].split(",")))}:
             encoding_for(model)

@@ -22,7 +22,7 @@ import redis
 from flask import current_app
 from sqlalchemy import select, update
 
-from .extensions import db
+from .extensions import db, get_redis
 from .models import Batch, Installation
 
 log = logging.getLogger(__name__)
@@ -79,10 +79,8 @@ def _load_key() -> str:
 
 
 def _mark(key: str):
-    from . import live  # the app's Redis client
-
     try:
-        raw = live.get_redis().get(f"{ROOT}{key}:last-batch")
+        raw = get_redis().get(f"{ROOT}{key}:last-batch")
     except redis.RedisError:
         return None  # checked again by the next process that starts with Redis up
     if not raw:

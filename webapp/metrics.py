@@ -11,7 +11,7 @@ from typing import Optional
 
 import redis
 
-from . import live
+from .extensions import get_redis
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ def _label_str(labels: dict) -> str:
 
 def count(name: str, amount: int = 1, client: Optional[redis.Redis] = None, **labels) -> None:
     try:
-        (client or live.get_redis()).hincrby(PREFIX + "counters", f"{name}|{_label_str(labels)}",
+        (client or get_redis()).hincrby(PREFIX + "counters", f"{name}|{_label_str(labels)}",
                                              amount)
     except redis.RedisError as exc:
         log.debug("metric %s not recorded: %s", name, exc)
@@ -45,7 +45,7 @@ def observe_many(observations, client: Optional[redis.Redis] = None, **labels) -
     """Several (histogram, value) observations with the same labels, in one round trip."""
     label = _label_str(labels)
     try:
-        pipe = (client or live.get_redis()).pipeline(transaction=False)
+        pipe = (client or get_redis()).pipeline(transaction=False)
         for name, value in observations:
             bucket = next((str(b) for b in HISTOGRAMS[name] if value <= b), "+Inf")
             key = PREFIX + "hist:" + name

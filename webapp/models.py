@@ -193,7 +193,7 @@ class Article(db.Model):
     error: Mapped[Optional[str]] = mapped_column(Text)
     note: Mapped[Optional[str]] = mapped_column(String(300))
     attempts: Mapped[int] = mapped_column(default=0)
-    # The delivery that owns a running article, and until when; see services/claims.
+    # The delivery that owns a running article, and until when; see generation/lifecycle.claim.
     claim_token: Mapped[Optional[str]] = mapped_column(String(36))
     lease_expires_at: Mapped[Optional[datetime]]
     prompt_tokens: Mapped[int] = mapped_column(default=0)

@@ -435,9 +435,9 @@ class FaultEnv:
 
     def reconcile(self) -> dict:
         """One reconciler pass, as beat would run it (the task body, in this process)."""
-        from webapp import housekeeping
+        from webapp.generation import reconciler
         with self.app.app_context():
-            return housekeeping.reconcile()
+            return reconciler.reconcile()
 
     def queue_state(self) -> tuple[int, int]:
         """(messages waiting in `generation`, messages delivered but not acknowledged)."""

@@ -378,7 +378,7 @@ def test_an_article_whose_worker_dies_on_its_last_attempt_fails_with_a_message(e
     [article] = article_rows(env, batch_id)
     _set_article(env, article.id, attempts=MAX_ATTEMPTS - 1)
     with env.app.app_context():
-        from webapp import dispatch
+        from webapp.generation import dispatch
         dispatch.publish_articles([(article.id, article.task_id)])
     worker = env.workers.start(concurrency=1)
     env.fake.wait_for(lambda: any(r.chunks_sent >= 5 for r in env.fake.requests_for(title)),

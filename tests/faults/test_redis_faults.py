@@ -38,8 +38,8 @@ def _age(env, batch_id: int, seconds: float) -> None:
 
 
 def _grace() -> float:
-    from webapp import housekeeping
-    return housekeeping.DISPATCH_GRACE.total_seconds()
+    from webapp.generation import reconciler
+    return reconciler.DISPATCH_GRACE.total_seconds()
 
 
 def _assert_stored_but_not_sent(env, batch_id: int, titles: list[str]) -> None:

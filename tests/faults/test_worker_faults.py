@@ -121,7 +121,7 @@ def test_redelivery_during_a_long_article_is_skipped_by_the_claim(env):
 
 
 def test_the_same_task_delivered_twice_writes_one_body(env):
-    from webapp import dispatch
+    from webapp.generation import dispatch
 
     titles = [f"Duplicate delivery {i}" for i in range(1, 6)]
     env.fake.latency, env.fake.chunks = 1.5, 10

@@ -1,5 +1,5 @@
 """Prompt templates: the Jinja subset, the output budget while rendering, the loop budget,
-the deadline, and the sandbox hooks behind the tree check (webapp/prompts.py)."""
+the deadline, and the sandbox hooks behind the tree check (webapp/generation/prompts.py)."""
 from __future__ import annotations
 
 import time
@@ -7,8 +7,8 @@ import tracemalloc
 
 import pytest
 
-from webapp import prompts
-from webapp.prompts import RowRefused, TemplateRefused
+from webapp.generation import prompts
+from webapp.generation.prompts import RowRefused, TemplateRefused
 
 # Each is refused, and none may hold the process: two seconds is a guard against a hang,
 # not a speed goal (a refusal takes milliseconds).

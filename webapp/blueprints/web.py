@@ -11,7 +11,7 @@ from wtforms.fields.choices import SelectChoice
 from ..extensions import db, limiter
 from ..forms import NewBatchForm
 from ..models import Article, Batch, Role
-from ..prompts import TemplateRefused
+from ..generation.prompts import TemplateRefused
 from ..services import batches, progress, review, templates, users
 from ..services.batches import Conflict, NotAllowed
 from .access import int_arg, roles_required

@@ -13,13 +13,13 @@ import redis
 from flask import current_app
 from sqlalchemy import Integer, func, insert, or_, select, text, update
 
-from .. import lifecycle, live, pricing, ratelimit, webhooks
-from ..extensions import db
+from ..generation import lifecycle, live, pricing, ratelimit, webhooks
+from ..extensions import db, get_redis
 from ..models import Article, ArticleStatus as A, Batch, BatchStatus as B, Role, User, utcnow
-from ..prompts import ROWS_RENDER_SECONDS, RowRefused, TemplateRefused, build_prompt
-from ..provider import provider_label
-from .. import dispatch as publish
-from ..housekeeping import dispatch_batch
+from ..generation.prompts import ROWS_RENDER_SECONDS, RowRefused, TemplateRefused, build_prompt
+from ..generation.provider import provider_label
+from ..generation import dispatch as publish
+from ..generation.reconciler import dispatch_batch
 from . import audit, imports, templates
 from .errors import Conflict, NotAllowed  # noqa: F401 (views import them from here)
 from .validation import BatchInput, Errors, Row, validate_batch
@@ -265,7 +265,7 @@ def resume_batch(user: User, batch: Batch) -> Optional[str]:
         return None
     audit.record("batch_resumed", user=user, target=f"batch:{batch.id}")
     try:
-        ratelimit.probe_reset(live.get_redis(), batch.id)  # probe the provider afresh
+        ratelimit.probe_reset(get_redis(), batch.id)  # probe the provider afresh
     except redis.RedisError as exc:
         log.warning("could not reset the provider probe: %s", exc)
     # Queued articles whose messages were consumed while paused need new ones; sending an
@@ -415,7 +415,7 @@ def _flag(write) -> None:
     """Set a cancel flag; with Redis down the database status still stops the work
     (a task sees it when it starts or renews its lease), only more slowly."""
     try:
-        write(live.get_redis())
+        write(get_redis())
     except redis.RedisError as exc:
         log.warning("could not set a cancel flag in Redis: %s", exc)
 

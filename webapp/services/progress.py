@@ -13,8 +13,8 @@ from typing import Optional
 import redis
 from sqlalchemy import bindparam, func, select, union
 
-from .. import live, ratelimit
-from ..extensions import db
+from ..generation import live, ratelimit
+from ..extensions import db, get_redis
 from ..models import Article, ArticleStatus as A, Batch, BatchStatus as B, utcnow
 
 # Rows changed this long before the previous poll are sent again, so that a write that
@@ -139,7 +139,7 @@ def batch_view(batch_id: int, since: Optional[datetime] = None, *, with_rows: bo
     # One MGET: the running articles' Celery progress and the rate-limit pressure.
     extra = ratelimit.pressure_keys(batch_id)
     try:
-        metas, values = live.read_progress(live.get_redis(), [r.task_id for r in running], extra)
+        metas, values = live.read_progress(get_redis(), [r.task_id for r in running], extra)
     except redis.RedisError:
         view.live_error = True
         return view
@@ -208,7 +208,7 @@ def article_live(article: Article) -> ArticleLive:
     if article.status not in A.ACTIVE:
         return ArticleLive(article, "", None)
     try:
-        meta, text = live.read_article_live(live.get_redis(), article.task_id, article.id)
+        meta, text = live.read_article_live(get_redis(), article.task_id, article.id)
     except redis.RedisError:
         return ArticleLive(article, "", None, live_error=True)
     words = live.progress_words(meta)

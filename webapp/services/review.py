@@ -6,8 +6,8 @@ from typing import Optional
 
 from sqlalchemy import select, update
 
-from .. import dispatch as publish
-from .. import lifecycle
+from ..generation import dispatch as publish
+from ..generation import lifecycle
 from ..extensions import db
 from ..models import (Article, ArticleStatus as A, ArticleVersion, Batch, BatchStatus as B,
                       ReviewStatus as R, Role, User, utcnow)

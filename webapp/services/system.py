@@ -14,9 +14,9 @@ from alembic.script import ScriptDirectory
 from flask import current_app
 from sqlalchemy import func, select, text
 
-from .. import metrics, ratelimit, workerstate
-from ..extensions import db
-from ..live import get_redis  # noqa: F401  (the CLI reaches Redis through here)
+from .. import metrics, workerstate
+from ..generation import ratelimit
+from ..extensions import db, get_redis
 from ..models import Article, ArticleStatus as A, Batch, BatchStatus as B, utcnow
 
 QUEUES = ("generation", "celery", "webhooks")

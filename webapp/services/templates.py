@@ -11,7 +11,7 @@ from typing import Optional
 from flask import current_app
 from sqlalchemy import select
 
-from .. import prompts
+from ..generation import prompts
 from ..extensions import db
 from ..models import PromptTemplate, Role, User, utcnow
 from . import audit

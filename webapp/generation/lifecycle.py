@@ -11,9 +11,9 @@ from typing import Optional
 
 from sqlalchemy import and_, func, or_, select, update
 
-from . import metrics
-from .extensions import db
-from .models import (Article, ArticleStatus as A, ArticleVersion, Batch, BatchStatus as B,
+from .. import metrics
+from ..extensions import db
+from ..models import (Article, ArticleStatus as A, ArticleVersion, Batch, BatchStatus as B,
                      ReviewStatus as R, utcnow)
 
 

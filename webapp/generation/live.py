@@ -9,29 +9,13 @@ import json
 from typing import Iterable, Optional
 
 import redis
-from flask import current_app
 
-from .installation import prefix
+from ..installation import prefix
 
 FLAG_TTL = 24 * 3600
 TEXT_TTL = 3600
 # Celery's Redis result backend stores each task's state under this prefix.
 RESULT_PREFIX = "celery-task-meta-"
-
-
-def get_redis() -> redis.Redis:
-    """The app's Redis client; timeouts are short so a dead Redis fails a request fast."""
-    client = current_app.extensions.get("pressroom_redis")
-    if client is None:
-        client = redis.Redis.from_url(
-            current_app.config["REDIS_URL"],
-            socket_timeout=current_app.config.get("REDIS_SOCKET_TIMEOUT", 2.0),
-            socket_connect_timeout=current_app.config.get("REDIS_SOCKET_TIMEOUT", 2.0),
-            retry_on_timeout=False,
-            health_check_interval=30,
-        )
-        current_app.extensions["pressroom_redis"] = client
-    return client
 
 
 def batch_cancel_key(batch_id: int) -> str:

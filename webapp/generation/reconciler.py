@@ -14,9 +14,10 @@ from celery import shared_task
 from flask import current_app
 from sqlalchemy import and_, exists, select, update
 
-from . import dispatch, installation, lifecycle, live, metrics, ratelimit, webhooks
-from .extensions import db
-from .models import Article, ArticleStatus as A, Batch, BatchStatus as B, utcnow
+from .. import installation, metrics
+from . import dispatch, lifecycle, ratelimit, webhooks
+from ..extensions import db, get_redis
+from ..models import Article, ArticleStatus as A, Batch, BatchStatus as B, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ def dispatch_batch(batch_id: int) -> dict:
 @shared_task(name="webapp.housekeeping.reconcile")
 def reconcile() -> dict:
     """One pass of the reconciler; returns what it did."""
-    redis = live.get_redis()
+    redis = get_redis()
     lock = installation.prefix() + "reconcile:lock"  # one reconciler per database
     if not redis.set(lock, "1", nx=True, ex=120):
         return {"skipped": "another reconcile is running"}
@@ -138,7 +139,7 @@ def redispatch_lost_queue() -> int:
     db.session.rollback()
     if not ids:
         return 0
-    markers = live.get_redis().mget([dispatch.marker_key(i) for i in ids])
+    markers = get_redis().mget([dispatch.marker_key(i) for i in ids])
     return _publish_each([i for i, marker in zip(ids, markers) if marker is None])
 
 
@@ -147,7 +148,7 @@ def redispatch_stalled() -> int:
     running, nothing changed for STALL_AFTER, and the queue is empty. Their messages were
     lost while Redis stayed up (a worker frozen, then killed, after taking one; a publish
     that failed after a re-queue); sending them again is safe."""
-    redis = live.get_redis()
+    redis = get_redis()
     if redis.llen("generation"):
         return 0  # something is still waiting to be taken: not stalled, just busy
     cutoff = utcnow() - timedelta(seconds=current_app.config["STALL_AFTER"])
@@ -168,7 +169,7 @@ def close_finished_batches() -> int:
     for batch_id in ids:
         if lifecycle.finalize_batch(batch_id):
             closed += 1
-            ratelimit.forget_batch(live.get_redis(), batch_id)
+            ratelimit.forget_batch(get_redis(), batch_id)
     return closed
 
 

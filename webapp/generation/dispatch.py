@@ -8,9 +8,9 @@ from typing import Iterable, Optional
 from flask import current_app
 from sqlalchemy import select, update
 
-from . import installation, live
-from .extensions import db
-from .models import Article, ArticleStatus as A, Batch, utcnow
+from .. import installation
+from ..extensions import db, get_redis
+from ..models import Article, ArticleStatus as A, Batch, utcnow
 from .tasks import generate_article
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ def send(batch_id: int, publish) -> Optional[str]:
     created_at = db.session.scalar(select(Batch.created_at).where(Batch.id == batch_id))
     try:
         publish()
-        pipe = live.get_redis().pipeline(transaction=False)
+        pipe = get_redis().pipeline(transaction=False)
         pipe.set(marker_key(batch_id), "1", ex=MARKER_TTL)
         installation.note_batch(pipe, batch_id, created_at)
         pipe.execute()

@@ -22,7 +22,7 @@ from limits import RateLimitItem, RateLimitItemPerSecond, parse
 from limits.storage import RedisStorage
 from limits.strategies import MovingWindowRateLimiter, SlidingWindowCounterRateLimiter
 
-from .installation import prefix
+from ..installation import prefix
 
 
 _BUCKET = 60  # seconds per bucket of the recent-429 counter

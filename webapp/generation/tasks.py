@@ -10,9 +10,10 @@ from celery import shared_task
 from flask import current_app
 from sqlalchemy import func, select
 
-from . import lifecycle, live, metrics, ratelimit, webhooks, workerstate
-from .extensions import db
-from .models import Article, ArticleStatus as A, Batch, BatchStatus as B
+from .. import metrics, workerstate
+from . import lifecycle, live, ratelimit, webhooks
+from ..extensions import db, get_redis
+from ..models import Article, ArticleStatus as A, Batch, BatchStatus as B
 from .pricing import TOKENS_PER_WORD, cost_of, price_for
 from .prompts import TemplateRefused, build_prompt
 from .provider import ProviderError, get_provider, require_finish
@@ -59,7 +60,7 @@ def generate_article(self, article_id: int) -> dict:
         return {"status": "paused"}
 
     cfg = current_app.config
-    redis = live.get_redis()
+    redis = get_redis()
     # One round trip: the cancel flags, and a place among the batch's articles in flight.
     pipe = redis.pipeline(transaction=False)
     live.queue_cancel_check(pipe, row.batch_id, article_id)

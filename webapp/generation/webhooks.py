@@ -30,9 +30,9 @@ from celery import shared_task
 from flask import current_app
 from sqlalchemy import func, select, update
 
-from . import installation, live, netguard
-from .extensions import db
-from .models import Article, ArticleStatus as A, Batch, BatchStatus as B, WebhookDelivery, utcnow
+from .. import installation, netguard
+from ..extensions import db, get_redis
+from ..models import Article, ArticleStatus as A, Batch, BatchStatus as B, WebhookDelivery, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ def deliver(batch_id: int) -> dict:
     """Try once to deliver a finished batch's webhook; the reconciler schedules retries."""
     # redis-py's Lock: a random token, and a compare-and-delete script on release, so an
     # attempt that somehow outlived its lock never deletes the next attempt's.
-    lock = live.get_redis().lock(lock_key(batch_id), blocking=False,
+    lock = get_redis().lock(lock_key(batch_id), blocking=False,
                                  timeout=current_app.config["WEBHOOK_TIMEOUT"] + LOCK_MARGIN)
     if not lock.acquire():
         return {"skipped": "a delivery is under way"}
@@ -200,7 +200,7 @@ def due_batches() -> list[int]:
     if not ids:
         return []
     # One round trip: a batch whose lock is held has an attempt under way.
-    held = live.get_redis().mget([lock_key(batch_id) for batch_id in ids])
+    held = get_redis().mget([lock_key(batch_id) for batch_id in ids])
     return [batch_id for batch_id, token in zip(ids, held) if token is None]
 
 

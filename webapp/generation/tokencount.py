@@ -28,7 +28,7 @@ def _prepare_cache() -> None:
         if _ready:
             return
         cache = Path(os.environ.get("TIKTOKEN_CACHE_DIR") or
-                     Path(__file__).resolve().parent.parent / "instance" / "tiktoken-cache")
+                     Path(__file__).resolve().parents[2] / "instance" / "tiktoken-cache")
         cache.mkdir(parents=True, exist_ok=True)
         os.environ["TIKTOKEN_CACHE_DIR"] = str(cache)
         for name in _SHIPPED:

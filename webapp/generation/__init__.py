@@ -1,0 +1,12 @@
+"""Generation: everything that turns a stored batch into written articles.
+
+tasks (the Celery task per article), provider (the openai SDK or the offline stand-in),
+prompts (templates with budgets), tokencount and pricing (estimates and cost), ratelimit
+(shared limits, the first-request probe, per-batch slots), dispatch (sending to the queue),
+reconciler (the periodic repair job), webhooks (telling others a batch finished), live
+(state in Redis) and lifecycle (the one writer of status).
+
+Imports flow one way: blueprints → services → generation → models → extensions.
+Celery task names are explicit (`webapp.tasks.generate_article`, …) and stay what they were
+before this package existed, so messages queued by an older release are still consumed.
+"""
