@@ -8,6 +8,9 @@ SETUP       := bash scripts/setup.sh
 FLASK       := $(VENV)/bin/flask --app wsgi
 PORT        ?= 8000
 PYTEST_ARGS ?=
+FLOWER      ?=
+# The Procfile's flower line runs only with FLOWER=1 (any value but empty or 0).
+PROCESSES   := web worker webhooks beat $(if $(filter-out 0,$(FLOWER)),flower)
 
 export FLASK_APP := wsgi
 export PORT
@@ -17,14 +20,15 @@ export PORT
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
-run: ## set up, migrate, then run web + worker (honcho) on PORT (default 8000)
+run: ## set up, migrate, run web + workers + beat (honcho) on PORT; FLOWER=1 adds Flower
 	$(SETUP) venv redis
 	$(FLASK) db upgrade
 	$(FLASK) users bootstrap
-	exec $(VENV)/bin/honcho start -f Procfile
+	exec $(VENV)/bin/honcho start -f Procfile $(PROCESSES)
 
-test: ## run the test suite (set TEST_DATABASE_URL for PostgreSQL; PYTEST_ARGS for pytest)
+test: ## lint (ruff), then the test suite (TEST_DATABASE_URL for PostgreSQL; PYTEST_ARGS)
 	$(SETUP) venv-dev redis-bin chromium
+	$(VENV)/bin/ruff check .
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 bench: ## run the benchmarks in bench/

@@ -23,6 +23,14 @@ task_acks_late = True
 task_reject_on_worker_lost = True
 worker_prefetch_multiplier = 1
 task_track_started = True
+
+# Task events let Flower (Procfile.flower) show tasks as they are sent, start and end, with
+# no restart of the workers. They cost one small broker message per change of a task's
+# state; CELERY_TASK_EVENTS=0 turns them off.
+_task_events = os.environ.get("CELERY_TASK_EVENTS", "1").strip().lower() not in (
+    "0", "false", "no", "off")
+worker_send_task_events = _task_events
+task_send_sent_event = _task_events
 result_expires = _num("CELERY_RESULT_EXPIRES", 24 * 3600, int)
 
 task_default_queue = "celery"

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -26,39 +25,12 @@ from sqlalchemy import delete
 
 from tests.fakeai import FakeAI
 from tests.helpers import login, wait_until
+from tests.support import (ACCOUNTS, ARTIFACTS, RETRY_BASE, ROOT, SECRET_KEY, WEBHOOK_WORKER_NAME,
+                           WORKER_NAME, activate_celery, app_config, free_port, migrate_and_seed,
+                           stop_process, worker_idle)
 
-ROOT = Path(__file__).resolve().parent.parent
-ARTIFACTS = ROOT / "test-artifacts"
-WORKER_NAME = f"pressroom-test-{os.getpid()}@localhost"
-WEBHOOK_WORKER_NAME = f"pressroom-test-webhooks-{os.getpid()}@localhost"
-SECRET_KEY = "test-secret-key-for-the-pressroom-suite"
 # pg_advisory_lock key that serialises test sessions sharing one PostgreSQL database.
 PG_SESSION_LOCK = 7_272_024
-# Retries wait this long at first (doubled per attempt), so the retry tests take a second.
-RETRY_BASE = 0.05
-
-ACCOUNTS = {
-    "editor": ("editor@example.test", "editor-password-1"),
-    "admin": ("admin@example.test", "admin-password-1"),
-}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def stop_process(proc: subprocess.Popen, grace: float = 15.0) -> None:
-    """Terminate our own child; kill it if it does not stop within `grace` seconds."""
-    if proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=10)
 
 
 # -- Redis ------------------------------------------------------------------------------
@@ -151,39 +123,6 @@ def database_url(tmp_path_factory):
     engine.dispose()
 
 
-def app_config(database_url: str, redis_url: str, fake_url: str, **overrides) -> dict:
-    config = {
-        "TESTING": True,
-        "SECRET_KEY": SECRET_KEY,
-        "SQLALCHEMY_DATABASE_URI": database_url,
-        "REDIS_URL": redis_url,
-        "OPENAI_API_KEY": "test",
-        "OPENAI_BASE_URL": fake_url,
-        "OPENAI_MODEL": "gpt-4o-mini",
-        "POLL_INTERVAL": 0.2,
-        "GENERATION_RETRY_BASE": RETRY_BASE,
-        # WTF_CSRF_ENABLED is deliberately left at its default (on): tests send tokens.
-    }
-    config.update(overrides)
-    return config
-
-
-def migrate_and_seed(app) -> None:
-    """The real migrations, then the suite's accounts (their API tokens in TEST_TOKENS)."""
-    from flask_migrate import upgrade
-
-    from webapp.models import Role
-    from webapp.services import users
-
-    with app.app_context():
-        upgrade()
-        tokens = {}
-        for role, (email, password) in ACCOUNTS.items():
-            _, _, tokens[role] = users.create_user(
-                email, Role.ADMIN if role == "admin" else Role.EDITOR, password=password)
-        app.config["TEST_TOKENS"] = tokens
-
-
 @pytest.fixture(scope="session")
 def _app(database_url, redis_url, fake_server):
     """The app, with its schema made by the real migrations and two signed-up users."""
@@ -264,17 +203,6 @@ def worker(_app, database_url, redis_url, fake_server, artifacts):
 
 # -- per-test state ---------------------------------------------------------------------------
 
-def _worker_idle(worker: Worker, redis_client, fake_server) -> bool:
-    """Nothing queued, nothing reserved or running (acks are late, so a message stays in
-    kombu's `unacked` hash until its task has ended and stored its result)."""
-    worker.check_alive()
-    pipe = redis_client.pipeline(transaction=False)
-    pipe.llen("generation").llen("celery").llen("webhooks").hlen("unacked")
-    queued_generation, queued_default, queued_hooks, unacked = pipe.execute()
-    return (queued_generation == 0 and queued_default == 0 and queued_hooks == 0
-            and unacked == 0 and fake_server.in_flight == 0)
-
-
 def reset_state(app, worker, redis_client, fake_server) -> None:
     """Let leftover work finish, then delete batches, articles and live keys.
 
@@ -287,7 +215,7 @@ def reset_state(app, worker, redis_client, fake_server) -> None:
 
     # Leftovers (a failed test's batch) run fast and fault-free from now on.
     fake_server.reset(restore_settings=True)
-    wait_until(lambda: _worker_idle(worker, redis_client, fake_server), 90,
+    wait_until(lambda: worker_idle(worker, redis_client, fake_server), 90,
                "the worker to finish the previous test's tasks")
     fake_server.wait_idle(timeout=30)
     with app.app_context():
@@ -375,12 +303,3 @@ def make_app(_app, database_url, redis_url, fake_server):
     limiter._storage_options.clear()
     limiter._storage_options.update(saved[2])
     activate_celery(_app)
-
-
-def activate_celery(app) -> None:
-    """Make `app`'s Celery the process's current one. @shared_task proxies (generate_article)
-    resolve through the current Celery app, so after building a second app, requests to the
-    first would otherwise publish through the second one's settings."""
-    celery = app.extensions["celery"]
-    celery.set_default()
-    celery.set_current()

@@ -20,8 +20,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import redis
-from tests.conftest import (ACCOUNTS, RETRY_BASE, ROOT, SECRET_KEY, activate_celery, app_config,
-                            stop_process)
+from tests.support import (ACCOUNTS, RETRY_BASE, ROOT, SECRET_KEY, activate_celery, app_config,
+                           stop_process)
 from tests.helpers import login, wait_until
 
 # Deadline for a worker process to start and answer a ping: generous for a loaded 2-core box.

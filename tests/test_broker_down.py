@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import time
 
-from tests.conftest import ACCOUNTS, activate_celery, free_port
+from tests.support import ACCOUNTS, activate_celery, free_port
 from tests.helpers import (articles_state, batch_id_from_location, batch_state, csrf_from, login,
                            submit_form, wait_batch_final)
 

@@ -19,7 +19,7 @@ import pytest
 import redis
 from sqlalchemy import func, select, update
 
-from tests.conftest import ACCOUNTS
+from tests.support import ACCOUNTS
 from tests.dedicated import Dedicated, redis_db_url
 from tests.fakeai import Fault
 from tests.helpers import (FINISH_TIMEOUT, articles_state, batch_id_from_location, batch_state,

@@ -18,7 +18,7 @@ import time
 import pytest
 from sqlalchemy import func, select
 
-from tests.conftest import ROOT, SECRET_KEY, _worker_idle
+from tests.support import ROOT, SECRET_KEY, worker_idle as _worker_idle
 from tests.dedicated import Dedicated
 from tests.fakeai import Fault, build_chunks
 from tests.helpers import (FINISH_TIMEOUT, articles_state, batch_id_from_location, batch_state,

@@ -12,7 +12,7 @@ import sqlite3
 
 import pytest
 
-from tests.conftest import activate_celery, migrate_and_seed
+from tests.support import activate_celery, migrate_and_seed
 from tests.dedicated import Dedicated, redis_db_url
 from tests.helpers import FINISH_TIMEOUT, status_counts, wait_batch_final, wait_until
 from webapp.extensions import db

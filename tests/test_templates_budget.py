@@ -18,7 +18,7 @@ import uuid
 import pytest
 from sqlalchemy import func, select
 
-from tests.conftest import ACCOUNTS
+from tests.support import ACCOUNTS
 from tests.helpers import (articles_state, batch_id_from_location, page_csrf, row_counts,
                            submit_form, wait_batch_final)
 from tests.sec_support import make_account, signed_in

@@ -16,7 +16,7 @@ import uuid
 import pytest
 from sqlalchemy import select, update
 
-from tests.conftest import free_port
+from tests.support import free_port
 from tests.dedicated import Dedicated
 from tests.helpers import (FINISH_TIMEOUT, batch_id_from_location, batch_state, login,
                            page_csrf, row_counts, submit_form, wait_batch_final, wait_until)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 
-from flask import Flask, g, jsonify, render_template, request, template_rendered
+from flask import Flask, g, render_template, request, template_rendered
 from flask_wtf.csrf import CSRFError
 from sqlalchemy import event
 from werkzeug.exceptions import HTTPException
@@ -160,7 +160,8 @@ class IdConverter(IntegerConverter):
 
 
 def register_blueprints(app: Flask) -> None:
-    from .blueprints import account, admin, api, auth, editorial, ops, web
+    # One file per first segment of the URL: /batches → batches.py, /articles → articles.py.
+    from .blueprints import account, admin, api, articles, auth, batches, errors, ops, templates
 
     # Before any rule is added: `<int:...>` in every blueprint uses the bounded converter.
     app.url_map.converters["int"] = IdConverter
@@ -169,9 +170,11 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(auth.bp)
     app.register_blueprint(account.bp)
     app.register_blueprint(admin.bp)
-    app.register_blueprint(web.bp)
-    app.register_blueprint(editorial.bp)
+    app.register_blueprint(batches.bp)
+    app.register_blueprint(articles.bp)
+    app.register_blueprint(templates.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(errors.bp)  # how pages answer the services' errors
     csrf.exempt(api.bp)  # bearer tokens, never cookies: no cross-site forgery possible
 
 
@@ -322,7 +325,15 @@ def register_commands(app: Flask) -> None:
 
 
 def register_template_helpers(app: Flask) -> None:
+    from flask_login import current_user
+
     from .rendering import render_markdown
+    from .services.users import permissions
+
+    @app.context_processor
+    def what_the_user_may_do():
+        # Pages offer what the person may do from this, never from their role.
+        return {"perms": permissions(current_user)}
 
     app.jinja_env.filters["markdown"] = render_markdown
     app.jinja_env.filters["duration"] = _duration

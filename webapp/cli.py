@@ -10,6 +10,7 @@ from flask.cli import AppGroup, with_appcontext
 from .extensions import db
 from .models import Batch, Role
 from .services import batches as batch_service, progress, system, users
+from .services.errors import ServiceError
 
 users_cli = AppGroup("users", help="Manage user accounts.")
 batches_cli = AppGroup("batches", help="Inspect and steer batches.")
@@ -31,7 +32,7 @@ def create_user(email: str, admin: bool, role: str | None) -> None:
     """Create a user; prints the password and an API token once."""
     try:
         _, password, token = users.create_user(email, Role.ADMIN if admin else (role or Role.EDITOR))
-    except users.UserError as exc:
+    except ServiceError as exc:
         raise click.ClickException(str(exc))
     click.echo(f"email: {email.strip().lower()}")
     click.echo(f"password: {password}")
@@ -91,11 +92,11 @@ def show_batch(batch_id: int) -> None:
 
 def _act(batch_id: int, action, done: str) -> None:
     try:
-        error = action(CliActor(), _batch(batch_id))
-    except (batch_service.NotAllowed, batch_service.Conflict) as exc:
+        outcome = action(CliActor(), _batch(batch_id))
+    except ServiceError as exc:
         raise click.ClickException(str(exc))
-    if error:
-        raise click.ClickException(error)
+    if outcome is not None and outcome.level == "error":
+        raise click.ClickException(outcome.message)  # done, but the articles are not sent
     click.echo(done)
 
 
@@ -125,7 +126,10 @@ def resume_batch(batch_id: int) -> None:
 @click.option("--failed", is_flag=True, help="Also give failed articles another try.")
 def requeue_batch(batch_id: int, failed: bool) -> None:
     """Send a batch's queued articles to the queue again (after Redis lost them)."""
-    count = batch_service.requeue(CliActor(), _batch(batch_id), include_failed=failed)
+    try:
+        count = batch_service.requeue(CliActor(), _batch(batch_id), include_failed=failed)
+    except ServiceError as exc:
+        raise click.ClickException(str(exc))  # e.g. the queue is unreachable
     click.echo(f"Sent {count} articles of batch {batch_id} to the queue.")
 
 

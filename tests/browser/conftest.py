@@ -27,8 +27,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from tests.conftest import (ACCOUNTS, ARTIFACTS, RETRY_BASE, ROOT, SECRET_KEY, free_port,
-                            stop_process)
+from tests.support import (ACCOUNTS, ARTIFACTS, RETRY_BASE, ROOT, SECRET_KEY, free_port,
+                           stop_process)
 from tests.helpers import wait_until
 
 CHROMIUM = Path("/usr/bin/chromium")

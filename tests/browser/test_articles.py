@@ -16,7 +16,7 @@ pytest.importorskip("playwright.sync_api",
 from playwright.sync_api import expect  # noqa: E402
 
 from tests.browser.support import article_ids, sign_in, submit_batch, wait_in_page
-from tests.conftest import ROOT
+from tests.support import ROOT
 from tests.helpers import articles_state, wait_batch_final
 
 README_SHOT = ROOT / "docs" / "article-streaming.png"

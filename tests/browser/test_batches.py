@@ -18,7 +18,7 @@ from tests.browser.conftest import POLL_INTERVAL
 from tests.browser.support import (BATCH_URL, PollLog, article_ids, assert_no_polls_for,
                                    bar_percent, batch_id_of, sign_in, submit_batch,
                                    wait_batch_status, wait_in_page)
-from tests.conftest import ACCOUNTS, ROOT, WORKER_NAME
+from tests.support import ACCOUNTS, ROOT, WORKER_NAME
 from tests.helpers import FINISH_TIMEOUT, articles_state, batch_state, wait_until
 
 README_SHOT = ROOT / "docs" / "batch-in-progress.png"

@@ -35,8 +35,8 @@ import redis
 import sqlalchemy
 from sqlalchemy import delete, func, select
 
-from tests.conftest import (ACCOUNTS, ARTIFACTS, RETRY_BASE, ROOT, SECRET_KEY, activate_celery,
-                            app_config, free_port, migrate_and_seed)
+from tests.support import (ACCOUNTS, ARTIFACTS, RETRY_BASE, ROOT, SECRET_KEY, activate_celery,
+                           app_config, free_port, migrate_and_seed)
 from tests.fakeai import FakeAI
 from tests.helpers import batch_id_from_location, login, submit_form, wait_until
 

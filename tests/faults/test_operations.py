@@ -13,7 +13,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import update
 
-from tests.conftest import SECRET_KEY, activate_celery
+from tests.support import SECRET_KEY, activate_celery
 from tests.faults.conftest import (HEARTBEAT_EVERY, LEASE_SECONDS, MAX_ATTEMPTS, METRICS_TOKEN,
                                    article_rows, assert_exactly_once, build_app, elapsed,
                                    own_database, preserved_globals, record_figure)
@@ -123,11 +123,14 @@ def test_metrics_need_the_token_or_an_allowed_address(env):
     env.submit(client, "Metrics queue", ["Metrics queued 1", "Metrics queued 2",
                                          "Metrics queued 3"])
     text = anon.get("/metrics", environ_base=OUTSIDE, headers=BEARER).get_data(as_text=True)
-    assert 'pressroom_articles{status="queued"} 3' in text
-    assert 'pressroom_articles{status="succeeded"} 0' in text
-    assert 'pressroom_queue_length{queue="generation"} 3' in text
-    assert 'pressroom_queue_length{queue="celery"} 0' in text
-    assert "pressroom_redis_up 1" in text
+    # Whole lines, in prometheus-client's format (values as floats, labels sorted by name).
+    lines = text.splitlines()
+    assert 'pressroom_articles{status="queued"} 3.0' in lines
+    assert 'pressroom_articles{status="succeeded"} 0.0' in lines
+    assert 'pressroom_queue_length{queue="generation"} 3.0' in lines
+    assert 'pressroom_queue_length{queue="celery"} 0.0' in lines
+    assert "pressroom_redis_up 1.0" in lines
+    assert "pressroom_database_up 1.0" in lines
     _assert_no_secrets(text, env)
 
 
@@ -139,17 +142,35 @@ def test_metrics_after_a_batch_show_provider_histograms(env):
     assert wait_batch_final(env.app, batch_id)["status"] == "succeeded"
     text = env.app.test_client().get("/metrics", environ_base=OUTSIDE,
                                      headers=BEARER).get_data(as_text=True)
-    assert 'pressroom_articles{status="succeeded"} 2' in text
+    lines = text.splitlines()
+    assert 'pressroom_articles{status="succeeded"} 2.0' in lines
     model = 'model="gpt-4o-mini"'
-    assert f'pressroom_provider_request_seconds_bucket{{{model},le="+Inf"}} 2' in text
-    assert f"pressroom_provider_request_seconds_count{{{model}}} 2" in text
-    assert re.search(rf"pressroom_provider_request_seconds_sum{{{model}}} [0-9.]+", text)
-    assert f'pressroom_provider_completion_tokens_bucket{{{model},le="+Inf"}} 2' in text
-    assert f"pressroom_provider_completion_tokens_count{{{model}}} 2" in text
-    assert 'pressroom_batches_finished_total{status="succeeded"} 1' in text
-    assert "pressroom_batch_duration_seconds_count 1" in text
-    assert "# TYPE pressroom_provider_request_seconds histogram" in text
+    assert f'pressroom_provider_request_seconds_bucket{{le="+Inf",{model}}} 2.0' in lines
+    assert f"pressroom_provider_request_seconds_count{{{model}}} 2.0" in lines
+    assert re.search(rf"^pressroom_provider_request_seconds_sum{{{model}}} [0-9.]+$", text, re.M)
+    assert f'pressroom_provider_completion_tokens_bucket{{le="+Inf",{model}}} 2.0' in lines
+    assert f"pressroom_provider_completion_tokens_count{{{model}}} 2.0" in lines
+    assert 'pressroom_batches_finished_total{status="succeeded"} 1.0' in lines
+    assert "pressroom_batch_duration_seconds_count 1.0" in lines
+    assert "# TYPE pressroom_provider_request_seconds histogram" in lines
+    assert "# TYPE pressroom_batches_finished_total counter" in lines
     assert assert_exactly_once(env, [batch_id]) == {"Measured one": 1, "Measured two": 1}
+
+
+@pytest.mark.slow
+def test_metrics_with_redis_stopped_still_answer_from_the_database(env):
+    anon = env.app.test_client()
+    env.redis.stop()
+    response, seconds = elapsed(anon.get, "/metrics")
+    assert response.status_code == 200 and seconds < 3
+    lines = response.get_data(as_text=True).splitlines()
+    assert "pressroom_redis_up 0.0" in lines
+    assert "pressroom_database_up 1.0" in lines
+    assert [line for line in lines if line.startswith('pressroom_articles{status="queued"} ')]
+    assert not [line for line in lines if line.startswith("pressroom_queue_length{")]
+    env.redis.start()
+    assert wait_until(lambda: "pressroom_redis_up 1.0" in anon.get("/metrics").get_data(
+        as_text=True).splitlines(), 10, "Redis counted up again")
 
 
 # -- the system page --------------------------------------------------------------------------
@@ -299,7 +320,7 @@ def _purge(env) -> None:
 
 def _metric(env, name: str, labels: str) -> int:
     text = env.app.test_client().get("/metrics", headers=BEARER).get_data(as_text=True)
-    match = re.search(rf"^{name}{{{re.escape(labels)}}} (\d+)$", text, re.M)
+    match = re.search(rf"^{name}{{{re.escape(labels)}}} (\d+)\.0$", text, re.M)
     return int(match.group(1)) if match else 0
 
 

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 import pytest
 from sqlalchemy import select, update
 
-from tests.conftest import ACCOUNTS
+from tests.support import ACCOUNTS
 from tests.faults.conftest import (SOCKET_TIMEOUT, article_rows, assert_exactly_once, elapsed,
                                    record_figure)
 from tests.helpers import (batch_state, done_of, percent_of, submit_form, wait_batch_final,

@@ -1,5 +1,5 @@
 """The outbound address rules (webapp/netguard.py): which addresses are public, how hosts
-are spelled, the allow-list, and the pinned connection with its one deadline.
+are spelled, the allow-list; and the pinned connection with its one deadline (pinned.py).
 
 No Redis, worker or database. Where a name must resolve somewhere, check_url is given a
 resolver (the stand-in for socket.getaddrinfo); the connections are real, to servers on
@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from webapp import netguard
+from webapp import netguard, pinned
 
 LOOPBACK = ipaddress.ip_address("127.0.0.1")
 
@@ -251,7 +251,7 @@ def test_a_dripping_peer_is_cut_at_the_deadline_not_per_read():
         target = netguard.check_url(f"http://drip.test:{server.port}/hook", "drip.test",
                                     resolver=lambda host, port: ["127.0.0.1"])
         started = time.monotonic()
-        connection = netguard.open_connection(target, started + 0.8)
+        connection = pinned.open_connection(target, started + 0.8)
         with pytest.raises(TimeoutError):
             connection.request("POST", target.path, body=b"{}")
             connection.getresponse()
@@ -283,7 +283,7 @@ def test_https_checks_the_certificate_and_sends_sni_for_the_name(tmp_path):
     try:
         target = netguard.check_url(f"https://pinned.test:{server.port}/x", "pinned.test",
                                     resolver=to_loopback)
-        connection = netguard.open_connection(target, time.monotonic() + 5, client_tls)
+        connection = pinned.open_connection(target, time.monotonic() + 5, client_tls)
         connection.request("POST", target.path, body=b"{}")
         assert connection.getresponse().status == 204
         connection.close()
@@ -296,7 +296,7 @@ def test_https_checks_the_certificate_and_sends_sni_for_the_name(tmp_path):
     try:
         target = netguard.check_url(f"https://other.test:{server.port}/x", "other.test",
                                     resolver=to_loopback)
-        connection = netguard.open_connection(target, time.monotonic() + 5, client_tls)
+        connection = pinned.open_connection(target, time.monotonic() + 5, client_tls)
         with pytest.raises(ssl.SSLCertVerificationError):
             connection.request("POST", target.path, body=b"{}")
         connection.close()
@@ -310,7 +310,7 @@ def test_the_next_checked_address_is_tried_when_one_refuses():
         # Nothing listens on 127.0.0.2 (the server is bound to 127.0.0.1 only).
         target = netguard.check_url(f"http://two.test:{server.port}/", "two.test",
                                     resolver=lambda host, port: ["127.0.0.2", "127.0.0.1"])
-        connection = netguard.open_connection(target, time.monotonic() + 5)
+        connection = pinned.open_connection(target, time.monotonic() + 5)
         connection.request("POST", target.path, body=b"{}")
         assert connection.getresponse().status == 204
         connection.close()

@@ -1,5 +1,6 @@
 """Prompt templates: the Jinja subset, the output budget while rendering, the loop budget,
-the deadline, and the sandbox hooks behind the tree check (webapp/generation/prompts.py)."""
+the deadline, and the sandbox hooks behind the tree check (webapp/generation/prompts.py,
+template_check.py, templating.py)."""
 from __future__ import annotations
 
 import time
@@ -7,7 +8,7 @@ import tracemalloc
 
 import pytest
 
-from webapp.generation import prompts
+from webapp.generation import prompts, templating
 from webapp.generation.prompts import RowRefused, TemplateRefused
 
 # Each is refused, and none may hold the process: two seconds is a guard against a hang,
@@ -180,15 +181,15 @@ def test_the_budget_without_an_app_is_the_default():
 ])
 def test_the_sandbox_hooks_refuse_what_the_tree_check_would(text, why):
     """The second line: compiled without the tree check, the hooks still refuse."""
-    template = prompts._env.from_string(text)
-    result, elapsed = _timed(prompts._run, template, prompts.SAMPLE_ROW, 20_000, None)
+    template = templating._env.from_string(text)
+    result, elapsed = _timed(templating._run, template, prompts.SAMPLE_ROW, 20_000, None)
     assert elapsed < HANG_GUARD
     assert isinstance(result, RowRefused) and why in str(result), result
 
 
 def test_filters_the_environment_does_not_have_do_not_compile():
     with pytest.raises(Exception, match="No filter named 'center'"):
-        prompts._env.from_string("{{ title|center(300000000) }}")
+        templating._env.from_string("{{ title|center(300000000) }}")
 
 
 def test_build_prompt_adds_the_instructions_after_the_template():

@@ -1,1 +1,2 @@
-"""HTTP entry points: pages and partials (web), sign-in (auth), JSON (api)."""
+"""HTTP entry points, one module per first segment of the URL (batches, articles, templates,
+account, admin, api), plus sign-in (auth), machines (ops) and error pages (errors)."""

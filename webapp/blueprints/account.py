@@ -1,10 +1,11 @@
 """A user's own account: API tokens."""
 from __future__ import annotations
 
-from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
 from ..services import users
+from ..services.errors import Invalid
 
 bp = Blueprint("account", __name__, url_prefix="/account")
 
@@ -26,9 +27,9 @@ def create_token():
     """Create a named token; it is shown once."""
     try:
         token = users.create_token(current_user, request.form.get("name", ""))
-    except users.UserError as exc:
+    except Invalid as exc:  # the form again, saying why
         return render_template("tokens.html", tokens=users.tokens_of(current_user),
-                               error=str(exc)), 400
+                               error=exc.message), 400
     return render_template("secret_once.html", title="New API token",
                            secrets=[("API token", token)], back=url_for("account.tokens"))
 
@@ -36,9 +37,6 @@ def create_token():
 @bp.post("/tokens/<int:token_id>/revoke")
 def revoke_token(token_id: int):
     """Revoke one of your tokens; it stops working at once."""
-    try:
-        users.revoke_token(current_user, token_id)
-    except LookupError:
-        abort(404)
+    users.revoke_token(current_user, token_id)
     flash("The token is revoked.", "success")
     return redirect(url_for("account.tokens"), code=303)

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
 from ..models import Role
 from ..services import audit, system, users
+from ..services.errors import Invalid
 from .access import int_arg, roles_required
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -20,11 +21,20 @@ def require_admin():
     """Only admins get past this point."""
 
 
+def _users_page(email: str = "", role: str = Role.EDITOR, error: str | None = None):
+    return render_template("admin_users.html", users=users.all_users(), roles=Role.ALL,
+                           form_email=email, form_role=role, error=error), (400 if error else 200)
+
+
+def _back(message: str):
+    flash(message, "success")
+    return redirect(url_for("admin.user_list"), code=303)
+
+
 @bp.get("/users")
 def user_list():
     """Every account, with forms to create, change role, disable and reset."""
-    return render_template("admin_users.html", users=users.all_users(), roles=Role.ALL,
-                           form_email="", form_role=Role.EDITOR, error=None)
+    return _users_page()
 
 
 @bp.post("/users")
@@ -33,58 +43,36 @@ def create_user():
     email, role = request.form.get("email", ""), request.form.get("role", Role.EDITOR)
     try:
         user, password, token = users.create_user(email, role)
-    except users.UserError as exc:
-        return render_template("admin_users.html", users=users.all_users(), roles=Role.ALL,
-                               form_email=email, form_role=role, error=str(exc)), 400
+    except Invalid as exc:  # the form again, with what was typed
+        return _users_page(email, role, exc.message)
     return render_template("secret_once.html", title=f"Account created: {user.email}",
                            secrets=[("Password", password), ("API token", token)],
                            back=url_for("admin.user_list"))
 
 
-def _act(fn, *args):
-    try:
-        return fn(current_user, *args)
-    except LookupError:
-        abort(404)
-    except users.UserError as exc:
-        flash(str(exc), "error")
-        return None
-
-
-def _change(fn, user_id: int, *args, said: str):
-    """Run a user change, say what it did (`said` names the user's new state), go back."""
-    user = _act(fn, user_id, *args)
-    if user:
-        flash(said.format(email=user.email, role=user.role), "success")
-    return redirect(url_for("admin.user_list"), code=303)
-
-
 @bp.post("/users/<int:user_id>/role")
 def change_role(user_id: int):
     """Give a user another role."""
-    return _change(users.set_role, user_id, request.form.get("role", ""),
-                   said="{email} is now {role}.")
+    user = users.set_role(current_user, user_id, request.form.get("role", ""))
+    return _back(f"{user.email} is now {user.role}.")
 
 
 @bp.post("/users/<int:user_id>/disable")
 def disable(user_id: int):
     """Disable an account: its sessions and tokens stop working at once."""
-    return _change(users.set_disabled, user_id, True, said="{email} is disabled.")
+    return _back(f"{users.set_disabled(current_user, user_id, True).email} is disabled.")
 
 
 @bp.post("/users/<int:user_id>/enable")
 def enable(user_id: int):
     """Enable a disabled account again."""
-    return _change(users.set_disabled, user_id, False, said="{email} is enabled.")
+    return _back(f"{users.set_disabled(current_user, user_id, False).email} is enabled.")
 
 
 @bp.post("/users/<int:user_id>/password")
 def reset_password(user_id: int):
     """Set a new random password (shown once); the user's sessions end, tokens are revoked."""
-    result = _act(users.reset_password, user_id)
-    if not result:
-        return redirect(url_for("admin.user_list"), code=303)
-    user, password = result
+    user, password = users.reset_password(current_user, user_id)
     return render_template("secret_once.html", title=f"New password for {user.email}",
                            secrets=[("Password", password)], back=url_for("admin.user_list"))
 
@@ -92,9 +80,8 @@ def reset_password(user_id: int):
 @bp.post("/users/<int:user_id>/tokens/revoke")
 def revoke_tokens(user_id: int):
     """Revoke every API token of a user: scripts using them get 401 at once."""
-    user, count = _act(users.revoke_all_tokens, user_id)
-    flash(f"{count} API token{'' if count == 1 else 's'} of {user.email} revoked.", "success")
-    return redirect(url_for("admin.user_list"), code=303)
+    user, count = users.revoke_all_tokens(current_user, user_id)
+    return _back(f"{count} API token{'' if count == 1 else 's'} of {user.email} revoked.")
 
 
 def _date(name: str) -> datetime | None:

@@ -8,12 +8,19 @@ from flask import Blueprint, g, jsonify, request, url_for
 from ..extensions import db
 from ..models import Article, Batch
 from ..services import batches, progress, users
-from ..services.batches import Conflict, NotAllowed
+from ..services.errors import Conflict, Invalid, NotAllowed, NotFound, ServiceError
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
+# How the JSON API answers the services' errors (400, not 422, for bad input: what
+# clients of this API have always been sent).
+SERVICE_ERRORS = ((NotAllowed, 403, "forbidden"), (NotFound, 404, "not_found"),
+                  (Conflict, 409, "conflict"), (Invalid, 400, "invalid"))
+
 
 class ApiError(Exception):
+    """What only the API refuses: a missing token, a body that is not a JSON object."""
+
     def __init__(self, status: int, code: str, message: str, fields: dict | None = None):
         super().__init__(message)
         self.status, self.code, self.message, self.fields = status, code, message, fields or {}
@@ -31,6 +38,15 @@ def error_response(status: int, code: str, message: str, fields: dict | None = N
 @bp.errorhandler(ApiError)
 def handle_api_error(exc: ApiError):
     return error_response(exc.status, exc.code, exc.message, exc.fields)
+
+
+@bp.errorhandler(ServiceError)
+def handle_service_error(exc: ServiceError):
+    db.session.rollback()
+    status, code = next((s, c) for cls, s, c in SERVICE_ERRORS if isinstance(exc, cls))
+    fields = {name: [value] if isinstance(value, str) else value
+              for name, value in getattr(exc, "fields", {}).items()}
+    return error_response(status, code, exc.message, fields)
 
 
 def token_required(view):
@@ -79,12 +95,7 @@ def create_batch():
     data = request.get_json(silent=True)
     if not isinstance(data, dict):
         raise ApiError(400, "invalid_json", "The body must be a JSON object.")
-    try:
-        result = batches.submit(g.api_user, data)
-    except NotAllowed as exc:
-        raise ApiError(403, "forbidden", str(exc))
-    if result.batch is None:
-        raise ApiError(400, "invalid", "The batch was not created; see fields.", result.errors.fields)
+    result = batches.submit(g.api_user, data)
     db.session.expire_all()
     response = jsonify(_batch_json(db.session.get(Batch, result.batch.id), with_articles=True))
     response.status_code = 201
@@ -96,27 +107,20 @@ def create_batch():
 @token_required
 def get_batch(batch_id: int):
     """A batch's status, counts, percent and articles."""
-    batch = db.session.get(Batch, batch_id)
-    if batch is None:
-        raise ApiError(404, "not_found", f"No batch {batch_id}.")
-    return jsonify(_batch_json(batch, with_articles=True))
+    return jsonify(_batch_json(_batch(batch_id), with_articles=True))
 
 
-def _act(batch_id: int, action):
+def _batch(batch_id: int) -> Batch:
     batch = db.session.get(Batch, batch_id)
     if batch is None:
-        raise ApiError(404, "not_found", f"No batch {batch_id}.")
-    try:
-        error = action(g.api_user, batch)
-    except NotAllowed as exc:
-        raise ApiError(403, "forbidden", str(exc))
-    except Conflict as exc:
-        raise ApiError(409, "conflict", str(exc))
+        raise NotFound(f"No batch {batch_id}.")
+    return batch
+
+
+def _accepted(batch_id: int):
+    """The batch as it is after an action (its dispatch_error says if it waits for the queue)."""
     db.session.expire_all()
-    data = _batch_json(db.session.get(Batch, batch_id), with_articles=False)
-    if error:
-        data["dispatch_error"] = error
-    response = jsonify(data)
+    response = jsonify(_batch_json(_batch(batch_id), with_articles=False))
     response.status_code = 202
     return response
 
@@ -125,21 +129,24 @@ def _act(batch_id: int, action):
 @token_required
 def cancel_batch(batch_id: int):
     """Cancel a batch; running articles stop within a second."""
-    return _act(batch_id, batches.cancel_batch)
+    batches.cancel_batch(g.api_user, _batch(batch_id))
+    return _accepted(batch_id)
 
 
 @bp.post("/batches/<int:batch_id>/pause")
 @token_required
 def pause_batch(batch_id: int):
     """Pause a batch: nothing new is sent until it is resumed."""
-    return _act(batch_id, batches.pause_batch)
+    batches.pause_batch(g.api_user, _batch(batch_id))
+    return _accepted(batch_id)
 
 
 @bp.post("/batches/<int:batch_id>/resume")
 @token_required
 def resume_batch(batch_id: int):
     """Resume a paused batch where it stopped."""
-    return _act(batch_id, batches.resume_batch)
+    batches.resume_batch(g.api_user, _batch(batch_id))
+    return _accepted(batch_id)
 
 
 @bp.get("/articles/<int:article_id>")
@@ -148,7 +155,7 @@ def get_article(article_id: int):
     """One article with its Markdown body."""
     article = db.session.get(Article, article_id)
     if article is None:
-        raise ApiError(404, "not_found", f"No article {article_id}.")
+        raise NotFound(f"No article {article_id}.")
     return jsonify({
         "id": article.id, "batch_id": article.batch_id, "position": article.position,
         "title": article.title, "status": article.status, "words": article.words,

@@ -27,7 +27,7 @@ class LoginForm(FlaskForm):
 
 def safe_next(target: str | None) -> str:
     """Only a local path is a redirect target; anything else goes home."""
-    fallback = url_for("web.dashboard")
+    fallback = url_for("batches.dashboard")
     if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
         return fallback
     parts = urlsplit(target)
@@ -59,7 +59,7 @@ _TOO_MANY = "Too many failed sign-ins. Wait a few minutes before trying again."
 def login():
     """Show the sign-in form and sign a user in."""
     if current_user.is_authenticated:
-        return redirect(url_for("web.dashboard"))
+        return redirect(url_for("batches.dashboard"))
     form = LoginForm()
     error = None
     if form.validate_on_submit():

@@ -30,4 +30,4 @@ def metrics():
     """Prometheus metrics; needs METRICS_TOKEN as a bearer token or an allowed address."""
     if not system.metrics_allowed(request.remote_addr, request.headers.get("Authorization", "")):
         abort(403, "Metrics need METRICS_TOKEN (as a bearer token) or an address in METRICS_ALLOW.")
-    return Response(system.render_metrics(), mimetype="text/plain; version=0.0.4")
+    return Response(system.render_metrics(), content_type=system.METRICS_CONTENT_TYPE)

@@ -1,7 +1,8 @@
 """Generation: everything that turns a stored batch into written articles.
 
 tasks (the Celery task per article), provider (the openai SDK or the offline stand-in),
-prompts (templates with budgets), tokencount and pricing (estimates and cost), ratelimit
+prompts (an article's prompt; editors' templates are checked by template_check and rendered
+with budgets by templating), tokencount and pricing (estimates and cost), ratelimit
 (shared limits, the first-request probe, per-batch slots), dispatch (sending to the queue),
 reconciler (the periodic repair job), webhooks (telling others a batch finished), live
 (state in Redis) and lifecycle (the one writer of status).

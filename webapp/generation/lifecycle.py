@@ -1,27 +1,99 @@
-"""Guarded state transitions of articles and batches.
+"""The one writer of status: every change of an article's or a batch's state is here.
 
-Every write is an `UPDATE ... WHERE status = ...` (and, for a running article, the claim
-token of the delivery that owns it), committed at once so that SQLite write locks are
-held for milliseconds. A transition that loses a race simply reports False.
+Each transition is an `UPDATE ... WHERE status IN (the states it may start from)` (and,
+for a running article, the claim token of the delivery that owns it) that reports
+whether it happened: True or False, the number of rows for those that act on a whole
+batch, the new task id (or None) for a re-queue. A transition that loses a race changes
+nothing and says so. Each commits at once, so that SQLite write locks are held for
+milliseconds, unless the caller passes commit=False to make it part of its own
+transaction (with an audit record, or with a second transition that must not be seen
+without it). Rows are created in their first state (queued) by services/batches.py;
+after that nothing outside this module writes `status` (tests/unit/test_lifecycle.py
+checks the source tree).
+
+Articles
+--------
+from                          to          transition              by
+----------------------------  ----------  ----------------------  -------------------------------
+queued                        running     claim                   tasks (the delivery that takes it)
+running, lease lapsed         running     claim                   tasks (a new delivery takes over)
+running (owner)               running     renew (lease only)      tasks, while streaming
+running, cancelling (owner)   succeeded   complete                tasks
+running, cancelling (owner)   failed      fail                    tasks (provider error)
+queued                        failed      fail_unstarted          tasks (the template refused it)
+running, lease lapsed         failed      fail_lost               reconciler (too many attempts)
+running (owner)               queued      release_for_retry       tasks (retryable error; the same
+                                                                  task id: Celery's retry reuses it)
+running, lease lapsed         queued      requeue_lost            reconciler (new task id; the
+                                                                  attempts count on)
+succeeded, failed, cancelled  queued      requeue, requeue_many   review.regenerate(_many),
+                                                                  batches.resume_batch (articles the
+                                                                  breaker failed), batches.requeue
+                                                                  --failed (new task id, attempts 0)
+succeeded, failed, cancelled  succeeded   restore                 review.restore
+queued, cancelling            cancelled   mark_cancelled          tasks (cancel seen before the
+                                                                  claim), batches.cancel_article,
+                                                                  reconciler (the owner is gone)
+running, cancelling (owner)   cancelled   mark_cancelled(token)   tasks (cancel seen while writing)
+queued (of a batch)           cancelled   cancel_queued           batches.cancel_batch,
+                                                                  enforce_budget
+running (of a batch)          cancelling  request_cancel_running  batches.cancel_batch (a lapsed
+                              cancelled                           lease has no worker: cancelled)
+running                       cancelling  request_cancel_article  batches.cancel_article
+
+Batches
+-------
+from                          to          transition              by
+----------------------------  ----------  ----------------------  -------------------------------
+queued                        running     mark_batch_running      tasks (the first claim)
+queued, running               paused      pause_batch             batches.pause_batch, tasks (the
+                                                                  circuit breaker)
+paused                        running     resume_batch            batches.resume_batch
+queued, running, paused,      cancelling  request_cancel_batch    batches.cancel_batch
+cancelling
+not final, no article open    succeeded,  finalize_batch          tasks, reconciler, batches
+                              failed,
+                              cancelled
+succeeded, failed, cancelled  running     reopen_batch            review.regenerate(_many) (the
+                                                                  earlier stop is forgotten),
+                                                                  batches.requeue --failed (kept)
+not final                     (same)      enforce_budget          tasks: records why it stopped and
+                                                                  cancels its queued articles
 """
 from __future__ import annotations
 
-from datetime import timedelta
-from typing import Optional
+import uuid
+from datetime import datetime, timedelta
+from typing import Iterable, Optional
 
 from sqlalchemy import and_, func, or_, select, update
 
 from .. import metrics
 from ..extensions import db
 from ..models import (Article, ArticleStatus as A, ArticleVersion, Batch, BatchStatus as B,
-                     ReviewStatus as R, utcnow)
+                      ReviewStatus as R, utcnow)
+
+# "Leave this column as it is" (None would clear it).
+KEEP = object()
+
+# Marks an article that failed on a key or quota error (the circuit breaker's): the cause
+# is the provider account's, so resuming the batch once it is fixed tries the article again.
+BREAKER_NOTE = "Stopped by the circuit breaker."
 
 
-def _apply(stmt) -> bool:
+def _run(stmt, commit: bool) -> int:
+    """Execute a guarded UPDATE; how many rows it changed."""
     result = db.session.execute(stmt, execution_options={"synchronize_session": False})
-    db.session.commit()
-    return result.rowcount == 1
+    if commit:
+        db.session.commit()
+    return result.rowcount
 
+
+def _apply(stmt, commit: bool = True) -> bool:
+    return _run(stmt, commit) == 1
+
+
+# -- articles ------------------------------------------------------------------------------
 
 def claim(article_id: int, batch_id: int, token: str, lease_seconds: int) -> bool:
     """Take a queued article, or a running one whose owner stopped renewing its lease.
@@ -30,7 +102,7 @@ def claim(article_id: int, batch_id: int, token: str, lease_seconds: int) -> boo
     """
     now = utcnow()
     not_paused = select(Batch.id).where(Batch.id == batch_id, Batch.status != B.PAUSED)
-    ok = _apply(
+    return _apply(
         update(Article)
         .where(Article.id == article_id, Article.batch_id.in_(not_paused),
                or_(Article.status == A.QUEUED,
@@ -40,13 +112,6 @@ def claim(article_id: int, batch_id: int, token: str, lease_seconds: int) -> boo
                 started_at=func.coalesce(Article.started_at, now), note=None, error=None,
                 updated_at=now)
     )
-    return ok
-
-
-def mark_batch_running(batch_id: int) -> None:
-    now = utcnow()
-    _apply(update(Batch).where(Batch.id == batch_id, Batch.status == B.QUEUED)
-           .values(status=B.RUNNING, started_at=now))
 
 
 def renew(article_id: int, token: str, lease_seconds: int) -> bool:
@@ -63,7 +128,7 @@ def complete(article_id: int, token: str, *, body: str, words: int, prompt_token
              review_flag: Optional[str]) -> bool:
     """Store the body; only the delivery holding the claim can, so there is one body."""
     now = utcnow()
-    result = db.session.execute(
+    stored = _apply(
         update(Article)
         .where(Article.id == article_id, Article.claim_token == token,
                Article.status.in_(A.ACTIVE))
@@ -73,12 +138,12 @@ def complete(article_id: int, token: str, *, body: str, words: int, prompt_token
                 review_status=R.NEEDS_REVIEW, review_reason=None, reviewed_by=None,
                 reviewed_at=None, finished_at=now, updated_at=now, lease_expires_at=None,
                 note=None),
-        execution_options={"synchronize_session": False})
-    if result.rowcount == 1:
+        commit=False)
+    if stored:
         # In the same transaction: a stored body always has its version.
         add_version(article_id, body, "generated", None)
     db.session.commit()
-    return result.rowcount == 1
+    return stored
 
 
 def add_version(article_id: int, body: str, source: str, user_id: Optional[int]) -> int:
@@ -91,23 +156,41 @@ def add_version(article_id: int, body: str, source: str, user_id: Optional[int])
     return number
 
 
-# Marks an article that failed on a key or quota error (the circuit breaker's): the cause
-# is the provider account's, so resuming the batch once it is fixed tries the article again.
-BREAKER_NOTE = "Stopped by the circuit breaker."
-
-
-def fail(article_id: int, token: Optional[str], error: str, note: Optional[str] = None) -> bool:
+def _failed(error: str, note: Optional[str] = None) -> dict:
     now = utcnow()
-    guard = (Article.claim_token == token) if token else Article.status == A.QUEUED
+    return {"status": A.FAILED, "error": error[:2000], "finished_at": now, "updated_at": now,
+            "lease_expires_at": None, "note": note}
+
+
+def fail(article_id: int, token: str, error: str, note: Optional[str] = None) -> bool:
+    """The owner gives up on its article (an error that retrying will not cure)."""
+    if not token:
+        raise ValueError("fail() is the owner's; an unclaimed article uses fail_unstarted()")
     return _apply(update(Article)
-                  .where(Article.id == article_id, guard,
-                         Article.status.in_((A.QUEUED,) + A.ACTIVE))
-                  .values(status=A.FAILED, error=error[:2000], finished_at=now,
-                          updated_at=now, lease_expires_at=None, note=note))
+                  .where(Article.id == article_id, Article.claim_token == token,
+                         Article.status.in_(A.ACTIVE))
+                  .values(**_failed(error, note)))
+
+
+def fail_unstarted(article_id: int, error: str) -> bool:
+    """Fail an article nobody has claimed (nothing was sent for it)."""
+    return _apply(update(Article).where(Article.id == article_id, Article.status == A.QUEUED)
+                  .values(**_failed(error)))
+
+
+def fail_lost(article_id: int, error: str, lapsed_before: Optional[datetime] = None) -> bool:
+    """Fail a running article whose worker stopped renewing its lease (once too often)."""
+    return _apply(update(Article)
+                  .where(Article.id == article_id, Article.status == A.RUNNING,
+                         Article.lease_expires_at < (lapsed_before or utcnow()))
+                  .values(**_failed(error)))
 
 
 def release_for_retry(article_id: int, token: str, note: str) -> bool:
-    """Give a running article back to the queue while a retry waits."""
+    """Give a running article back to the queue while a retry waits.
+
+    Not a requeue: Celery's retry sends the same task id again, so the id stays, and so do
+    the attempts (they are what the retry budget counts)."""
     now = utcnow()
     return _apply(update(Article)
                   .where(Article.id == article_id, Article.claim_token == token,
@@ -116,16 +199,157 @@ def release_for_retry(article_id: int, token: str, note: str) -> bool:
                           note=note[:300], words=0, updated_at=now))
 
 
+def _requeued(note: str, extra_instructions) -> dict:
+    """What every re-queue writes.
+
+    A new task id: the old one's result (SUCCESS, or a dead worker's PROGRESS) must not
+    leak into the progress of the new attempt. No owner, no lease, no error, and no verdict
+    until the new body arrives; the body, its versions and its cost stay until then.
+    """
+    values = {"status": A.QUEUED, "task_id": str(uuid.uuid4()), "claim_token": None,
+              "lease_expires_at": None, "words": 0, "error": None, "finished_at": None,
+              "note": note[:300], "review_flag": None, "review_status": None,
+              "review_reason": None, "finish_reason": None, "updated_at": utcnow()}
+    if extra_instructions is not KEEP:
+        values["extra_instructions"] = extra_instructions
+    return values
+
+
+def requeue_many(article_ids: Iterable[int], note: str, *,
+                 from_states: tuple[str, ...] = A.FINAL, extra_instructions=KEEP,
+                 commit: bool = True) -> list[tuple[int, str]]:
+    """Send finished articles to be written again from scratch (their attempts start at 0).
+
+    `from_states` narrows the finished states an article may be in (e.g. only failed);
+    `extra_instructions` replaces the article's own instructions unless KEEP. Returns the
+    (article id, new task id) pairs of those re-queued, ready to publish after the commit.
+    """
+    if not set(from_states) <= set(A.FINAL):
+        raise ValueError(f"only finished articles are re-queued, not {from_states}")
+    moved = []
+    for article_id in article_ids:
+        values = _requeued(note, extra_instructions)
+        if _apply(update(Article)
+                  .where(Article.id == article_id, Article.status.in_(from_states))
+                  .values(attempts=0, **values), commit=False):
+            moved.append((article_id, values["task_id"]))
+    if commit:
+        db.session.commit()
+    return moved
+
+
+def requeue(article_id: int, note: str, **options) -> Optional[str]:
+    """One article of requeue_many; its new task id, or None when it was not finished."""
+    moved = requeue_many([article_id], note, **options)
+    return moved[0][1] if moved else None
+
+
+def requeue_lost(article_id: int, note: str,
+                 lapsed_before: Optional[datetime] = None) -> Optional[str]:
+    """A running article whose worker stopped renewing its lease goes back to the queue.
+
+    Its attempts count on, so an article that kills its workers is given up in the end.
+    Returns the new task id, or None when the article was not (or no longer) lost."""
+    values = _requeued(note, KEEP)
+    moved = _apply(update(Article)
+                   .where(Article.id == article_id, Article.status == A.RUNNING,
+                          Article.lease_expires_at < (lapsed_before or utcnow()))
+                   .values(**values))
+    return values["task_id"] if moved else None
+
+
+def restore(article_id: int, body: str, *, commit: bool = True) -> bool:
+    """Make a finished article's current body an earlier one: written, to be reviewed again."""
+    return _apply(update(Article)
+                  .where(Article.id == article_id, Article.status.in_(A.FINAL))
+                  .values(status=A.SUCCEEDED, body=body, words=len(body.split()), error=None,
+                          review_status=R.NEEDS_REVIEW, updated_at=utcnow()),
+                  commit=commit)
+
+
+def _cancelled(note: Optional[str] = None) -> dict:
+    now = utcnow()
+    return {"status": A.CANCELLED, "finished_at": now, "updated_at": now,
+            "lease_expires_at": None, "note": note}
+
+
 def mark_cancelled(article_id: int, token: Optional[str] = None) -> bool:
     """Cancel an article that has not finished; with a token, only as its owner."""
-    now = utcnow()
     if token:
         guard = and_(Article.claim_token == token, Article.status.in_(A.ACTIVE))
     else:
         guard = Article.status.in_((A.QUEUED, A.CANCELLING))
-    return _apply(update(Article).where(Article.id == article_id, guard)
-                  .values(status=A.CANCELLED, finished_at=now, updated_at=now,
-                          lease_expires_at=None, note=None))
+    return _apply(update(Article).where(Article.id == article_id, guard).values(**_cancelled()))
+
+
+def cancel_queued(batch_id: int, note: Optional[str] = None, *, commit: bool = True) -> int:
+    """Cancel every article of the batch that has not started; how many."""
+    return _run(update(Article).where(Article.batch_id == batch_id, Article.status == A.QUEUED)
+                .values(**_cancelled(note)), commit)
+
+
+def request_cancel_running(batch_id: int, *, commit: bool = True) -> int:
+    """Ask the batch's running articles to stop; how many were asked.
+
+    One whose lease has lapsed has no live worker to stop it, so it is cancelled at once.
+    """
+    now = utcnow()
+    lapsed = _run(update(Article)
+                  .where(Article.batch_id == batch_id, Article.status == A.RUNNING,
+                         Article.lease_expires_at < now)
+                  .values(**_cancelled()), commit=False)
+    live = _run(update(Article).where(Article.batch_id == batch_id, Article.status == A.RUNNING)
+                .values(status=A.CANCELLING, updated_at=now), commit=False)
+    if commit:
+        db.session.commit()
+    return lapsed + live
+
+
+def request_cancel_article(article_id: int, *, commit: bool = True) -> bool:
+    """Ask a running article to stop; its worker cancels it (or the reconciler, if gone)."""
+    return _apply(update(Article).where(Article.id == article_id, Article.status == A.RUNNING)
+                  .values(status=A.CANCELLING, updated_at=utcnow()), commit)
+
+
+# -- batches -------------------------------------------------------------------------------
+
+def mark_batch_running(batch_id: int) -> bool:
+    return _apply(update(Batch).where(Batch.id == batch_id, Batch.status == B.QUEUED)
+                  .values(status=B.RUNNING, started_at=utcnow()))
+
+
+def pause_batch(batch_id: int, reason: str, by: str) -> bool:
+    """Stop sending: queued articles wait until the batch is resumed."""
+    return _apply(update(Batch)
+                  .where(Batch.id == batch_id, Batch.status.in_((B.QUEUED, B.RUNNING)))
+                  .values(status=B.PAUSED, paused_reason=reason[:2000], paused_by=by))
+
+
+def resume_batch(batch_id: int, *, commit: bool = True) -> bool:
+    """Let a paused batch go on; who paused it and why are forgotten."""
+    return _apply(update(Batch).where(Batch.id == batch_id, Batch.status == B.PAUSED)
+                  .values(status=B.RUNNING, paused_reason=None, paused_by=None,
+                          started_at=func.coalesce(Batch.started_at, utcnow())), commit)
+
+
+def request_cancel_batch(batch_id: int, *, commit: bool = True) -> bool:
+    """Mark the batch as being cancelled; its articles are the caller's next transitions."""
+    return _apply(update(Batch).where(Batch.id == batch_id, Batch.status.not_in(B.FINAL))
+                  .values(status=B.CANCELLING, cancel_requested_at=utcnow()), commit)
+
+
+def reopen_batch(batch_id: int, *, keep_stop: bool = False, commit: bool = True) -> bool:
+    """A finished batch runs again because some of its articles were re-queued.
+
+    A batch not finished (running, paused, being cancelled) stays as it is: its articles
+    join it. Regenerating forgets why the batch stopped (a cancel, the budget), so the
+    budget is enforced afresh; an operator's re-queue of failed articles keeps it
+    (keep_stop), as it always has."""
+    values = {"status": B.RUNNING, "finished_at": None}
+    if not keep_stop:
+        values.update(cancel_requested_at=None, stop_reason=None)
+    return _apply(update(Batch).where(Batch.id == batch_id, Batch.status.in_(B.FINAL))
+                  .values(**values), commit)
 
 
 def finalize_batch(batch_id: int) -> Optional[str]:
@@ -170,13 +394,6 @@ def finalize_batch(batch_id: int) -> Optional[str]:
     return status if ok else None
 
 
-def pause_batch(batch_id: int, reason: str, by: str) -> bool:
-    """Stop sending: queued articles wait until the batch is resumed."""
-    return _apply(update(Batch)
-                  .where(Batch.id == batch_id, Batch.status.in_((B.QUEUED, B.RUNNING)))
-                  .values(status=B.PAUSED, paused_reason=reason[:2000], paused_by=by))
-
-
 def enforce_budget(batch_id: int) -> bool:
     """When the spend reaches the batch's budget, cancel what has not started.
 
@@ -192,17 +409,13 @@ def enforce_budget(batch_id: int) -> bool:
         db.session.rollback()
         return False
     now = utcnow()
-    stopped = db.session.execute(
+    stopped = _apply(
         update(Batch).where(Batch.id == batch_id, Batch.stop_reason.is_(None),
                             Batch.status.not_in(B.FINAL))
         .values(stop_reason=f"Budget reached: ${spend:.4f} spent of ${budget:.4f}.",
                 cancel_requested_at=func.coalesce(Batch.cancel_requested_at, now)),
-        execution_options={"synchronize_session": False}).rowcount == 1
+        commit=False)
     if stopped:
-        db.session.execute(update(Article)
-                           .where(Article.batch_id == batch_id, Article.status == A.QUEUED)
-                           .values(status=A.CANCELLED, note="budget reached", finished_at=now,
-                                   updated_at=now),
-                           execution_options={"synchronize_session": False})
+        cancel_queued(batch_id, "budget reached", commit=False)
     db.session.commit()
     return stopped

@@ -12,7 +12,7 @@ from datetime import timedelta
 
 from celery import shared_task
 from flask import current_app
-from sqlalchemy import and_, exists, select, update
+from sqlalchemy import exists, select
 
 from .. import installation, metrics
 from . import dispatch, lifecycle, ratelimit, webhooks
@@ -68,33 +68,27 @@ def run_once() -> dict:
 def requeue_lost_running() -> tuple[int, int]:
     """Articles whose worker stopped renewing the lease: back to the queue, or failed
     after too many attempts. Returns (re-queued, failed): counted apart, and only when the
-    guarded update won, so the metrics say what was done."""
+    transition won, so the metrics say what was done. A re-queued article gets a new task
+    id: the dead worker's progress under the old one must not show as the new attempt's."""
     now = utcnow()
     max_attempts = current_app.config["GENERATION_MAX_ATTEMPTS"]
     lost = db.session.execute(
-        select(Article.id, Article.batch_id, Article.task_id, Article.attempts)
+        select(Article.id, Article.batch_id, Article.attempts)
         .where(Article.status == A.RUNNING, Article.lease_expires_at < now)).all()
     db.session.rollback()
     requeued = []
     failed = 0
-    for article_id, batch_id, task_id, attempts in lost:
-        guard = and_(Article.id == article_id, Article.status == A.RUNNING,
-                     Article.lease_expires_at < now)
+    for article_id, batch_id, attempts in lost:
         if attempts >= max_attempts:
-            result = db.session.execute(update(Article).where(guard).values(
-                status=A.FAILED, finished_at=now, updated_at=now, lease_expires_at=None,
-                error=f"The worker writing this article stopped responding {attempts} times; "
-                      "giving up."), execution_options={"synchronize_session": False})
-            db.session.commit()
-            failed += result.rowcount
+            if lifecycle.fail_lost(
+                    article_id, f"The worker writing this article stopped responding {attempts} "
+                                "times; giving up.", lapsed_before=now):
+                failed += 1
             lifecycle.finalize_batch(batch_id)
             continue
-        result = db.session.execute(update(Article).where(guard).values(
-            status=A.QUEUED, claim_token=None, lease_expires_at=None, words=0, updated_at=now,
-            note="Re-queued: the worker writing it stopped responding."),
-            execution_options={"synchronize_session": False})
-        db.session.commit()
-        if result.rowcount:
+        task_id = lifecycle.requeue_lost(
+            article_id, "Re-queued: the worker writing it stopped responding.", lapsed_before=now)
+        if task_id:
             requeued.append((article_id, task_id))
     if requeued:
         dispatch.publish_articles(requeued)

@@ -110,7 +110,7 @@ def _generate(task, article_id: int, row, redis) -> dict:
         # budget): the render stopped within a second, the article fails saying why, and
         # the worker goes on to the next task. Not claimed yet, so failed as queued.
         message = f"The prompt template cannot be used for this article. {refused}"
-        lifecycle.fail(article_id, None, message)
+        lifecycle.fail_unstarted(article_id, message)
         _finalize(row.batch_id)
         log.warning("article %s failed: %s", article_id, message)
         return {"status": A.FAILED, "error": message}

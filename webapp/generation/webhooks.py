@@ -30,7 +30,7 @@ from celery import shared_task
 from flask import current_app
 from sqlalchemy import func, select, update
 
-from .. import installation, netguard
+from .. import installation, netguard, pinned
 from ..extensions import db, get_redis
 from ..models import Article, ArticleStatus as A, Batch, BatchStatus as B, WebhookDelivery, utcnow
 
@@ -154,7 +154,7 @@ def post(url: str, body: bytes, headers: dict) -> tuple[Optional[int], Optional[
     host = _host_for_log(url)
     try:
         target = netguard.check_url(url, config["WEBHOOK_ALLOWED_HOSTS"], timeout=timeout)
-        connection = netguard.open_connection(target, deadline)
+        connection = pinned.open_connection(target, deadline)
         try:
             connection.request("POST", target.path, body=body, headers=headers)
             status = connection.getresponse().status

@@ -11,7 +11,8 @@ from typing import Optional
 
 import redis
 from flask import current_app
-from sqlalchemy import Integer, func, insert, or_, select, text, update
+from sqlalchemy import Integer, func, insert, or_, select, text
+from sqlalchemy.orm import joinedload
 
 from ..generation import lifecycle, live, pricing, ratelimit, webhooks
 from ..extensions import db, get_redis
@@ -21,7 +22,8 @@ from ..generation.provider import provider_label
 from ..generation import dispatch as publish
 from ..generation.reconciler import dispatch_batch
 from . import audit, imports, templates
-from .errors import Conflict, NotAllowed  # noqa: F401 (views import them from here)
+from .errors import Conflict, Invalid, NotAllowed
+from .outcomes import Outcome
 from .validation import BatchInput, Errors, Row, validate_batch
 
 log = logging.getLogger(__name__)
@@ -29,9 +31,14 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Submission:
-    batch: Optional[Batch]
-    errors: Errors
+    """A stored batch; `dispatch_error` (as the batch records it) says why it is not sent yet."""
+    batch: Batch
     dispatch_error: Optional[str] = None
+
+    @property
+    def outcome(self) -> Outcome:
+        return Outcome.sent(f"Batch “{self.batch.name}” submitted: {self.batch.total} articles.",
+                            self.dispatch_error)
 
 
 def allowed_models() -> list[str]:
@@ -114,11 +121,12 @@ def _row_label(data: dict, rows: Optional[list]) -> str:
     return "Title" if rows is None and not isinstance(data.get("rows"), list) else "Row"
 
 
-def validate(data: dict, rows: Optional[list] = None):
-    """Check a submission, including the prompt the template makes for every row."""
+def validate(data: dict, rows: Optional[list] = None) -> BatchInput:
+    """Check a submission, including the prompt the template makes for every row; Invalid
+    names every field at fault."""
     clean, errors = _validate_fields(data, rows)
     if clean is None:
-        return None, errors
+        raise Invalid(errors.fields, "The batch was not created; see fields.")
     label = _row_label(data, rows)
     try:
         _prompts(clean, label)
@@ -131,22 +139,19 @@ def validate(data: dict, rows: Optional[list] = None):
     except TemplateRefused as exc:
         errors.add("template_id", str(exc))
     if errors:
-        return None, errors
-    return clean, errors
+        raise Invalid(errors.fields, "The batch was not created; see fields.")
+    return clean
 
 
 def submit(user: User, data: dict, rows: Optional[list] = None) -> Submission:
     """Validate, store the batch and its articles in one transaction, then dispatch."""
     if user.role == Role.VIEWER:
         raise NotAllowed("Viewers cannot submit batches.")
-    clean, errors = validate(data, rows)
-    if clean is None:
-        return Submission(None, errors)
+    clean = validate(data, rows)
     batch = _create(user, clean)
     audit.record("batch_submitted", user=user, target=f"batch:{batch.id}",
                  detail=f"{batch.name} ({batch.total} articles, {batch.provider}, {batch.model})")
-    dispatch_error = dispatch(batch.id)
-    return Submission(batch, errors, dispatch_error)
+    return Submission(batch, dispatch(batch.id))
 
 
 def _create(user: User, clean: BatchInput, template_text: Optional[str] = None) -> Batch:
@@ -208,14 +213,14 @@ def create_copy(user: User, batch: Batch) -> Batch:
     return copy
 
 
-def redispatch(user: User, batch: Batch) -> Optional[str]:
+def redispatch(user: User, batch: Batch) -> Outcome:
     """Send a batch's queued articles again (after the queue was unreachable)."""
     if not can_manage(user, batch):
         raise NotAllowed("Only the batch's author or an admin can dispatch it.")
     if batch.is_final:
-        return "This batch has already finished."
+        raise Conflict("This batch has already finished.")
     audit.record("batch_dispatched", user=user, target=f"batch:{batch.id}")
-    return dispatch(batch.id)
+    return Outcome.sent("The batch was sent to the queue.", dispatch(batch.id), "info")
 
 
 def pause_batch(user: User, batch: Batch) -> None:
@@ -230,8 +235,8 @@ def pause_batch(user: User, batch: Batch) -> None:
         audit.record("batch_paused", user=user, target=f"batch:{batch.id}")
 
 
-def resume_batch(user: User, batch: Batch) -> Optional[str]:
-    """Continue a paused batch where it stopped; returns a dispatch error, if any."""
+def resume_batch(user: User, batch: Batch) -> Outcome:
+    """Continue a paused batch where it stopped."""
     if not can_manage(user, batch):
         raise NotAllowed("Only the batch's author or an admin can resume it.")
     if batch.status != B.PAUSED:
@@ -239,13 +244,8 @@ def resume_batch(user: User, batch: Batch) -> Optional[str]:
     if batch.paused_by == "provider" and user.role != Role.ADMIN:
         raise NotAllowed("The provider circuit breaker paused this batch; an admin resumes it "
                          "once the key or quota problem is fixed.")
-    now = utcnow()
     by_breaker = batch.paused_by == "provider"
-    resumed = db.session.execute(
-        update(Batch).where(Batch.id == batch.id, Batch.status == B.PAUSED)
-        .values(status=B.RUNNING, paused_reason=None, paused_by=None,
-                started_at=func.coalesce(Batch.started_at, now)),
-        execution_options={"synchronize_session": False}).rowcount == 1
+    resumed = lifecycle.resume_batch(batch.id, commit=False)
     if resumed and by_breaker:
         # The articles the breaker failed failed for the key or quota an admin has now
         # fixed: they are sent again with the rest, under new task ids (the old ids'
@@ -253,16 +253,11 @@ def resume_batch(user: User, batch: Batch) -> Optional[str]:
         tripped = db.session.scalars(select(Article.id).where(
             Article.batch_id == batch.id, Article.status == A.FAILED,
             Article.note == lifecycle.BREAKER_NOTE)).all()
-        for article_id in tripped:
-            db.session.execute(
-                update(Article).where(Article.id == article_id, Article.status == A.FAILED)
-                .values(status=A.QUEUED, task_id=str(uuid.uuid4()), claim_token=None,
-                        lease_expires_at=None, attempts=0, error=None, finished_at=None,
-                        note="Sent again when the batch was resumed.", updated_at=now),
-                execution_options={"synchronize_session": False})
+        lifecycle.requeue_many(tripped, "Sent again when the batch was resumed.",
+                               from_states=(A.FAILED,), commit=False)
     db.session.commit()
     if not resumed:
-        return None
+        return Outcome("The batch is resumed.", "info")
     audit.record("batch_resumed", user=user, target=f"batch:{batch.id}")
     try:
         ratelimit.probe_reset(get_redis(), batch.id)  # probe the provider afresh
@@ -272,7 +267,7 @@ def resume_batch(user: User, batch: Batch) -> Optional[str]:
     # article twice is harmless.
     error = dispatch(batch.id)
     lifecycle.finalize_batch(batch.id)
-    return error
+    return Outcome.sent("The batch is resumed.", error, "info")
 
 
 def requeue(user: User, batch: Batch, include_failed: bool = False) -> int:
@@ -280,13 +275,11 @@ def requeue(user: User, batch: Batch, include_failed: bool = False) -> int:
     if not can_manage(user, batch):
         raise NotAllowed("Only the batch's author or an admin can requeue it.")
     if include_failed:
-        now = utcnow()
-        db.session.execute(update(Article)
-                           .where(Article.batch_id == batch.id, Article.status == A.FAILED)
-                           .values(status=A.QUEUED, error=None, attempts=0, finished_at=None,
-                                   updated_at=now, note="Re-queued by an operator."))
-        db.session.execute(update(Batch).where(Batch.id == batch.id, Batch.status.in_(B.FINAL))
-                           .values(status=B.RUNNING, finished_at=None))
+        failed = db.session.scalars(select(Article.id).where(
+            Article.batch_id == batch.id, Article.status == A.FAILED)).all()
+        if lifecycle.requeue_many(failed, "Re-queued by an operator.", from_states=(A.FAILED,),
+                                  commit=False):
+            lifecycle.reopen_batch(batch.id, keep_stop=True, commit=False)
         db.session.commit()
     count = db.session.scalar(select(func.count()).where(Article.batch_id == batch.id,
                                                          Article.status == A.QUEUED))
@@ -294,18 +287,30 @@ def requeue(user: User, batch: Batch, include_failed: bool = False) -> int:
                  detail=f"requeued {count} articles")
     error = publish.publish_batch(batch.id)
     if error:
-        raise NotAllowed(error)
+        raise Conflict(error)
     return count
 
 
 @dataclass
 class ImportCheck:
-    """A checked import, with the estimate of what it would cost."""
-    preflight: imports.Preflight
-    estimate: Optional[pricing.Estimate] = None
+    """A checked import, as the form shows it, with the estimate of what it would cost.
 
-    def __getattr__(self, name):
-        return getattr(self.preflight, name)
+    Nothing is stored: `text` (the decoded file) and `filename` travel back with the
+    confirming post, where the file is checked again."""
+    filename: str
+    rows: list[Row]
+    file_error: Optional[str]
+    row_errors: list[tuple[int, str]]
+    missing_columns: list[str]
+    ignored_columns: list[str]
+    text: str
+    estimate: Optional[pricing.Estimate] = None
+    # The person confirmed a checked file, and it still passes: store it.
+    confirmed: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.file_error is None and not self.row_errors and bool(self.rows)
 
 
 def preflight_upload(filename: str, stream, data: dict) -> ImportCheck:
@@ -315,33 +320,56 @@ def preflight_upload(filename: str, stream, data: dict) -> ImportCheck:
     pre = imports.parse_file(filename, raw, max_bytes=limit,
                              max_rows=current_app.config["IMPORT_MAX_ROWS"],
                              max_title_length=current_app.config["MAX_TITLE_LENGTH"])
-    return _with_estimate(pre, data)
+    return _with_estimate(filename, pre, data)
 
 
 def preflight_text(filename: str, text: str, data: dict) -> ImportCheck:
     """Check an import again when it is confirmed: nothing from the page is trusted."""
-    return preflight_upload(filename or "import.csv", io.BytesIO(text.encode("utf-8")), data)
+    check = preflight_upload(filename or "import.csv", io.BytesIO(text.encode("utf-8")), data)
+    check.confirmed = check.ok
+    return check
 
 
-def _with_estimate(pre: imports.Preflight, data: dict) -> ImportCheck:
-    check = ImportCheck(pre)
+def check_import(data: dict, upload=None) -> Optional[ImportCheck]:
+    """The import the new-batch form carries, checked; None when it has typed titles.
+
+    A new file is only checked and shown, nothing is stored; a confirmed one (its text came
+    back with the form) is checked again, and `confirmed` if it still passes."""
+    if upload is not None and upload.filename:
+        return preflight_upload(upload.filename, upload.stream, data)
+    if data.get("import_text"):
+        return preflight_text(data.get("import_name", ""), data["import_text"], data)
+    return None
+
+
+def _with_estimate(filename: str, pre: imports.Preflight, data: dict) -> ImportCheck:
+    estimate = None
     if pre.ok:
         try:
-            check.estimate = estimate_for(dict(data, name=data.get("name") or "import"),
-                                          pre.rows)
+            estimate = _estimate(dict(data, name=data.get("name") or "import"), pre.rows)
         except RowsRefused as exc:
             # A row whose values take the template over its budget is a problem of that row.
             pre.row_errors.extend(exc.rows)
         except TemplateRefused as exc:
             pre.file_error = str(exc)
-    return check
+    return ImportCheck(filename=filename, rows=pre.rows, file_error=pre.file_error,
+                       row_errors=pre.row_errors, missing_columns=pre.missing_columns,
+                       ignored_columns=pre.ignored_columns, text=pre.text, estimate=estimate)
 
 
-def estimate_for(data: dict, rows: Optional[list] = None):
-    """Tokens and cost of what the new-batch form holds now, or None if it is not valid.
+def estimate_for(data: dict, rows: Optional[list] = None) -> Optional[pricing.Estimate]:
+    """Tokens and cost of what the new-batch form holds now, or None if it is not complete.
 
-    Raises TemplateRefused (or RowsRefused) when the chosen template cannot make the
-    prompts: the estimate renders every row, as the workers will."""
+    The estimate renders every row, as the workers will: Invalid (on template_id) says
+    why the chosen template cannot make the prompts."""
+    try:
+        return _estimate(data, rows)
+    except TemplateRefused as exc:
+        raise Invalid({"template_id": str(exc)}) from exc
+
+
+def _estimate(data: dict, rows: Optional[list] = None) -> Optional[pricing.Estimate]:
+    """As estimate_for; raises TemplateRefused, or RowsRefused naming the rows."""
     clean, _ = _validate_fields(data, rows)
     if clean is None:
         return None
@@ -363,26 +391,15 @@ def cancel_batch(user: User, batch: Batch) -> None:
         raise NotAllowed("Only the batch's author or an admin can cancel it.")
     if batch.is_final:
         return
-    now = utcnow()
     # The flag goes first: a task that claims an article after this looks at it before
     # sending anything to the provider.
     _flag(lambda client: live.flag_batch_cancelled(client, batch.id))
-    db.session.execute(update(Batch).where(Batch.id == batch.id, Batch.status.not_in(B.FINAL))
-                       .values(cancel_requested_at=now, status=B.CANCELLING))
+    lifecycle.request_cancel_batch(batch.id, commit=False)
     queued_ids = db.session.scalars(
         select(Article.task_id).where(Article.batch_id == batch.id, Article.status == A.QUEUED)
     ).all()
-    db.session.execute(update(Article)
-                       .where(Article.batch_id == batch.id, Article.status == A.QUEUED)
-                       .values(status=A.CANCELLED, finished_at=now, updated_at=now, note=None))
-    # A running article whose lease has lapsed has no live worker to stop it.
-    db.session.execute(update(Article)
-                       .where(Article.batch_id == batch.id, Article.status == A.RUNNING,
-                              Article.lease_expires_at < now)
-                       .values(status=A.CANCELLED, finished_at=now, updated_at=now))
-    db.session.execute(update(Article)
-                       .where(Article.batch_id == batch.id, Article.status == A.RUNNING)
-                       .values(status=A.CANCELLING, updated_at=now))
+    lifecycle.cancel_queued(batch.id, commit=False)
+    lifecycle.request_cancel_running(batch.id, commit=False)
     audit.record("batch_cancelled", user=user, target=f"batch:{batch.id}",
                  detail=f"{len(queued_ids)} queued articles cancelled", commit=False)
     db.session.commit()
@@ -396,7 +413,6 @@ def cancel_article(user: User, article: Article) -> None:
         raise NotAllowed("Only the batch's author or an admin can cancel its articles.")
     if article.is_final:
         return
-    now = utcnow()
     _flag(lambda client: live.flag_articles_cancelled(client, [article.id]))
     audit.record("article_cancelled", user=user, target=f"article:{article.id}",
                  detail=article.title[:200])
@@ -404,10 +420,7 @@ def cancel_article(user: User, article: Article) -> None:
         lifecycle.mark_cancelled(article.id)
         _revoke([article.task_id])
     else:
-        db.session.execute(update(Article)
-                           .where(Article.id == article.id, Article.status == A.RUNNING)
-                           .values(status=A.CANCELLING, updated_at=now))
-        db.session.commit()
+        lifecycle.request_cancel_article(article.id)
     lifecycle.finalize_batch(batch.id)
 
 
@@ -499,7 +512,9 @@ def page_of_batches(page: int, per_page: int, flt: Optional[BatchFilter] = None)
                                        Article.status.in_(A.FINAL))
             .correlate(Batch).scalar_subquery())
     total = db.session.scalar(select(func.count()).select_from(Batch).where(*conds))
+    # The author comes in the same statement: the polled table shows each batch's.
     rows = db.session.execute(
-        select(Batch, done).where(*conds).order_by(Batch.created_at.desc(), Batch.id.desc())
+        select(Batch, done).options(joinedload(Batch.user)).where(*conds)
+        .order_by(Batch.created_at.desc(), Batch.id.desc())
         .limit(per_page).offset((page - 1) * per_page)).all()
     return rows, total

@@ -6,6 +6,7 @@ import io
 import json
 import re
 import zipfile
+from dataclasses import dataclass
 from typing import Iterator
 
 from sqlalchemy import select
@@ -13,7 +14,8 @@ from sqlalchemy import select
 from ..extensions import db
 from ..models import Article, ArticleStatus as A, Batch, ReviewStatus as R, User
 from . import audit
-from .batches import NotAllowed, can_manage
+from .batches import can_manage
+from .errors import NotAllowed, NotFound
 
 FORMATS = {"csv": "text/csv; charset=utf-8", "json": "application/json",
            "zip": "application/zip"}
@@ -52,6 +54,21 @@ def _record(article: Article, batch: Batch) -> dict:
             "created_at": article.created_at.isoformat() + "Z",
             "finished_at": article.finished_at.isoformat() + "Z" if article.finished_at else None,
             "body": article.body}
+
+
+@dataclass
+class Download:
+    body: Iterator[bytes]
+    mimetype: str
+    filename: str
+
+
+def download(user: User, batch: Batch, fmt: str, include_all: bool) -> Download:
+    """The batch as CSV, JSON or a zip of Markdown files: approved articles, or all."""
+    if fmt not in FORMATS:
+        raise NotFound(f"There is no export as “{fmt[:20]}”.")
+    return Download(stream(user, batch, fmt, include_all), FORMATS[fmt],
+                    f"batch-{batch.id}{'-all' if include_all else ''}.{fmt}")
 
 
 def stream(user: User, batch: Batch, fmt: str, include_all: bool) -> Iterator[bytes]:

@@ -7,6 +7,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Optional
 
+from .errors import Invalid
 from .validation import MAX_WORDS, MIN_WORDS, TONES, Row
 
 COLUMNS = ("title", "keywords", "tone", "words", "language", "notes")
@@ -56,10 +57,10 @@ def _size(n: int) -> str:
 def parse_text(filename: str, text: str, *, max_rows: int, max_title_length: int) -> Preflight:
     stripped = text.lstrip()
     is_json = filename.lower().endswith(".json") or stripped[:1] in ("[", "{")
-    result = _from_json(text) if is_json else _from_csv(text)
-    if isinstance(result, str):
-        return Preflight(file_error=result)
-    records, columns, first_number = result
+    try:
+        records, columns, first_number = _from_json(text) if is_json else _from_csv(text)
+    except Invalid as exc:  # the whole file cannot be read: the pre-flight says why
+        return Preflight(file_error=exc.message)
     pre = Preflight(text=text)
     if "title" not in columns:
         pre.file_error = ("The file has no “title” column. Columns Pressroom reads: "
@@ -76,6 +77,10 @@ def parse_text(filename: str, text: str, *, max_rows: int, max_title_length: int
     return pre
 
 
+def _unreadable(message: str) -> Invalid:
+    return Invalid({"import_file": message})
+
+
 def _from_csv(text: str):
     sample = text[:4096]
     delimiter = ";" if sample.count(";") > sample.count(",") else ","
@@ -83,7 +88,7 @@ def _from_csv(text: str):
         reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
         header = next(reader, None)
         if not header:
-            return "The file is empty."
+            raise _unreadable("The file is empty.")
         columns = [h.strip().lower() for h in header]
         records = []
         for values in reader:
@@ -92,7 +97,7 @@ def _from_csv(text: str):
                 continue
             records.append({columns[i]: v for i, v in enumerate(values) if i < len(columns)})
     except csv.Error as exc:
-        return f"The CSV file cannot be read: {exc}."
+        raise _unreadable(f"The CSV file cannot be read: {exc}.") from exc
     return records, columns, 2
 
 
@@ -100,13 +105,13 @@ def _from_json(text: str):
     try:
         data = json.loads(text)
     except ValueError as exc:
-        return f"The JSON file cannot be read: {exc}."
+        raise _unreadable(f"The JSON file cannot be read: {exc}.") from exc
     except RecursionError:  # raised instead of ValueError for very deep nesting
-        return "The JSON file cannot be read: it is nested too deeply."
+        raise _unreadable("The JSON file cannot be read: it is nested too deeply.") from None
     if isinstance(data, dict) and isinstance(data.get("rows"), list):
         data = data["rows"]
     if not isinstance(data, list):
-        return "A JSON file must hold a list of objects, each with at least a “title”."
+        raise _unreadable("A JSON file must hold a list of objects, each with at least a “title”.")
     columns: list[str] = []
     records = []
     for item in data:
@@ -114,8 +119,8 @@ def _from_json(text: str):
             records.append({"__invalid__": True})
             continue
         if not all(storable(str(k)) for k in item):
-            return (f"Item {len(records) + 1} has a column name with a character that cannot "
-                    "be stored (NUL or an unpaired surrogate).")
+            raise _unreadable(f"Item {len(records) + 1} has a column name with a character "
+                              "that cannot be stored (NUL or an unpaired surrogate).")
         record = {str(k).strip().lower(): v for k, v in item.items()}
         for key in record:
             if key not in columns:

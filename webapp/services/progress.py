@@ -12,10 +12,15 @@ from typing import Optional
 
 import redis
 from sqlalchemy import bindparam, func, select, union
+from sqlalchemy.orm import joinedload
 
-from ..generation import live, ratelimit
+from ..generation import live, ratelimit, webhooks
 from ..extensions import db, get_redis
-from ..models import Article, ArticleStatus as A, Batch, BatchStatus as B, utcnow
+from ..models import (Article, ArticleStatus as A, ArticleVersion, Batch, BatchStatus as B, Role,
+                      User, utcnow)
+from . import review, users
+from .batches import BatchFilter, can_manage, page_of_batches
+from .errors import NotFound
 
 # Rows changed this long before the previous poll are sent again, so that a write that
 # committed a little after its timestamp (or on a machine whose clock runs behind) is
@@ -59,6 +64,73 @@ class BatchView:
     def is_final(self) -> bool:
         return self.batch.status in B.FINAL
 
+    @property
+    def paused_reason(self) -> Optional[str]:
+        return self.batch.paused_reason if self.batch.status == B.PAUSED else None
+
+
+@dataclass(frozen=True)
+class BatchActions:
+    """The buttons a batch offers one person; the services check each action again."""
+    cancelling: bool = False
+    can_pause: bool = False
+    can_resume: bool = False
+    can_cancel: bool = False
+    dispatch_error: Optional[str] = None  # the batch waits for the queue: say why
+    can_retry_dispatch: bool = False
+
+
+def actions(user: User, batch: Batch) -> BatchActions:
+    manager = can_manage(user, batch)
+    open_ = not batch.is_final and batch.status != B.CANCELLING
+    paused = batch.status == B.PAUSED
+    # Only an admin resumes what the provider circuit breaker paused (a key or quota fix).
+    resumable = paused and (batch.paused_by != "provider" or user.role == Role.ADMIN)
+    waiting = batch.dispatch_error if not batch.is_final else None
+    return BatchActions(cancelling=batch.status == B.CANCELLING,
+                        can_pause=manager and open_ and not paused,
+                        can_resume=manager and open_ and resumable,
+                        can_cancel=manager and open_, dispatch_error=waiting,
+                        can_retry_dispatch=manager and waiting is not None)
+
+
+def percent(done: int, total: int, final: bool) -> int:
+    """Failed and cancelled articles count as done; 100 only once the batch is final."""
+    if not total:
+        return 100 if final else 0
+    pct = done * 100 // total
+    return pct if final else min(pct, 99)
+
+
+@dataclass(frozen=True)
+class BatchRow:
+    """One batch of the dashboard's table."""
+    batch: Batch
+    done: int
+    percent: int
+
+
+@dataclass
+class Dashboard:
+    """One page of the dashboard's batches, with the filters from the URL."""
+    rows: list[BatchRow]
+    total: int
+    page: int
+    per_page: int
+    flt: BatchFilter
+
+    @property
+    def live(self) -> bool:
+        """Whether the table keeps polling: some batch on it is unfinished."""
+        return any(not row.batch.is_final for row in self.rows)
+
+
+def dashboard(args, page: int, per_page: int) -> Dashboard:
+    flt = BatchFilter.from_args(args)
+    rows, total = page_of_batches(page, per_page, flt)
+    return Dashboard([BatchRow(b, done, percent(done, b.total, b.is_final)) for b, done in rows],
+                     total, page, per_page, flt)
+
 
 def _count_columns():
     counts = [select(func.count()).where(Article.batch_id == Batch.id, Article.status == s)
@@ -73,7 +145,9 @@ def _count_columns():
 
 # Built once: constructing these expressions costs more Python time than running them,
 # and a batch page polls every second. Values are passed as bound parameters.
-_BATCH_WITH_COUNTS = select(Batch, *_count_columns()).where(Batch.id == bindparam("batch_id"))
+# The author comes in the same statement, so no page or partial lazy-loads it.
+_BATCH_WITH_COUNTS = (select(Batch, *_count_columns()).options(joinedload(Batch.user))
+                      .where(Batch.id == bindparam("batch_id")))
 
 
 def load_batch_with_counts(batch_id: int) -> Optional[tuple[Batch, Counts]]:
@@ -88,13 +162,7 @@ def load_batch_with_counts(batch_id: int) -> Optional[tuple[Batch, Counts]]:
 
 
 def percent_done(batch: Batch, counts: Counts) -> int:
-    """Failed and cancelled articles count as finished; 100 only once the batch is final."""
-    if not counts.total:
-        return 100 if batch.status in B.FINAL else 0
-    pct = counts.done * 100 // counts.total
-    if batch.status not in B.FINAL:
-        pct = min(pct, 99)
-    return pct
+    return percent(counts.done, counts.total, batch.status in B.FINAL)
 
 
 def timings(batch: Batch, counts: Counts, now: datetime) -> tuple[Optional[float], Optional[float]]:
@@ -153,7 +221,9 @@ def batch_view(batch_id: int, since: Optional[datetime] = None, *, with_rows: bo
 
 _ROW_COLUMNS = (Article.id, Article.position, Article.title, Article.status, Article.words,
                 Article.note, Article.error, Article.task_id, Article.updated_at,
-                Article.review_flag)
+                Article.review_flag,
+                # Whether a Cancel button makes sense (for those who manage the batch).
+                Article.status.in_((A.QUEUED, A.RUNNING)).label("cancellable"))
 
 # Rows in flight, and (with `since`) rows changed since the previous poll. A UNION rather
 # than `status IN (...) OR updated_at >= ...`: SQLite answers each half from its own index
@@ -167,6 +237,40 @@ _ACTIVE_OR_CHANGED_ROWS = union(
     _ACTIVE_ROWS,
     select(*_ROW_COLUMNS).where(Article.batch_id == bindparam("batch_id"),
                                 Article.updated_at >= bindparam("since"), _ON_PAGE))
+
+def batch_page(user: User, batch_id: int, page: int) -> dict:
+    """What a batch's page shows: its bar and counts, one page of its articles, its
+    webhook deliveries, and what `user` may do to it."""
+    view = batch_view(batch_id, with_rows=False)
+    if view is None:
+        raise NotFound(f"No batch {batch_id}.")
+    batch = view.batch
+    page, pages, first, last = page_range(batch.total, page)
+    return {"view": view, "batch": batch, "rows": article_rows(batch_id, first, last),
+            "page": page, "pages": pages, "first": first, "last": last,
+            "last_shown": min(last, batch.total), "deliveries": webhooks.deliveries(batch_id),
+            "can_manage": can_manage(user, batch), "actions": actions(user, batch)}
+
+
+def batch_poll(user: User, batch_id: int, since: Optional[datetime], first: int, last: int,
+               seen_status: str) -> dict:
+    """A poll of a batch's page: the summary, the article rows that changed since `since`,
+    and the buttons again only when the status is no longer `seen_status`."""
+    view = batch_view(batch_id, since, with_rows=True, first=first,
+                      last=min(last, first + ARTICLES_PER_PAGE))
+    if view is None:
+        raise NotFound(f"No batch {batch_id}.")
+    return {"view": view, "batch": view.batch, "first": first, "last": last,
+            "can_manage": can_manage(user, view.batch), "actions": actions(user, view.batch),
+            "actions_changed": seen_status != view.batch.status}
+
+
+def batch_buttons(user: User, batch_id: int) -> dict:
+    """The batch's buttons as they are now, after an action changed it."""
+    db.session.expire_all()
+    batch = db.session.get(Batch, batch_id)
+    return {"batch": batch, "actions": actions(user, batch)}
+
 
 def page_range(total: int, page: int) -> tuple[int, int, int, int]:
     """(page, pages, first position, last position) of a batch page of articles."""
@@ -195,12 +299,38 @@ def article_row(article_id: int):
     return _rows(Article.id == article_id)[0]
 
 
+# Why an answer was flagged for review, as the article page says it.
+FLAGS = {"length": "the answer was cut off at the length limit",
+         "content_filter": "the provider’s content filter stopped the answer",
+         "empty": "the provider returned an empty answer",
+         "refused": "the model refused to write it"}
+
+
 @dataclass
 class ArticleLive:
     article: Article
     text_so_far: str
     words_so_far: Optional[int]
     live_error: bool = False
+
+    @property
+    def writing(self) -> bool:
+        """Being written now: the words so far are shown, not the stored count."""
+        return self.article.status in A.ACTIVE
+
+    @property
+    def flag(self) -> Optional[str]:
+        flag = self.article.review_flag
+        return FLAGS.get(flag, flag) if flag else None
+
+    @property
+    def placeholder(self) -> Optional[str]:
+        """What stands in for a body there is none of yet (or will never be)."""
+        if self.article.body or self.text_so_far:
+            return None
+        return {A.QUEUED: "Waiting for a worker…",
+                A.CANCELLED: "This article was cancelled before it was written."
+                }.get(self.article.status)
 
 
 def article_live(article: Article) -> ArticleLive:
@@ -213,3 +343,45 @@ def article_live(article: Article) -> ArticleLive:
         return ArticleLive(article, "", None, live_error=True)
     words = live.progress_words(meta)
     return ArticleLive(article, text, words if words is not None else len(text.split()))
+
+
+@dataclass(frozen=True)
+class VersionRow:
+    version: ArticleVersion
+    author: Optional[str]  # who saved it (None for the generated text)
+    restorable: bool
+
+
+@dataclass(frozen=True)
+class ArticleTools:
+    """The review, regenerate and versions panel of an article, as one person may use it."""
+    reviewable: bool  # written: approve, reject and edit make sense
+    can_review: bool
+    can_write_again: bool
+    reading_minutes: int
+    versions: list[VersionRow]
+
+
+def article_tools(user: User, article: Article) -> ArticleTools:
+    versions = review.versions(article.id)
+    authors = users.emails_of({v.created_by for v in versions})
+    may_review = review.can_review(user)
+    again = may_review and article.is_final
+    return ArticleTools(
+        reviewable=article.status == A.SUCCEEDED, can_review=may_review, can_write_again=again,
+        reading_minutes=review.reading_minutes(article.words),
+        versions=[VersionRow(v, authors.get(v.created_by, f"user {v.created_by}")
+                             if v.created_by else None, again and v.body != article.body)
+                  for v in versions])
+
+
+def article_page(user: User, article: Article) -> dict:
+    """What the article page shows: the article, its batch, its live state and its tools."""
+    return {"article": article, "batch": article.batch, "live": article_live(article),
+            "tools": article_tools(user, article)}
+
+
+def article_poll(user: User, article: Article) -> dict:
+    """What a poll of a written article shows; once it is final the tools come along once."""
+    return {"article": article, "live": article_live(article),
+            "tools": article_tools(user, article) if article.is_final else None}

@@ -1,20 +1,23 @@
 """Editorial review after generation: approve or reject, edit, regenerate, restore versions."""
 from __future__ import annotations
 
-import uuid
 from typing import Optional
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from ..generation import dispatch as publish
 from ..generation import lifecycle
 from ..extensions import db
-from ..models import (Article, ArticleStatus as A, ArticleVersion, Batch, BatchStatus as B,
-                      ReviewStatus as R, Role, User, utcnow)
+from ..models import (Article, ArticleStatus as A, ArticleVersion, Batch, ReviewStatus as R, Role,
+                      User, utcnow)
 from . import audit
-from .batches import Conflict, NotAllowed, can_manage, create_copy
+from .batches import can_manage, create_copy
+from .errors import Conflict, Invalid, NotAllowed, NotFound
+from .outcomes import Outcome
 
 MAX_BODY = 200_000
+# The note an article shows while it is written again.
+REGENERATING = "Regenerating"
 # An average adult reads about this many words a minute.
 READING_WPM = 230
 
@@ -44,6 +47,14 @@ def versions(article_id: int) -> list[ArticleVersion]:
                               .order_by(ArticleVersion.number.desc())).all()
 
 
+def version_of(article: Article, version_id: int) -> ArticleVersion:
+    """One earlier version of `article` (a version of another article is not found)."""
+    version = db.session.get(ArticleVersion, version_id)
+    if version is None or version.article_id != article.id:
+        raise NotFound("No such version.")
+    return version
+
+
 def decide(user: User, article: Article, decision: str, reason: str = "") -> None:
     """Approve or reject a written article; a rejection needs a reason."""
     _require(user)
@@ -51,11 +62,11 @@ def decide(user: User, article: Article, decision: str, reason: str = "") -> Non
         raise Conflict("Only a written article can be reviewed.")
     reason = (reason or "").strip()
     if decision not in (R.APPROVED, R.REJECTED):
-        raise Conflict("Choose approve or reject.")
+        raise Invalid({"decision": "Choose approve or reject."})
     if decision == R.REJECTED and not reason:
-        raise Conflict("Say why the article is rejected.")
+        raise Invalid({"reason": "Say why the article is rejected."})
     if len(reason) > 2000:
-        raise Conflict("The reason may be at most 2,000 characters.")
+        raise Invalid({"reason": "The reason may be at most 2,000 characters."})
     article.review_status = decision
     article.review_reason = reason or None
     article.reviewed_by = user.id
@@ -72,9 +83,9 @@ def edit(user: User, article: Article, body: str) -> int:
         raise Conflict("Only a written article can be edited.")
     body = (body or "").replace("\r\n", "\n")
     if not body.strip():
-        raise Conflict("The article cannot be empty.")
+        raise Invalid({"body": "The article cannot be empty."})
     if len(body) > MAX_BODY:
-        raise Conflict(f"The article may be at most {MAX_BODY:,} characters.")
+        raise Invalid({"body": f"The article may be at most {MAX_BODY:,} characters."})
     if body == article.body:
         return 0
     number = lifecycle.add_version(article.id, body, "edited", user.id)
@@ -90,76 +101,66 @@ def restore(user: User, article: Article, version_id: int) -> int:
     _require(user)
     version = db.session.get(ArticleVersion, version_id)
     if version is None or version.article_id != article.id:
-        raise LookupError("No such version.")
+        raise NotFound("No such version.")
     if article.status not in (A.SUCCEEDED,) + A.FINAL:
         raise Conflict("Wait until the article has finished before restoring a version.")
+    if not lifecycle.restore(article.id, version.body, commit=False):
+        db.session.rollback()
+        raise Conflict("Wait until the article has finished before restoring a version.")
     number = lifecycle.add_version(article.id, version.body, f"restored v{version.number}", user.id)
-    article.body, article.words = version.body, len(version.body.split())
-    article.status = A.SUCCEEDED
-    article.error = None
-    article.review_status = R.NEEDS_REVIEW
-    article.updated_at = utcnow()
     audit.record("version_restored", user=user, target=f"article:{article.id}",
                  detail=f"v{version.number} as v{number}", commit=False)
     db.session.commit()
     return number
 
 
-def _reopen(batch_id: int) -> None:
-    db.session.execute(update(Batch).where(Batch.id == batch_id)
-                       .values(status=B.RUNNING, finished_at=None, cancel_requested_at=None,
-                               stop_reason=None))
-
-
-def _requeue_values(extra: Optional[str]) -> dict:
-    return {"status": A.QUEUED, "task_id": str(uuid.uuid4()), "claim_token": None,
-            "lease_expires_at": None, "attempts": 0, "error": None, "review_flag": None,
-            "review_status": None, "review_reason": None, "finish_reason": None,
-            "extra_instructions": extra, "note": "Regenerating", "finished_at": None,
-            "updated_at": utcnow(), "words": 0}
-
-
-def regenerate(user: User, article: Article, extra_instructions: str = "") -> Optional[str]:
-    """Write one article again (earlier bodies stay as versions); returns a dispatch error."""
+def regenerate(user: User, article: Article, extra_instructions: str = "") -> Outcome:
+    """Write one article again (earlier bodies stay as versions)."""
     _require_owner(user, article.batch)
     if not article.is_final:
         raise Conflict("The article is still being written.")
     extra = (extra_instructions or "").strip()
     if len(extra) > 2000:
-        raise Conflict("Extra instructions may be at most 2,000 characters.")
-    # A new task id: the old one's result says SUCCESS, which must not leak into progress.
-    values = _requeue_values(extra or None)
-    db.session.execute(update(Article).where(Article.id == article.id,
-                                             Article.status.in_(A.FINAL)).values(**values))
-    _reopen(article.batch_id)
+        raise Invalid({"instructions": "Extra instructions may be at most 2,000 characters."})
+    # With the batch reopened in the same transaction: a worker never finds the article
+    # queued in a batch that is still closed.
+    task_id = lifecycle.requeue(article.id, REGENERATING, extra_instructions=extra or None,
+                                commit=False)
+    if task_id is None:
+        db.session.rollback()
+        raise Conflict("The article is still being written.")
+    lifecycle.reopen_batch(article.batch_id, commit=False)
     audit.record("article_regenerated", user=user, target=f"article:{article.id}",
                  detail=extra[:200], commit=False)
     db.session.commit()
-    return _send([(article.id, values["task_id"])], article.batch_id)
+    return Outcome.sent("The article is being written again; earlier versions are kept.",
+                        _send([(article.id, task_id)], article.batch_id))
 
 
-def regenerate_many(user: User, batch: Batch, which: str) -> tuple[int, Optional[str]]:
+def regenerate_many(user: User, batch: Batch, which: str) -> Outcome:
     """Write again every failed, or every rejected, article of a batch."""
     _require_owner(user, batch)
     if which == "failed":
-        cond = Article.status == A.FAILED
+        state, cond = A.FAILED, Article.status == A.FAILED
     elif which == "rejected":
+        state = A.SUCCEEDED
         cond = (Article.status == A.SUCCEEDED) & (Article.review_status == R.REJECTED)
     else:
-        raise Conflict("Regenerate the failed or the rejected articles.")
+        raise Invalid({"which": "Regenerate the failed or the rejected articles."})
     ids = db.session.scalars(select(Article.id).where(Article.batch_id == batch.id, cond)).all()
     if not ids:
-        return 0, None
-    pairs = []
-    for article_id in ids:
-        values = _requeue_values(None)
-        db.session.execute(update(Article).where(Article.id == article_id).values(**values))
-        pairs.append((article_id, values["task_id"]))
-    _reopen(batch.id)
+        return Outcome(f"There are no {which} articles.", "info")
+    pairs = lifecycle.requeue_many(ids, REGENERATING, from_states=(state,),
+                                   extra_instructions=None, commit=False)
+    if pairs:
+        lifecycle.reopen_batch(batch.id, commit=False)
     audit.record("article_regenerated", user=user, target=f"batch:{batch.id}",
-                 detail=f"{len(ids)} {which} articles", commit=False)
+                 detail=f"{len(pairs)} {which} articles", commit=False)
     db.session.commit()
-    return len(ids), _send(pairs, batch.id)
+    count = len(pairs)
+    done = (f"Writing {count} {which} article{'s' if count != 1 else ''} again." if count
+            else f"There are no {which} articles.")
+    return Outcome.sent(done, _send(pairs, batch.id), "success" if count else "info")
 
 
 def _send(pairs, batch_id: int) -> Optional[str]:

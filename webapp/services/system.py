@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
-import os
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -14,7 +13,7 @@ from alembic.script import ScriptDirectory
 from flask import current_app
 from sqlalchemy import func, select, text
 
-from .. import metrics, workerstate
+from .. import metrics_export, workerstate
 from ..generation import ratelimit
 from ..extensions import db, get_redis
 from ..models import Article, ArticleStatus as A, Batch, BatchStatus as B, utcnow
@@ -154,47 +153,9 @@ def metrics_allowed(remote_addr: str, auth_header: str) -> bool:
     return False
 
 
-def _line(name: str, labels: str, value) -> str:
-    return f"{name}{{{labels}}} {value}" if labels else f"{name} {value}"
+METRICS_CONTENT_TYPE = metrics_export.CONTENT_TYPE
 
 
-def render_metrics() -> str:
+def render_metrics() -> bytes:
     """Prometheus text exposition of the counters, histograms and gauges."""
-    out: list[str] = []
-    by_status = dict(db.session.execute(
-        select(Article.status, func.count()).group_by(Article.status)).all())
-    out += ["# HELP pressroom_articles Articles by status.", "# TYPE pressroom_articles gauge"]
-    for status in A.ALL:
-        out.append(_line("pressroom_articles", f'status="{status}"', by_status.get(status, 0)))
-    try:
-        client = get_redis()
-        lengths = queue_lengths(client)
-        counters, hists = metrics.read_all(client)
-        redis_up = 1
-    except redis.RedisError:
-        lengths, counters, hists, redis_up = {}, {}, {}, 0
-    out += ["# HELP pressroom_redis_up Whether Redis answered.", "# TYPE pressroom_redis_up gauge",
-            f"pressroom_redis_up {redis_up}"]
-    out += ["# HELP pressroom_queue_length Messages waiting per queue.",
-            "# TYPE pressroom_queue_length gauge"]
-    for q, n in lengths.items():
-        out.append(_line("pressroom_queue_length", f'queue="{q}"', n))
-    names = sorted({name for name, _ in counters})
-    for name in names:
-        out += [f"# TYPE pressroom_{name} counter"]
-        for (n, labels), value in sorted(counters.items()):
-            if n == name:
-                out.append(_line(f"pressroom_{name}", labels, value))
-    for name, per_label in hists.items():
-        out.append(f"# TYPE pressroom_{name} histogram")
-        buckets = metrics.HISTOGRAMS[name]
-        for labels, fields in sorted(per_label.items()):
-            running = 0.0
-            for b in [str(b) for b in buckets] + ["+Inf"]:
-                running += fields.get(b, 0.0)
-                le = f'le="{b}"'
-                out.append(_line(f"pressroom_{name}_bucket", f"{labels},{le}" if labels else le,
-                                 int(running)))
-            out.append(_line(f"pressroom_{name}_sum", labels, round(fields.get("_sum", 0.0), 6)))
-            out.append(_line(f"pressroom_{name}_count", labels, int(fields.get("_count", 0))))
-    return "\n".join(out) + "\n"
+    return metrics_export.render(QUEUES)

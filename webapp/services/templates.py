@@ -15,16 +15,13 @@ from ..generation import prompts
 from ..extensions import db
 from ..models import PromptTemplate, Role, User, utcnow
 from . import audit
-from .errors import NotAllowed
+from .errors import Invalid, NotAllowed, NotFound
 from .imports import LIMITS
+from .users import emails_of
 
 NAME_LENGTH = 100
-
-
-class TemplateError(Exception):
-    def __init__(self, fields: dict[str, str]):
-        super().__init__("; ".join(fields.values()))
-        self.fields = fields
+# A preview's sample row has a value for each of these.
+VARIABLES = prompts.VARIABLES
 
 
 def active() -> list[PromptTemplate]:
@@ -63,6 +60,13 @@ def _require_change(user: User, tpl: PromptTemplate, what: str) -> None:
                          "you can use it, or copy it and change the copy.")
 
 
+def get(template_id: int) -> PromptTemplate:
+    tpl = db.session.get(PromptTemplate, template_id)
+    if tpl is None:
+        raise NotFound("No such template.")
+    return tpl
+
+
 def _check(name: str, body: str, template_id: Optional[int]) -> dict[str, str]:
     problems = {}
     name = name.strip()
@@ -84,13 +88,11 @@ def save(user: User, name: str, body: str, template_id: Optional[int] = None) ->
         raise NotAllowed("Only editors and admins write templates.")
     tpl = None
     if template_id is not None:
-        tpl = db.session.get(PromptTemplate, template_id)
-        if tpl is None:
-            raise LookupError("No such template.")
+        tpl = get(template_id)
         _require_change(user, tpl, "edit")  # before the fields: nothing is said about them
     problems = _check(name or "", body or "", template_id)
     if problems:
-        raise TemplateError(problems)
+        raise Invalid(problems)
     if tpl is None:
         tpl = PromptTemplate(name=name.strip(), body=body, created_by=user.id)
         db.session.add(tpl)
@@ -105,9 +107,7 @@ def save(user: User, name: str, body: str, template_id: Optional[int] = None) ->
 
 
 def archive(user: User, template_id: int, archived: bool = True) -> PromptTemplate:
-    tpl = db.session.get(PromptTemplate, template_id)
-    if tpl is None:
-        raise LookupError("No such template.")
+    tpl = get(template_id)
     _require_change(user, tpl, "archive" if archived else "restore")
     tpl.archived_at = utcnow() if archived else None
     audit.record("template_archived" if archived else "template_restored", user=user,
@@ -118,9 +118,7 @@ def archive(user: User, template_id: int, archived: bool = True) -> PromptTempla
 
 def copy_of(template_id: int) -> tuple[str, str]:
     """The name and body a copy starts with: “Copy of X”, made unique, and X's text."""
-    tpl = db.session.get(PromptTemplate, template_id)
-    if tpl is None:
-        raise LookupError("No such template.")
+    tpl = get(template_id)
     base = f"Copy of {tpl.name}"
     taken = set(db.session.scalars(select(PromptTemplate.name).where(
         PromptTemplate.name.startswith(base[:NAME_LENGTH], autoescape=True))))
@@ -131,24 +129,45 @@ def copy_of(template_id: int) -> tuple[str, str]:
     return name, tpl.body
 
 
+def list_view(user: User) -> dict:
+    """What the templates page shows: every template, which ones `user` may change, authors."""
+    rows = all_templates()
+    return {"templates": rows, "default_text": prompts.DEFAULT_TEMPLATE,
+            "changeable": {t.id for t in rows if can_change(user, t)},
+            "authors": emails_of({t.created_by for t in rows}), "budget": prompts.output_budget()}
+
+
+def form_view(user: User, tpl: Optional[PromptTemplate] = None, name: str = "",
+              body: str = "") -> dict:
+    """What the template form shows: the text as typed (or stored), whether `user` may save
+    it, and the reference of the template language."""
+    return {"tpl": tpl, "name": name or (tpl.name if tpl else ""),
+            "body": body or (tpl.body if tpl else prompts.DEFAULT_TEMPLATE),
+            "can_change": tpl is None or can_change(user, tpl),
+            "variables": prompts.VARIABLES, "filters": prompts.FILTERS,
+            "methods": prompts.METHODS, "budget": prompts.output_budget(),
+            "sample": prompts.SAMPLE_ROW}
+
+
 def _sample_limits() -> dict[str, int]:
     """A sample may be as long as a real row's value, and no longer."""
     return {"title": current_app.config["MAX_TITLE_LENGTH"], "tone": 50, "words": 10, **LIMITS}
 
 
-def preview(body: str, row: Optional[dict] = None) -> tuple[Optional[str], Optional[str]]:
-    """The prompt for a sample row, or why the template does not render."""
+def preview(body: str, row: Optional[dict] = None) -> str:
+    """The prompt for a sample row; Invalid says why the template does not render."""
     error = prompts.check(body or "")
     if error:
-        return None, error
+        raise Invalid({"body": error})
     sample = dict(row or prompts.SAMPLE_ROW)
     for name, limit in _sample_limits().items():
         if len(str(sample.get(name) or "")) > limit:
-            return None, f"The sample {name} may be at most {limit:,} characters, as in a real row."
+            raise Invalid({f"sample_{name}": f"The sample {name} may be at most {limit:,} "
+                                              "characters, as in a real row."})
     words = str(sample.get("words") or "").strip()
     if words.isdigit():
         sample["words"] = int(words)  # a real row's words is a number
     try:
-        return prompts.render(body, sample), None
+        return prompts.render(body, sample)
     except prompts.TemplateRefused as exc:
-        return None, str(exc)
+        raise Invalid({"body": str(exc)}) from exc

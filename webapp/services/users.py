@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Optional
 
@@ -13,15 +14,12 @@ from werkzeug.security import check_password_hash, generate_password_hash
 from ..extensions import db
 from ..models import ApiToken, Role, User, UserSession, utcnow
 from . import audit
+from .errors import Conflict, Invalid, NotFound
 
 # Compared against when the email is unknown, so both failures take the same time.
 _DUMMY_HASH = generate_password_hash("not-a-real-password")
 # Last use of a token or a session is written at most this often, so reads stay read-only.
 _TOUCH_EVERY = timedelta(minutes=1)
-
-
-class UserError(Exception):
-    pass
 
 
 def hash_token(token: str) -> str:
@@ -32,7 +30,7 @@ def _clean_email(email: str) -> str:
     email = (email or "").strip().lower()
     if "@" not in email or len(email) > 255 or any(c.isspace() for c in email) \
             or email.startswith("@") or email.endswith("@"):
-        raise UserError(f"“{email}” is not an email address.")
+        raise Invalid({"email": f"“{email}” is not an email address."})
     return email
 
 
@@ -40,9 +38,9 @@ def create_user(email: str, role: str = Role.EDITOR, password: Optional[str] = N
     """Create a user with a password and a first API token; both are returned once."""
     email = _clean_email(email)
     if role not in Role.ALL:
-        raise UserError(f"Role must be one of: {', '.join(Role.ALL)}.")
+        raise Invalid({"role": f"Role must be one of: {', '.join(Role.ALL)}."})
     if db.session.scalar(select(User.id).where(User.email == email)):
-        raise UserError(f"A user with the email {email} already exists.")
+        raise Invalid({"email": f"A user with the email {email} already exists."})
     password = password or secrets.token_urlsafe(12)
     user = User(email=email, password_hash=generate_password_hash(password), role=role)
     db.session.add(user)
@@ -63,7 +61,7 @@ def issue_token(user: User, name: str) -> str:
 def create_token(user: User, name: str) -> str:
     name = (name or "").strip()
     if not name or len(name) > 100:
-        raise UserError("Give the token a name of 1 to 100 characters.")
+        raise Invalid({"name": "Give the token a name of 1 to 100 characters."})
     token = issue_token(user, name)
     audit.record("token_created", user=user, target=f"user:{user.id}", detail=name, commit=False)
     db.session.commit()
@@ -78,7 +76,7 @@ def tokens_of(user: User) -> list[ApiToken]:
 def revoke_token(user: User, token_id: int) -> None:
     tok = db.session.get(ApiToken, token_id)
     if tok is None or tok.user_id != user.id:
-        raise LookupError("No such token.")
+        raise NotFound("No such token.")
     if tok.revoked_at is None:
         tok.revoked_at = utcnow()
         audit.record("token_revoked", user=user, target=f"user:{user.id}", detail=tok.name,
@@ -195,16 +193,16 @@ def all_users() -> list[User]:
 def _get(user_id: int) -> User:
     user = db.session.get(User, user_id)
     if user is None:
-        raise LookupError("No such user.")
+        raise NotFound("No such user.")
     return user
 
 
 def set_role(admin: User, user_id: int, role: str) -> User:
     user = _get(user_id)
     if role not in Role.ALL:
-        raise UserError(f"Role must be one of: {', '.join(Role.ALL)}.")
+        raise Invalid({"role": f"Role must be one of: {', '.join(Role.ALL)}."})
     if user.id == admin.id and role != Role.ADMIN:
-        raise UserError("You cannot take away your own admin role.")
+        raise Conflict("You cannot take away your own admin role.")
     if user.role != role:
         audit.record("user_role_changed", target=f"user:{user.id}",
                      detail=f"{user.email}: {user.role} → {role}", commit=False)
@@ -217,7 +215,7 @@ def set_disabled(admin: User, user_id: int, disabled: bool) -> User:
     """A disabled user's session and tokens stop working on their next request."""
     user = _get(user_id)
     if user.id == admin.id and disabled:
-        raise UserError("You cannot disable your own account.")
+        raise Conflict("You cannot disable your own account.")
     if user.is_disabled != disabled:
         user.is_disabled = disabled
         if disabled:
@@ -263,3 +261,16 @@ def emails_of(user_ids) -> dict[int, str]:
     if not ids:
         return {}
     return dict(db.session.execute(select(User.id, User.email).where(User.id.in_(ids))).all())
+
+
+@dataclass(frozen=True)
+class Permissions:
+    """What a person may do, so that pages offer only that (the services check it again)."""
+    can_write: bool = False  # submit batches, write templates, review articles
+    is_admin: bool = False
+
+
+def permissions(user) -> Permissions:
+    """For the signed-in `user`, or nobody (an anonymous visitor has no role)."""
+    role = getattr(user, "role", None) if getattr(user, "is_authenticated", False) else None
+    return Permissions(can_write=role in (Role.ADMIN, Role.EDITOR), is_admin=role == Role.ADMIN)

@@ -1,0 +1,199 @@
+"""Batches (/ and /batches/...): the dashboard, the new-batch form, a batch's page and its
+live progress, and what can be done to a batch."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from flask import (Blueprint, Response, current_app, flash, make_response, redirect,
+                   render_template, request, stream_with_context, url_for)
+from flask_login import current_user, login_required
+from wtforms.fields.choices import SelectChoice
+
+from ..extensions import db, limiter
+from ..forms import NewBatchForm
+from ..models import Batch, Role
+from ..services import batches, exports, progress, review, templates
+from ..services.errors import Invalid
+from ..services.outcomes import Outcome
+from .access import int_arg, roles_required
+from .htmx import STOP_POLLING, is_htmx
+
+bp = Blueprint("batches", __name__)
+
+# Far past any real page of batches; PAGE × BATCHES_PER_PAGE must fit an OFFSET.
+MAX_PAGE = 1_000_000
+
+
+@bp.before_request
+@login_required
+def require_login():
+    """Every page and partial needs a signed-in user."""
+
+
+def _since() -> datetime | None:
+    try:
+        since = datetime.fromisoformat(request.args.get("since", ""))
+        if since.tzinfo is not None:  # stored times are naive UTC
+            since = since.astimezone(timezone.utc).replace(tzinfo=None)
+    except (ValueError, OverflowError):
+        return None
+    # Year 1 means "everything" too, but leaves no room to subtract the poll's overlap.
+    return max(since, datetime(2000, 1, 1))
+
+
+def _dashboard() -> progress.Dashboard:
+    return progress.dashboard(request.args, int_arg("page", 1, MAX_PAGE),
+                              current_app.config["BATCHES_PER_PAGE"])
+
+
+@bp.route("/")
+def dashboard():
+    """Batches, newest first, each with a live bar."""
+    return render_template("dashboard.html", table=_dashboard())
+
+
+@bp.route("/batches/rows")
+def batch_table():
+    """The dashboard's table of batches, polled while any of them is unfinished."""
+    table = _dashboard()
+    html = render_template("_partials/_batch_table.html", table=table)
+    return html, (200 if table.live else STOP_POLLING)
+
+
+def _new_batch_form() -> NewBatchForm:
+    form = NewBatchForm()
+    form.template_id.choices = [SelectChoice("", "Default template")] + [
+        SelectChoice(str(t.id), t.name) for t in templates.active()]
+    form.model.data = form.model.data or current_app.config["OPENAI_MODEL"]
+    return form
+
+
+def _new_batch_page(form: NewBatchForm, errors: dict | None = None, check=None):
+    refused = bool(errors) or (check is not None and not check.ok)
+    return render_template("new_batch.html", form=form, errors=errors or {}, preflight=check,
+                           models=batches.allowed_models(),
+                           provider=batches.current_provider()), (400 if refused else 200)
+
+
+@bp.route("/batches/new", methods=["GET", "POST"])
+@roles_required(Role.ADMIN, Role.EDITOR)
+def new_batch():
+    """The new-batch form: typed titles, or an imported file checked before anything is stored."""
+    form = _new_batch_form()
+    if request.method == "GET":
+        return _new_batch_page(form)
+    if not form.validate_on_submit():  # only CSRF is checked by WTForms
+        return _new_batch_page(form, {"form": ["The form expired; please submit it again."]})
+    data = form.raw_data()
+    check = batches.check_import(data, request.files.get("import_file"))
+    if check is not None and not check.confirmed:  # shown to be checked; nothing is stored
+        return _new_batch_page(form, check=check)
+    try:
+        done = batches.submit(current_user, data, rows=check.rows if check else None)
+    except Invalid as exc:  # the form again, with what was typed and the fields at fault
+        return _new_batch_page(form, exc.fields, check)
+    flash(done.outcome.message, done.outcome.level)
+    return redirect(url_for("batches.batch_detail", batch_id=done.batch.id), code=303)
+
+
+@bp.route("/batches/<int:batch_id>")
+def batch_detail(batch_id: int):
+    """A batch: its overall bar, and a row per article."""
+    return render_template("batch.html",
+                           **progress.batch_page(current_user, batch_id, int_arg("page", 1)))
+
+
+@bp.route("/batches/<int:batch_id>/progress")
+def batch_progress(batch_id: int):
+    """The polled progress of a batch, with only the article rows that changed."""
+    poll = progress.batch_poll(current_user, batch_id, _since(), int_arg("first", 1),
+                               int_arg("last", progress.ARTICLES_PER_PAGE),
+                               request.args.get("seen", ""))
+    html = render_template("_partials/_batch_progress.html", polled=True, **poll)
+    return html, (STOP_POLLING if poll["view"].is_final else 200)
+
+
+def _after_action(batch_id: int, outcome: Outcome):
+    """htmx swaps the batch's buttons; a plain form goes back to the batch with a flash."""
+    if is_htmx():
+        return render_template("_partials/_batch_actions.html",
+                               **progress.batch_buttons(current_user, batch_id))
+    flash(outcome.message, outcome.level)
+    return redirect(url_for("batches.batch_detail", batch_id=batch_id), code=303)
+
+
+@bp.post("/batches/<int:batch_id>/cancel")
+def cancel_batch(batch_id: int):
+    """Cancel a whole batch."""
+    batches.cancel_batch(current_user, db.get_or_404(Batch, batch_id))
+    return _after_action(batch_id, Outcome("Cancelling the batch.", "info"))
+
+
+@bp.post("/batches/<int:batch_id>/pause")
+def pause_batch(batch_id: int):
+    """Pause a batch: nothing new is sent until it is resumed."""
+    batches.pause_batch(current_user, db.get_or_404(Batch, batch_id))
+    return _after_action(batch_id, Outcome("The batch is paused.", "info"))
+
+
+@bp.post("/batches/<int:batch_id>/resume")
+def resume_batch(batch_id: int):
+    """Resume a paused batch where it stopped."""
+    return _after_action(batch_id, batches.resume_batch(current_user,
+                                                        db.get_or_404(Batch, batch_id)))
+
+
+@bp.post("/batches/<int:batch_id>/dispatch")
+def retry_dispatch(batch_id: int):
+    """Send a batch whose dispatch failed to the queue again."""
+    return _after_action(batch_id, batches.redispatch(current_user,
+                                                      db.get_or_404(Batch, batch_id)))
+
+
+TOO_MANY_ESTIMATES = "Too many estimates in a short time; the estimate resumes in a minute."
+
+
+def _estimate_limited(request_limit):
+    """Over the estimate limit: the partial says so (200: htmx swaps only 2xx answers)."""
+    return make_response(render_template("_partials/_estimate.html", estimate=None,
+                                         error=TOO_MANY_ESTIMATES))
+
+
+@bp.post("/batches/estimate")
+@roles_required(Role.ADMIN, Role.EDITOR)
+@limiter.limit(lambda: current_app.config["TEMPLATE_PREVIEW_LIMIT"],
+               key_func=lambda: f"estimate:{current_user.id}", on_breach=_estimate_limited)
+def estimate():
+    """Tokens and cost of the new-batch form as it stands, before anything is stored."""
+    try:
+        result, error = batches.estimate_for(NewBatchForm().raw_data()), None
+    except Invalid as exc:  # the chosen template cannot make these prompts: the partial says why
+        result, error = None, exc.message
+    return render_template("_partials/_estimate.html", estimate=result, error=error)
+
+
+@bp.post("/batches/<int:batch_id>/regenerate")
+def batch_regenerate(batch_id: int):
+    """Write again every failed, or every rejected, article of a batch."""
+    outcome = review.regenerate_many(current_user, db.get_or_404(Batch, batch_id),
+                                     request.form.get("which", ""))
+    flash(outcome.message, outcome.level)
+    return redirect(url_for("batches.batch_detail", batch_id=batch_id), code=303)
+
+
+@bp.post("/batches/<int:batch_id>/duplicate")
+def batch_duplicate(batch_id: int):
+    """Submit a copy of the batch: same titles and settings."""
+    copy = review.duplicate(current_user, db.get_or_404(Batch, batch_id))
+    flash(f"Copied as “{copy.name}”.", "success")
+    return redirect(url_for("batches.batch_detail", batch_id=copy.id), code=303)
+
+
+@bp.get("/batches/<int:batch_id>/export.<fmt>")
+def batch_export(batch_id: int, fmt: str):
+    """Download the batch as CSV, JSON or a zip of Markdown files (approved articles
+    unless ?all=1)."""
+    download = exports.download(current_user, db.get_or_404(Batch, batch_id), fmt,
+                                include_all=request.args.get("all") == "1")
+    return Response(stream_with_context(download.body), mimetype=download.mimetype,
+                    headers={"Content-Disposition": f'attachment; filename="{download.filename}"'})
