@@ -29,7 +29,9 @@ run: ## set up, migrate, run web + workers + beat (honcho) on PORT; FLOWER=1 add
 test: ## lint (ruff), then the test suite (TEST_DATABASE_URL for PostgreSQL; PYTEST_ARGS)
 	$(SETUP) venv-dev redis-bin chromium
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+	@# The fast unit suite first: a broken rule fails in seconds, before any worker starts.
+	$(VENV)/bin/python -m pytest -q tests/unit
+	$(VENV)/bin/python -m pytest --ignore=tests/unit $(PYTEST_ARGS)
 
 bench: ## run the benchmarks in bench/
 	$(SETUP) venv-dev redis-bin wrk

@@ -36,8 +36,8 @@ timeout = 30
 # On SIGTERM or a reload, requests in flight get this long to finish.
 graceful_timeout = 30
 
-# Restart each worker now and then (about every 20,000 requests) so that slow leaks cannot grow without
-# bound; the jitter spreads the restarts so the workers never all restart at once.
+# Restart each worker now and then (about every 20,000 requests) so that slow leaks cannot grow
+# without bound; the jitter spreads the restarts so the workers never all restart at once.
 max_requests = 20000
 max_requests_jitter = 2000
 

@@ -25,8 +25,8 @@ def find(bench: Bench) -> None:
     from webapp import create_app
     from webapp.extensions import db
     from webapp.models import Role
-    from webapp.services import batches, progress, users
-    from webapp.services.batches import BatchFilter
+    from webapp.services import listing, progress, users
+    from webapp.services.listing import BatchFilter
 
     n_batches = int(FIND_BATCHES * bench.args.find_scale)
     n_articles = int(FIND_ARTICLES * bench.args.find_scale)
@@ -79,7 +79,7 @@ def find(bench: Bench) -> None:
         for name, flt in queries.items():
             # Text searches scan; fewer repeats keep the phase short.
             repeat = 3 if flt.q else FIND_REPEAT
-            stats, (rows, total) = timed(lambda: batches.page_of_batches(1, per_page, flt),
+            stats, (rows, total) = timed(lambda: listing.page_of_batches(1, per_page, flt),
                                          repeat)
             service[name] = {**stats, "matching_batches": total, "rows": len(rows)}
             log(f"find {name}: {stats['p50_ms']} ms ({total} batches)")

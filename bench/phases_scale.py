@@ -59,7 +59,7 @@ def submit_10k(bench: Bench) -> None:
 def viewers(bench: Bench) -> None:
     """50 viewers polling a batch that is really running (32 articles in flight)."""
     from webapp.models import ArticleStatus as A, Batch
-    from webapp.services import batches
+    from webapp.services import control
     # Streams that last VIEW_LATENCY s with progress every REPORT_EVERY: the workers
     # write progress and finish rows while the viewers poll.
     bench.set_fake(latency=VIEW_LATENCY, chunks=40, words=400)
@@ -90,7 +90,7 @@ def viewers(bench: Bench) -> None:
         if gunicorn is not None:
             bench.procs.stop(gunicorn)
         from webapp.extensions import db
-        batches.cancel_batch(bench.user, db.session.get(Batch, batch_id))
+        control.cancel_batch(bench.user, db.session.get(Batch, batch_id))
         bench.set_fake(latency=0.0, chunks=10, words=120)
     bench.figures["viewers50_p99_ms"] = closed["p99_ms"]
     bench.figures["viewers50_paced_p99_ms"] = paced["p99_ms"]
@@ -114,9 +114,9 @@ def memory(bench: Bench) -> None:
     worker = bench.workers[0]
     batch_id = bench.submit_batch_id
     if batch_id is None:  # run alone: submit the same 10,000 rows through the service
-        from webapp.services import batches
+        from webapp.services import submission
         rows = [{"title": f"Memory article {i}"} for i in range(MEMORY_ARTICLES)]
-        sub = batches.submit(bench.user, {"name": "bench memory", "rows": rows,
+        sub = submission.submit(bench.user, {"name": "bench memory", "rows": rows,
                                           "target_words": 600})
         if sub.batch is None or sub.dispatch_error:
             raise RuntimeError(f"submit failed: {sub.errors.fields or sub.dispatch_error}")

@@ -107,7 +107,7 @@ def pipeline_vs_bare(bench: Bench) -> None:
 def cancel(bench: Bench) -> None:
     from webapp.extensions import db
     from webapp.models import ArticleStatus as A, Batch
-    from webapp.services import batches
+    from webapp.services import control
 
     # 400 words in 200 chunks: a chunk every 50 ms, each with text in it.
     bench.set_fake(latency=CANCEL_LATENCY, chunks=CANCEL_CHUNKS, words=400)
@@ -124,7 +124,7 @@ def cancel(bench: Bench) -> None:
     batch = db.session.get(Batch, batch_id)
     t0_mono = time.monotonic()
     t0 = time.perf_counter()
-    batches.cancel_batch(bench.user, batch)
+    control.cancel_batch(bench.user, batch)
     t_call = time.perf_counter() - t0
     counts = wait_until(
         lambda: (c := bench.article_counts(batch_id)) and not any(

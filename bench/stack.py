@@ -189,8 +189,8 @@ class Bench:
         return db.session.get(User, self.user_id)
 
     def submit(self, titles: list[str], name: str):
-        from webapp.services import batches
-        sub = batches.submit(self.user, {"name": name, "titles": titles, "target_words": 600})
+        from webapp.services import submission
+        sub = submission.submit(self.user, {"name": name, "titles": titles, "target_words": 600})
         if sub.batch is None or sub.dispatch_error:
             raise RuntimeError(f"submit failed: {sub.errors.fields or sub.dispatch_error}")
         return sub.batch.id
@@ -234,7 +234,7 @@ class Bench:
 
     def send_noops(self, n: int) -> list[str]:
         ids = [str(uuid.uuid4()) for _ in range(n)]
-        # The same producer pattern and queue as batches.dispatch uses for articles.
+        # The same producer pattern and queue as control.dispatch uses for articles.
         with self.celery.producer_or_acquire() as producer:
             for tid in ids:
                 self.celery.send_task("bench.noop", task_id=tid, queue="generation",
@@ -263,11 +263,11 @@ class Bench:
         """Cancel batches a failed phase left running, so that they do not load the next."""
         from webapp.extensions import db
         from webapp.models import Batch, BatchStatus as B
-        from webapp.services import batches
+        from webapp.services import control
         for batch in db.session.scalars(db.select(Batch).where(Batch.status.not_in(B.FINAL))):
             if batch.name != "bench poll":  # poll's batch is only rows, nothing runs
                 log(f"cancelling batch {batch.id} ({batch.name}) left by an earlier phase")
-                batches.cancel_batch(self.user, batch)
+                control.cancel_batch(self.user, batch)
         db.session.rollback()
 
     # -- signed-in requests and gunicorn ------------------------------------------------------

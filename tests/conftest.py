@@ -46,7 +46,8 @@ def redis_url(tmp_path_factory, artifacts):
     """A private redis-server: no persistence, its own directory, killed at the end."""
     exe = shutil.which("redis-server")
     if exe is None:
-        pytest.fail("redis-server is not installed; `make test` installs it (apt-get install redis-server)")
+        pytest.fail("redis-server is not installed; `make test` installs it "
+                    "(apt-get install redis-server)")
     workdir = tmp_path_factory.mktemp("redis")
     # A free port can be taken between our probe and redis binding it: try a few.
     for _ in range(5):

@@ -419,10 +419,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             if model in fake.models:
                 self._send_json(
                     200,
-                    {"id": model, "object": "model", "created": int(time.time()), "owned_by": "fakeai"},
+                    {"id": model, "object": "model", "created": int(time.time()),
+                     "owned_by": "fakeai"},
                 )
             else:
-                self._send_error_body(404, _model_not_found_message(model), "invalid_request_error", "model_not_found")
+                self._send_error_body(
+                    404, _model_not_found_message(model),
+                    "invalid_request_error", "model_not_found",
+                )
         else:
             self._send_error_body(404, f"Unknown path {path}", "invalid_request_error", None)
 
@@ -435,10 +439,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         try:
             body = json.loads(body_bytes or b"{}")
         except ValueError:
-            self._send_error_body(400, "We could not parse the JSON body of your request.", "invalid_request_error", None)
+            self._send_error_body(
+                400, "We could not parse the JSON body of your request.",
+                "invalid_request_error", None,
+            )
             return
         if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
-            self._send_error_body(400, "'messages' is a required property", "invalid_request_error", None)
+            self._send_error_body(
+                400, "'messages' is a required property", "invalid_request_error", None,
+            )
             return
         self._chat_completion(body)
 
@@ -532,7 +541,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 "choices": [
                     {
                         "index": 0,
-                        "message": {"role": "assistant", "content": "".join(pieces), "refusal": None},
+                        "message": {
+                            "role": "assistant",
+                            "content": "".join(pieces),
+                            "refusal": None,
+                        },
                         "logprobs": None,
                         "finish_reason": finish_reason,
                     }
@@ -543,7 +556,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 # Promise the full length, send half, close: the client sees a
                 # truncated body.
                 data = json.dumps(payload).encode()
-                self._send_head(200, "application/json", {"Content-Length": str(len(data))}, ids["request"])
+                self._send_head(
+                    200, "application/json", {"Content-Length": str(len(data))}, ids["request"],
+                )
                 record.status = 200
                 self._write(data[: len(data) // 2])
                 record.finish_reason = None
@@ -578,7 +593,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 "created": created,
                 "model": record.model,
                 "system_fingerprint": "fp_fakeai",
-                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+                "choices": [
+                    {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish},
+                ],
             }
             if include_usage:
                 c["usage"] = None  # the real API sends usage: null until the last chunk
@@ -663,7 +680,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         record: RequestRecord | None = None,
     ) -> None:
         payload = {"error": {"message": message, "type": error_type, "param": None, "code": code}}
-        self._send_json(status, payload, headers=headers, request_id=self.server.fake._next_ids()["request"], record=record)
+        self._send_json(
+            status, payload, headers=headers,
+            request_id=self.server.fake._next_ids()["request"], record=record,
+        )
 
     def _send_event(self, payload: dict[str, Any]) -> None:
         self._write_chunk(b"data: " + json.dumps(payload).encode() + b"\n\n")
@@ -979,7 +999,9 @@ class FakeAI:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m tests.fakeai", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.fakeai", description=__doc__.split("\n")[0],
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 = any free port (default)")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds per completion")

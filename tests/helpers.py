@@ -61,7 +61,8 @@ def login(client, email: str, password: str) -> None:
     response = client.post("/login", data={
         "email": email, "password": password, "csrf_token": csrf_from(page.get_data(as_text=True)),
     })
-    assert response.status_code == 303, (response.status_code, response.get_data(as_text=True)[:500])
+    assert response.status_code == 303, (response.status_code,
+                                         response.get_data(as_text=True)[:500])
 
 
 def page_csrf(client, path: str = "/batches/new") -> str:

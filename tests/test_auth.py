@@ -21,7 +21,8 @@ def batch_id(app, client):
 
 
 def _article_id(client, api_headers, batch_id):
-    return client.get(f"/api/v1/batches/{batch_id}", headers=api_headers).get_json()["articles"][0]["id"]
+    return client.get(f"/api/v1/batches/{batch_id}",
+                      headers=api_headers).get_json()["articles"][0]["id"]
 
 
 @pytest.mark.parametrize("path", ["/", "/batches/new", "/batches/{batch}", "/articles/{article}"])
@@ -68,7 +69,8 @@ def test_partials_do_not_leak_without_login(anon_client, client, api_headers, ba
 def test_api_needs_a_valid_token(anon_client, client, api_headers, batch_id, method, path, header):
     path = path.format(batch=batch_id, article=_article_id(client, api_headers, batch_id))
     headers = {"Authorization": header} if header else {}
-    response = getattr(anon_client, method)(path, headers=headers, json={"name": "x", "titles": ["y"]})
+    response = getattr(anon_client, method)(path, headers=headers,
+                                            json={"name": "x", "titles": ["y"]})
     assert response.status_code == 401
     assert response.is_json
     error = response.get_json()["error"]

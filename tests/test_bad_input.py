@@ -40,7 +40,8 @@ GOOD = {"name": "Fuzzed batch", "titles": "A fuzzed title", "model": "gpt-4o-min
 
 # Text a browser can send: any character but unpaired surrogates (not encodable in a form).
 any_char = st.characters(exclude_categories=("Cs",))
-controls = st.characters(min_codepoint=0, max_codepoint=31) | st.sampled_from("\x7f\x85\u2028\u2029\ufeff")
+controls = (st.characters(min_codepoint=0, max_codepoint=31)
+            | st.sampled_from("\x7f\x85\u2028\u2029\ufeff"))
 text = st.text(any_char | controls, max_size=80)
 # JSON can also carry unpaired surrogates, as \ud800 escapes.
 json_text = text | st.text(st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF), min_size=1,
@@ -129,7 +130,8 @@ api_bodies = st.one_of(
         "rows": st.one_of(st.lists(row_dicts, max_size=5), _json_values(json_text)),
         "target_words": st.one_of(st.integers(), st.floats(), st.booleans(), json_text),
         "tone": json_text | st.sampled_from(TONES), "language": json_text,
-        "budget_usd": st.one_of(st.integers(), st.floats(allow_nan=False), json_text, st.booleans()),
+        "budget_usd": st.one_of(st.integers(), st.floats(allow_nan=False), json_text,
+                                st.booleans()),
         "webhook_url": json_text | st.sampled_from(["http://[::1", "https://ok.example/h"]),
         "model": json_text, "template_id": st.one_of(st.integers(), json_text, st.floats()),
         "instructions": json_text | _json_values(json_text),
@@ -259,7 +261,8 @@ def test_imported_files(app, client, quiet_fake, upload, confirm_directly):
         data = {**base, "import_text": content.decode("utf-8", "replace"), "import_name": filename}
         response = client.post("/batches/new", data=data)
     else:
-        response = client.post("/batches/new", data={**base, "import_file": (io.BytesIO(content), filename)},
+        response = client.post("/batches/new",
+                               data={**base, "import_file": (io.BytesIO(content), filename)},
                                content_type="multipart/form-data")
     page = response.get_data(as_text=True)
     assert response.status_code in (200, 303, 400), (response.status_code, page[:300])
@@ -309,12 +312,14 @@ def test_api_bodies(app, client, api_headers, quiet_fake, body):
             assert error["fields"], error
             # "titles[2]" names titles; "[0]" an item of a body that is a list.
             top = {name.split(".")[0].split("[")[0] or "(body)" for name in error["fields"]}
-            assert top <= set(FORM_FIELDS) | {"(body)", "(field name)"} | set(body if isinstance(body, dict) else ()), error
+            assert top <= (set(FORM_FIELDS) | {"(body)", "(field name)"}
+                           | set(body if isinstance(body, dict) else ())), error
             if "rows" in error["fields"] and error["code"] == "invalid":
                 assert all(re.match(r"Row \d+: ", m) or "rows" in m or "usable" in m
                            for m in error["fields"]["rows"]), error
         return
-    assert client.post(f"/api/v1/batches/{data['id']}/cancel", headers=api_headers).status_code == 202
+    assert client.post(f"/api/v1/batches/{data['id']}/cancel",
+                       headers=api_headers).status_code == 202
     _, articles = _stored(app, data["id"])
     _check_stored_titles(articles)
     assert row_counts(app) == (before[0] + 1, before[1] + len(articles))

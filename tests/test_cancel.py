@@ -111,7 +111,8 @@ def test_cancel_one_queued_article(app, client, api_headers, fake):
     assert f'id="article-{target["id"]}"' in row and "row-cancelled" in row
 
     _assert_only_target_cancelled(app, client, api_headers, batch_id, target, len(titles))
-    assert fake.requests_for(target["title"]) == [], "a cancelled queued article reached the provider"
+    assert fake.requests_for(target["title"]) == [], (
+        "a cancelled queued article reached the provider")
     assert fake.request_count() == len(titles) - 1
 
 

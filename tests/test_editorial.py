@@ -340,7 +340,7 @@ def test_templates_are_checked_sandboxed_previewed_and_kept_per_batch(app, clien
     assert "does not exist or is archived" in response.get_data(as_text=True)
 
 
-# -- review, versions, regeneration, copies ---------------------------------------------------------
+# -- review, versions, regeneration, copies --------------------------------------------------------
 
 def test_review_edit_restore_and_regenerate(app, client, fake):
     titles = ["Approve me", "Reject me", "Edit me", "Write me again"]
@@ -454,6 +454,27 @@ def test_regenerate_all_failed(app, client, fake):
         assert [r.status for r in fake.requests_for(article["title"])] == [400, 200]
 
 
+def test_regenerating_after_a_cancel_is_not_cancelled_again(app, client, api_headers, fake):
+    # A cancel leaves flags in Redis for a day; writing an article again must not meet them.
+    fake.latency = 30.0
+    titles = ["Cancelled then wanted", "Cancelled too"]
+    batch_id = batch_id_from_location(submit_form(client, "Changed our minds", titles))
+    wait_until(lambda: fake.in_flight == 2, FINISH_TIMEOUT, "both articles to be running")
+    assert client.post(f"/api/v1/batches/{batch_id}/cancel",
+                       headers=api_headers).status_code == 202
+    assert wait_batch_final(app, batch_id)["status"] == "cancelled"
+    fake.reset(restore_settings=True)
+    wanted = next(a for a in articles_state(app, batch_id) if a["title"] == titles[0])
+
+    response = _post(client, f"/articles/{wanted['id']}/regenerate",
+                     f"/articles/{wanted['id']}")
+    assert response.status_code == 303
+    assert wait_batch_final(app, batch_id)["status"] == "succeeded"
+    states = {a["title"]: a["status"] for a in articles_state(app, batch_id)}
+    assert states == {titles[0]: "succeeded", titles[1]: "cancelled"}
+    assert len(fake.requests_for(titles[0])) == 1  # the new attempt reached the provider
+
+
 def test_duplicate_keeps_titles_settings_and_template_text(app, client, api_headers, fake):
     name = f"Copy style {uuid.uuid4().hex[:8]}"
     body = "Title: {{ title }}\nCopy marker CM-3, tone {{ tone }}, {{ words }} words."
@@ -527,7 +548,8 @@ def test_exports_escape_formulas_and_stream(app, client, fake):
     articles = {a["title"]: a for a in articles_state(app, batch_id)}
 
     def export(fmt, everything=False):
-        response = client.get(f"/batches/{batch_id}/export.{fmt}" + ("?all=1" if everything else ""))
+        response = client.get(f"/batches/{batch_id}/export.{fmt}"
+                              + ("?all=1" if everything else ""))
         assert response.status_code == 200
         assert response.is_streamed  # a generator, not a body built in memory
         assert response.headers["Content-Disposition"].startswith("attachment;")
@@ -573,7 +595,7 @@ def test_exports_escape_formulas_and_stream(app, client, fake):
             assert name.startswith(f"{article['position']:05d}-")
 
 
-# -- dashboard filters ------------------------------------------------------------------------------
+# -- dashboard filters -----------------------------------------------------------------------------
 
 _ROW_IDS = re.compile(r'id="batch-row-(\d+)"')
 
@@ -633,7 +655,7 @@ def test_dashboard_filters_and_pagination(app, client, admin_client, fake, monke
     assert newer and "author=editor" in html.unescape(newer.group(1))
 
 
-# -- webhook ----------------------------------------------------------------------------------------
+# -- webhook ---------------------------------------------------------------------------------------
 
 WEBHOOK_SECRET = "whsec-pressroom-test-4f2a"
 
@@ -673,7 +695,8 @@ def _check_signature(post: dict) -> dict:
 
 def _deliveries(app, batch_id: int) -> list[dict]:
     with app.app_context():
-        rows = db.session.scalars(select(WebhookDelivery).where(WebhookDelivery.batch_id == batch_id)
+        rows = db.session.scalars(select(WebhookDelivery)
+                                  .where(WebhookDelivery.batch_id == batch_id)
                                   .order_by(WebhookDelivery.id)).all()
         return [{c.name: getattr(d, c.name) for c in WebhookDelivery.__table__.columns}
                 for d in rows]

@@ -2,7 +2,8 @@
 one translation each, whatever the view."""
 from __future__ import annotations
 
-from tests.helpers import batch_id_from_location, csrf_from, htmx_post, submit_form, wait_batch_final
+from tests.helpers import (batch_id_from_location, csrf_from, htmx_post, submit_form,
+                           wait_batch_final)
 from tests.sec_support import make_account, signed_in
 from webapp.models import Role
 

@@ -61,7 +61,8 @@ def test_stream_with_usage(fake, client):
     assert text.startswith("# Hello World\n\n")
     assert len(text.split()) == 3 + 120  # "# Hello World" + default words
 
-    finish = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    finish = [c.choices[0].finish_reason for c in chunks
+              if c.choices and c.choices[0].finish_reason]
     assert finish == ["stop"]
 
     last = chunks[-1]
@@ -103,7 +104,8 @@ def test_non_stream(fake, client):
 def test_settings_change_at_run_time(fake, client):
     fake.words, fake.chunks = 7, 3
     chunks = list(stream_article(client))
-    content = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content is not None]
+    content = [c.choices[0].delta.content for c in chunks
+               if c.choices and c.choices[0].delta.content is not None]
     assert len(content) == 3
     assert chunks[-1].usage.completion_tokens == 7
     with pytest.raises(ValueError):
@@ -302,6 +304,8 @@ def test_latency_spreads_chunks(fake, client):
     for k, arrived in enumerate(arrivals, start=1):
         assert arrived >= 0.4 * k / 4
     assert arrivals[-1] >= 0.4
+    # The server thread stamps the end after the last bytes went out: wait for it.
+    fake.wait_for(lambda: fake.requests[0].done, timeout=5, message="the request to end")
     assert fake.requests[0].duration >= 0.4
 
 
@@ -345,7 +349,9 @@ def test_client_disconnect_is_recorded(fake, client):
             if got == 2:
                 break
     stream.close()
-    record = fake.wait_for(lambda: fake.requests[0] if fake.requests[0].client_disconnected else None, timeout=2)
+    record = fake.wait_for(
+        lambda: fake.requests[0] if fake.requests[0].client_disconnected else None, timeout=2
+    )
     fake.wait_idle(timeout=2)
     assert record.chunks_sent < 10
     assert record.start < record.disconnected_at < record.start + 2.0

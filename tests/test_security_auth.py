@@ -67,7 +67,8 @@ def test_admin_manages_an_account_from_creation_to_password_reset(app, clean_log
     with app.app_context():
         user = db.session.scalar(select(User).where(User.email == email))
         assert user.role == "editor" and password not in user.password_hash
-        hashes = db.session.scalars(select(ApiToken.token_hash).where(ApiToken.user_id == user.id)).all()
+        hashes = db.session.scalars(select(ApiToken.token_hash)
+                                    .where(ApiToken.user_id == user.id)).all()
         assert hashes == [hashlib.sha256(token.encode()).hexdigest()]
         user_id = user.id
 
@@ -174,7 +175,8 @@ def test_named_token_is_shown_once_records_its_use_and_can_be_revoked(app):
         assert tok.last_used_at is not None
         token_id = tok.id
 
-    response = person.post(f"/account/tokens/{token_id}/revoke", data={"csrf_token": csrf_of(person)})
+    response = person.post(f"/account/tokens/{token_id}/revoke",
+                           data={"csrf_token": csrf_of(person)})
     assert response.status_code == 303
     assert _api_status(app, token) == 401
     assert "revoked" in row()
@@ -185,7 +187,7 @@ def test_named_token_is_shown_once_records_its_use_and_can_be_revoked(app):
     assert response.status_code == 400 and "name" in response.get_data(as_text=True)
 
 
-# -- sign-in hardening ------------------------------------------------------------------------------
+# -- sign-in hardening -----------------------------------------------------------------------------
 
 def test_unknown_user_and_wrong_password_look_the_same(app, clean_login_limits):
     account = make_account(app, Role.EDITOR, "same-message")
@@ -249,7 +251,8 @@ def test_failed_sign_ins_are_limited_per_address(app, make_app, clean_login_limi
     assert response.status_code == 429
     assert "Too many failed sign-ins" in response.get_data(as_text=True)
     # Another address signs the same account in.
-    assert _post_login(_from(limited, "192.0.2.21"), target.email, target.password).status_code == 303
+    assert _post_login(_from(limited, "192.0.2.21"), target.email,
+                       target.password).status_code == 303
 
 
 def test_successful_sign_ins_are_not_counted(app, make_app, clean_login_limits):
@@ -306,7 +309,8 @@ def test_next_only_goes_to_local_paths(app, target):
     response = _post_login(app.test_client(), account.email, account.password, next_url=target)
     assert response.status_code == 303
     location = urlsplit(response.headers["Location"])
-    assert location.path == "/" and location.netloc in ("", "localhost"), response.headers["Location"]
+    assert location.path == "/" and location.netloc in ("", "localhost"), (
+        response.headers["Location"])
 
 
 def test_next_to_a_local_page_is_honoured(app):
@@ -373,7 +377,7 @@ def test_cookies_behind_a_trusted_proxy_are_secure(app, make_app):
     assert "secure" not in _flags(_set_cookies(response)["session"])
 
 
-# -- headers and templates --------------------------------------------------------------------------
+# -- headers and templates -------------------------------------------------------------------------
 
 @pytest.fixture
 def populated(app, clean_login_limits):
@@ -391,7 +395,8 @@ def populated(app, clean_login_limits):
                                                       "csrf_token": csrf})
     client.post(f"/articles/{article_id}/review", data={"decision": "approved", "csrf_token": csrf})
     response = client.post("/templates/new", data={"name": f"Pages template {account.id}",
-                                                   "body": "Write {{ title }}.", "csrf_token": csrf})
+                                                   "body": "Write {{ title }}.",
+                                                   "csrf_token": csrf})
     assert response.status_code == 303
     template_id = int(re.search(r'<tr id="template-(\d+)">\s*<td><a[^>]*>Pages template',
                                 client.get("/templates").get_data(as_text=True)).group(1))
@@ -446,7 +451,8 @@ def test_pages_have_no_inline_script_style_or_handlers(app, populated):
     page = app.test_client().get("/login").get_data(as_text=True)
     assert not active_content_problems(page)
     # A page shown once (secret_once.html) too.
-    response = client.post("/account/tokens", data={"name": "headers", "csrf_token": csrf_of(client)})
+    response = client.post("/account/tokens",
+                           data={"name": "headers", "csrf_token": csrf_of(client)})
     assert not active_content_problems(response.get_data(as_text=True))
     assert rendered == len(pages)
 
@@ -489,7 +495,7 @@ def test_production_starts_with_a_long_random_secret_key(redis_url, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
 
 
-# -- the audit log ----------------------------------------------------------------------------------
+# -- the audit log ---------------------------------------------------------------------------------
 
 def _audit_rows(admin, **params) -> list[tuple[str, ...]]:
     response = admin.get("/admin/audit", query_string=params)
@@ -516,12 +522,14 @@ def test_audit_log_records_who_did_what_when_and_from_where(app, fake, clean_log
     assert editor.post(f"/articles/{article_id}/review",
                        data={"decision": "approved", "csrf_token": csrf}).status_code == 303
     assert editor.post(f"/articles/{article_id}/edit",
-                       data={"body": "Edited for the audit.", "csrf_token": csrf}).status_code == 303
+                       data={"body": "Edited for the audit.",
+                             "csrf_token": csrf}).status_code == 303
     assert editor.get(f"/batches/{done_id}/export.json").status_code == 200
 
     # A slow batch: pause it, then cancel it.
     fake.latency = 3.0
-    slow_id = batch_id_from_location(submit_form(editor, "Audited slow batch", ["Slow one", "Slow two"]))
+    slow_id = batch_id_from_location(submit_form(editor, "Audited slow batch",
+                                                 ["Slow one", "Slow two"]))
     assert editor.post(f"/batches/{slow_id}/pause", data={"csrf_token": csrf}).status_code == 303
     assert editor.post(f"/batches/{slow_id}/cancel", data={"csrf_token": csrf}).status_code == 303
     wait_batch_final(app, slow_id)
@@ -532,7 +540,8 @@ def test_audit_log_records_who_did_what_when_and_from_where(app, fake, clean_log
     with app.app_context():
         token_id = db.session.scalar(select(ApiToken.id).where(
             ApiToken.user_id == editor_account.id, ApiToken.name == "audited token"))
-    assert editor.post(f"/account/tokens/{token_id}/revoke", data={"csrf_token": csrf}).status_code == 303
+    assert editor.post(f"/account/tokens/{token_id}/revoke",
+                       data={"csrf_token": csrf}).status_code == 303
     admin_csrf = csrf_of(admin)
     created_email = f"audit-created-{os.urandom(3).hex()}@example.test"
     assert admin.post("/admin/users", data={"email": created_email, "role": "viewer",
@@ -555,7 +564,8 @@ def test_audit_log_records_who_did_what_when_and_from_where(app, fake, clean_log
     for when, who, action, target, detail, ip in rows:
         assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", when), when
         assert who == editor_account.email
-        assert ip == ("198.51.100.9" if action == "sign_in_failed" else "198.51.100.8"), (action, ip)
+        assert ip == ("198.51.100.9" if action == "sign_in_failed"
+                      else "198.51.100.8"), (action, ip)
     assert by_action["batch_cancelled"][0][3] == f"batch:{slow_id}"
     assert by_action["batch_paused"][0][3] == f"batch:{slow_id}"
     assert by_action["article_reviewed"][0][3] == f"article:{article_id}"

@@ -59,7 +59,8 @@ def assert_inert(page: str, where: str, shown: list[str] = ()) -> None:
     for el in elements_of(page):
         requests = [a for a in HX_REQUESTS if a in el.attrs]
         for attr in requests:
-            legit = "id" in el.attrs or (el.tag == "form" and el.attrs.get("action") == el.attrs[attr])
+            legit = "id" in el.attrs or (el.tag == "form"
+                                         and el.attrs.get("action") == el.attrs[attr])
             if not legit:
                 problems.append(f"<{el.tag} {attr}={el.attrs[attr]!r}> not made by a template")
         if el.attrs.get("hx-trigger", "").strip() == "load":
@@ -268,7 +269,7 @@ def test_exports_are_downloads_and_keep_the_text_as_data(app, hostile):
     assert first.startswith("---\ntitle: " + json.dumps(hostile["titles"][0]) + "\n")
 
 
-# -- body size --------------------------------------------------------------------------------------
+# -- body size -------------------------------------------------------------------------------------
 
 def test_a_body_over_the_limit_gets_413_with_a_clear_page(app, make_app, clean_login_limits):
     from tests.sec_support import make_account

@@ -251,7 +251,8 @@ def test_the_worker_fails_an_article_over_budget_and_lives(app, client, worker, 
 # -- what is allowed ----------------------------------------------------------------------------
 
 ALLOWED = """Title: {{ title }}
-{% if tone == 'formal' %}Write formally.{% elif tone == 'playful' %}Have fun.{% else %}Write plainly.{% endif %}
+{% if tone == 'formal' %}Write formally.{% elif tone == 'playful' %}Have fun.{% else %}\
+Write plainly.{% endif %}
 Length: {{ words }} words, in {{ language|upper }}.
 {% for k in keywords.split(',') %}{% if k|trim %}- keyword {{ loop.index }}: {{ k|trim|capitalize }}
 {% endif %}{% endfor %}{{ notes|default('No notes.', true)|truncate(40) }}"""

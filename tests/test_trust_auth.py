@@ -16,7 +16,7 @@ from tests.helpers import csrf_from
 from tests.sec_support import (bearer, clean_login_limits, csrf_of, make_account,  # noqa: F401
                                signed_in)
 from webapp.extensions import db
-from webapp.models import ApiToken, AuditEvent, Role, UserSession, utcnow
+from webapp.models import AuditEvent, Role, UserSession, utcnow
 
 ROOT = Path(__file__).resolve().parent.parent
 HSTS = "max-age=31536000; includeSubDomains"
@@ -150,7 +150,8 @@ def test_password_reset_and_disable_end_every_session(app, clean_login_limits):
                     client=remembered).status_code == 303
     token_cookie = remembered.get_cookie("remember_token").value
 
-    response = admin.post(f"/admin/users/{account.id}/password", data={"csrf_token": csrf_of(admin)})
+    response = admin.post(f"/admin/users/{account.id}/password",
+                          data={"csrf_token": csrf_of(admin)})
     assert response.status_code == 200
     for browser in browsers + [remembered, _with_cookies(app, remember_token=token_cookie)]:
         assert _goes_to_login(browser.get("/"))
@@ -240,7 +241,8 @@ def test_password_reset_revokes_the_users_api_tokens(app, clean_login_limits):
     admin = signed_in(app, make_account(app, Role.ADMIN, "reset-tokens-admin"))
     account = make_account(app, Role.EDITOR, "reset-tokens")
     person = signed_in(app, account)
-    response = person.post("/account/tokens", data={"name": "second", "csrf_token": csrf_of(person)})
+    response = person.post("/account/tokens",
+                           data={"name": "second", "csrf_token": csrf_of(person)})
     second = html.unescape(dict(_SECRET.findall(response.get_data(as_text=True)))["API token"])
     bystander = make_account(app, Role.EDITOR, "reset-bystander")
     assert _api_status(app, account.token) == _api_status(app, second) == 404
@@ -265,8 +267,8 @@ def test_admin_revokes_all_api_tokens_of_a_user(app, clean_login_limits):
 
     # The button: a POST form with the CSRF token, confirmed before it is sent.
     page = admin.get("/admin/users").get_data(as_text=True)
-    (form,) = re.findall(rf'<form[^>]*action="/admin/users/{account.id}/tokens/revoke"[^>]*>.*?</form>',
-                         page, re.S)
+    (form,) = re.findall(rf'<form[^>]*action="/admin/users/{account.id}/tokens/revoke"'
+                         r'[^>]*>.*?</form>', page, re.S)
     assert 'method="post"' in form and 'name="csrf_token"' in form
     assert "hx-confirm=" in form and "Revoke API tokens" in form
     # Without the CSRF token: refused, nothing revoked.

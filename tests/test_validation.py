@@ -1,4 +1,5 @@
-"""Invalid input, through the form and through the API: 400, field-level messages, nothing stored."""
+"""Invalid input, through the form and through the API: 400, field-level messages, nothing
+stored."""
 from __future__ import annotations
 
 import html as htmllib

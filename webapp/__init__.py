@@ -76,7 +76,8 @@ def check_settings(app: Flask) -> None:
         key = os.environ.get("SECRET_KEY", "")
         if key in INSECURE_KEYS or len(key) < 32:
             raise RuntimeError("PRESSROOM_ENV=production needs SECRET_KEY set to a random value "
-                               "of at least 32 characters (it is missing, short or a known default).")
+                               "of at least 32 characters (it is missing, short or a known "
+                               "default).")
     from .generation.pricing import price_table
     from .generation.ratelimit import parse_limits
     try:
@@ -102,7 +103,8 @@ def check_settings(app: Flask) -> None:
 
 def register_extensions(app: Flask) -> None:
     db.init_app(app)
-    migrate.init_app(app, db, directory=os.path.join(os.path.dirname(app.instance_path), "migrations"))
+    migrate.init_app(app, db, directory=os.path.join(os.path.dirname(app.instance_path),
+                                                     "migrations"))
     csrf.init_app(app)
     login_manager.init_app(app)
     login_manager.login_view = "auth.login"
@@ -337,7 +339,8 @@ def register_template_helpers(app: Flask) -> None:
 
     app.jinja_env.filters["markdown"] = render_markdown
     app.jinja_env.filters["duration"] = _duration
-    app.jinja_env.filters["dict_without_page"] = lambda d: {k: v for k, v in d.items() if k != "page"}
+    app.jinja_env.filters["dict_without_page"] = lambda d: {k: v for k, v in d.items()
+                                                            if k != "page"}
     app.jinja_env.globals["poll_interval"] = lambda: app.config["POLL_INTERVAL"]
 
 

@@ -9,7 +9,7 @@ from flask.cli import AppGroup, with_appcontext
 
 from .extensions import db
 from .models import Batch, Role
-from .services import batches as batch_service, progress, system, users
+from .services import control, listing, progress, system, users
 from .services.errors import ServiceError
 
 users_cli = AppGroup("users", help="Manage user accounts.")
@@ -31,7 +31,8 @@ class CliActor:
 def create_user(email: str, admin: bool, role: str | None) -> None:
     """Create a user; prints the password and an API token once."""
     try:
-        _, password, token = users.create_user(email, Role.ADMIN if admin else (role or Role.EDITOR))
+        _, password, token = users.create_user(email,
+                                               Role.ADMIN if admin else (role or Role.EDITOR))
     except ServiceError as exc:
         raise click.ClickException(str(exc))
     click.echo(f"email: {email.strip().lower()}")
@@ -64,7 +65,7 @@ def _batch(batch_id: int) -> Batch:
 @click.option("--limit", default=20, show_default=True)
 def list_batches(limit: int) -> None:
     """Newest batches with their progress."""
-    rows, total = batch_service.page_of_batches(1, limit)
+    rows, total = listing.page_of_batches(1, limit)
     click.echo(f"{'id':>6}  {'status':<10} {'done':>11}  {'provider':<12} name")
     for batch, done in rows:
         click.echo(f"{batch.id:>6}  {batch.status:<10} {done:>5}/{batch.total:<5}  "
@@ -78,10 +79,12 @@ def show_batch(batch_id: int) -> None:
     """One batch: counts by status, spend, and its articles."""
     view = progress.batch_view(_batch(batch_id).id, with_rows=False)
     b = view.batch
-    click.echo(f"batch {b.id}: {b.name}\nstatus: {b.status}  {view.counts.done}/{view.counts.total} "
-               f"({view.percent}%)  provider: {b.provider}  model: {b.model}")
+    click.echo(f"batch {b.id}: {b.name}\nstatus: {b.status}  "
+               f"{view.counts.done}/{view.counts.total} ({view.percent}%)  "
+               f"provider: {b.provider}  model: {b.model}")
     click.echo("counts: " + ", ".join(f"{s} {n}" for s, n in view.counts.by_status.items() if n))
-    click.echo(f"spent: ${view.counts.spend:.4f}" + (f" of ${b.budget_usd:.2f}" if b.budget_usd else ""))
+    click.echo(f"spent: ${view.counts.spend:.4f}"
+               + (f" of ${b.budget_usd:.2f}" if b.budget_usd else ""))
     for reason in (b.paused_reason, b.stop_reason, b.dispatch_error):
         if reason:
             click.echo(reason)
@@ -104,21 +107,21 @@ def _act(batch_id: int, action, done: str) -> None:
 @click.argument("batch_id", type=int)
 def cancel_batch(batch_id: int) -> None:
     """Cancel a batch (running articles stop within a second)."""
-    _act(batch_id, batch_service.cancel_batch, f"Batch {batch_id} is cancelling.")
+    _act(batch_id, control.cancel_batch, f"Batch {batch_id} is cancelling.")
 
 
 @batches_cli.command("pause")
 @click.argument("batch_id", type=int)
 def pause_batch(batch_id: int) -> None:
     """Pause a batch: nothing new is sent."""
-    _act(batch_id, batch_service.pause_batch, f"Batch {batch_id} is paused.")
+    _act(batch_id, control.pause_batch, f"Batch {batch_id} is paused.")
 
 
 @batches_cli.command("resume")
 @click.argument("batch_id", type=int)
 def resume_batch(batch_id: int) -> None:
     """Resume a paused batch."""
-    _act(batch_id, batch_service.resume_batch, f"Batch {batch_id} is resumed.")
+    _act(batch_id, control.resume_batch, f"Batch {batch_id} is resumed.")
 
 
 @batches_cli.command("requeue")
@@ -127,7 +130,7 @@ def resume_batch(batch_id: int) -> None:
 def requeue_batch(batch_id: int, failed: bool) -> None:
     """Send a batch's queued articles to the queue again (after Redis lost them)."""
     try:
-        count = batch_service.requeue(CliActor(), _batch(batch_id), include_failed=failed)
+        count = control.requeue(CliActor(), _batch(batch_id), include_failed=failed)
     except ServiceError as exc:
         raise click.ClickException(str(exc))  # e.g. the queue is unreachable
     click.echo(f"Sent {count} articles of batch {batch_id} to the queue.")

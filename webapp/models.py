@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 from typing import Optional
 
 from flask_login import UserMixin
-from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint, func, select
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from .extensions import db
@@ -286,6 +286,16 @@ class ArticleVersion(db.Model):
     source: Mapped[str] = mapped_column(String(32))
     created_by: Mapped[Optional[int]] = mapped_column(ForeignKey("users.id"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    @staticmethod
+    def keep(article_id: int, body: str, source: str, user_id: Optional[int]) -> int:
+        """Keep a body as the article's next version; its number (the caller commits)."""
+        number = (db.session.scalar(select(func.max(ArticleVersion.number))
+                                    .where(ArticleVersion.article_id == article_id)) or 0) + 1
+        db.session.add(ArticleVersion(article_id=article_id, number=number, body=body,
+                                      source=source, created_by=user_id))
+        db.session.flush()
+        return number
 
 
 class WebhookDelivery(db.Model):

@@ -228,12 +228,13 @@ def _unfinished_batches_cancelled(app) -> None:
     FakeAI settings then stop within a chunk, instead of making the clean-up wait for them."""
     from webapp.extensions import db
     from webapp.models import Batch, BatchStatus, User
-    from webapp.services import batches
+    from webapp.services import control
 
     with app.app_context():
         admin = db.session.scalar(select(User).where(User.email == ACCOUNTS["admin"][0]))
-        for batch in db.session.scalars(select(Batch).where(Batch.status.not_in(BatchStatus.FINAL))).all():
-            batches.cancel_batch(admin, batch)
+        for batch in db.session.scalars(select(Batch)
+                                        .where(Batch.status.not_in(BatchStatus.FINAL))).all():
+            control.cancel_batch(admin, batch)
 
 
 def _slug(text: str) -> str:

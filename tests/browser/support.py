@@ -49,7 +49,7 @@ def submit_batch(app, email: str, name: str, titles: list[str], **fields) -> int
     subject is what happens after the form, which test_batches covers)."""
     from webapp.extensions import db
     from webapp.models import User
-    from webapp.services import batches
+    from webapp.services import submission
 
     data = {"name": name, "titles": "\n".join(titles), "model": "gpt-4o-mini",
             "target_words": "200", "tone": "neutral", "language": "English",
@@ -57,7 +57,7 @@ def submit_batch(app, email: str, name: str, titles: list[str], **fields) -> int
     data.update({k: str(v) for k, v in fields.items()})
     with app.app_context():
         user = db.session.scalar(select(User).where(User.email == email))
-        result = batches.submit(user, data)
+        result = submission.submit(user, data)
         assert result.batch is not None, result.errors
         assert not result.dispatch_error, result.dispatch_error
         return result.batch.id

@@ -109,7 +109,8 @@ def test_submit_from_form_watch_it_live_then_polling_stops(page, app, fake, work
             # The README's picture: the bar partly filled, rows written, being written
             # and waiting. Taken from this run, so it always shows the current pages.
             readme_shot.append(shot(page, "mid-way"))
-        return pct == 100 and page.locator("#batch-progress .summary .badge").inner_text() == "succeeded"
+        return (pct == 100
+                and page.locator("#batch-progress .summary .badge").inner_text() == "succeeded")
 
     wait_in_page(page, watch, FINISH_TIMEOUT, "the batch page to show the batch finished")
     shot(page, "finished")

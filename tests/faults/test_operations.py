@@ -17,7 +17,7 @@ from tests.support import SECRET_KEY, activate_celery
 from tests.faults.conftest import (HEARTBEAT_EVERY, LEASE_SECONDS, MAX_ATTEMPTS, METRICS_TOKEN,
                                    article_rows, assert_exactly_once, build_app, elapsed,
                                    own_database, preserved_globals, record_figure)
-from tests.helpers import batch_state, wait_batch_final, wait_until
+from tests.helpers import FINISH_TIMEOUT, batch_state, wait_batch_final, wait_until
 
 OUTSIDE = {"REMOTE_ADDR": "203.0.113.7"}  # not in METRICS_ALLOW (loopback only)
 BEARER = {"Authorization": f"Bearer {METRICS_TOKEN}"}
@@ -140,8 +140,14 @@ def test_metrics_after_a_batch_show_provider_histograms(env):
     client = env.client()
     batch_id = env.submit(client, "Metrics batch", ["Measured one", "Measured two"])
     assert wait_batch_final(env.app, batch_id)["status"] == "succeeded"
-    text = env.app.test_client().get("/metrics", environ_base=OUTSIDE,
-                                     headers=BEARER).get_data(as_text=True)
+
+    def scraped():
+        # The batch's own figures are written just after its final status is committed.
+        text = env.app.test_client().get("/metrics", environ_base=OUTSIDE,
+                                         headers=BEARER).get_data(as_text=True)
+        return text if "pressroom_batch_duration_seconds_count 1.0" in text.splitlines() \
+            else None
+    text = wait_until(scraped, FINISH_TIMEOUT, "the finished batch's metrics")
     lines = text.splitlines()
     assert 'pressroom_articles{status="succeeded"} 2.0' in lines
     model = 'model="gpt-4o-mini"'
@@ -225,7 +231,7 @@ def test_system_page_answers_fast_with_a_frozen_worker_and_shows_it_stale(env):
         assert full.status_code == 200 and seconds < 2
         out = env.app.test_cli_runner().invoke(args=["workers"])
         assert out.exit_code == 0
-        line = next(l for l in out.output.splitlines() if worker.hostname in l)
+        line = next(row for row in out.output.splitlines() if worker.hostname in row)
         assert "NOT RESPONDING" in line
     finally:
         worker.thaw()
@@ -254,7 +260,7 @@ def test_cli_batches_workers_and_queues(env):
     assert env.queue_state() == (3, 0)
 
     listing = _cli(env, "batches", "list").output
-    line = next(l for l in listing.splitlines() if l.split()[:1] == [str(batch_id)])
+    line = next(row for row in listing.splitlines() if row.split()[:1] == [str(batch_id)])
     assert "queued" in line and "0/3" in line and "CLI batch" in line
     shown = _cli(env, "batches", "show", str(batch_id)).output
     assert f"batch {batch_id}: CLI batch" in shown and "status: queued" in shown
@@ -293,7 +299,8 @@ def test_cli_batches_workers_and_queues(env):
 
     worker = env.workers.start(concurrency=4)
     workers = _cli(env, "workers").output
-    assert worker.hostname in workers and "pool=thread" in workers and "NOT RESPONDING" not in workers
+    assert (worker.hostname in workers and "pool=thread" in workers
+            and "NOT RESPONDING" not in workers)
     assert wait_batch_final(env.app, batch_id)["status"] == "succeeded"
     env.wait_queue_drained()
     assert assert_exactly_once(env, [batch_id, other]) == {**{t: 1 for t in titles},

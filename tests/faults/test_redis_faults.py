@@ -209,19 +209,19 @@ def test_redis_restarted_empty_mid_batch_is_redispatched(env):
 def test_crash_between_commit_and_publish_is_dispatched_once_by_the_reconciler(env, monkeypatch):
     from webapp.extensions import db
     from webapp.models import User
-    from webapp.services import batches
+    from webapp.services import submission
 
     class Crash(BaseException):
         """The web process dies here: after the commit, before anything is published."""
 
     def crash(batch_id):
         raise Crash()
-    monkeypatch.setattr(batches, "dispatch", crash)
+    monkeypatch.setattr(submission, "dispatch", crash)
     titles = ["Crashed before publish 1", "Crashed before publish 2", "Crashed before publish 3"]
     with env.app.app_context():
         user = db.session.scalar(select(User).where(User.email == ACCOUNTS["editor"][0]))
         with pytest.raises(Crash):
-            batches.submit(user, {"name": "Crashed", "titles": "\n".join(titles),
+            submission.submit(user, {"name": "Crashed", "titles": "\n".join(titles),
                                   "target_words": 200})
         db.session.rollback()
     monkeypatch.undo()
@@ -246,7 +246,8 @@ def test_crash_between_commit_and_publish_is_dispatched_once_by_the_reconciler(e
 
 
 def _done_in_db(env, batch_id: int) -> int:
-    return sum(a.status in ("succeeded", "failed", "cancelled") for a in article_rows(env, batch_id))
+    return sum(a.status in ("succeeded", "failed", "cancelled")
+               for a in article_rows(env, batch_id))
 
 
 def _only_batch(env) -> int:

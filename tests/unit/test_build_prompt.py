@@ -35,7 +35,8 @@ def test_no_instructions_adds_nothing():
 
 def test_batch_instructions_alone():
     prompt = prompts.build_prompt("About {{ title }}.", **ROW, instructions="Use British spelling.")
-    assert prompt.user_text == "About Tides.\n\nInstructions for the whole batch: Use British spelling."
+    assert prompt.user_text == ("About Tides.\n\n"
+                                "Instructions for the whole batch: Use British spelling.")
 
 
 def test_version_instructions_alone():

@@ -44,14 +44,16 @@ def test_price_table_overrides_and_extends_the_defaults():
     '{"gpt-4o": [null, 2]}',
 ])
 def test_a_bad_price_table_says_what_it_should_look_like(raw):
-    with pytest.raises(ValueError, match=r'PRICE_TABLE must be JSON like \{"model": \[input, output\]\}'):
+    with pytest.raises(ValueError,
+                       match=r'PRICE_TABLE must be JSON like \{"model": \[input, output\]\}'):
         pricing.price_table({"PRICE_TABLE": raw})
 
 
 def test_the_price_for_a_batch():
     config = {"PRICE_TABLE": '{"house-model": [0.2, 0.4]}'}
     assert pricing.price_for(config, "openai", "gpt-4.1-nano") == (0.10, 0.40)
-    assert pricing.price_for(config, "openai-compatible (llm.internal)", "house-model") == (0.2, 0.4)
+    assert pricing.price_for(config, "openai-compatible (llm.internal)",
+                             "house-model") == (0.2, 0.4)
     assert pricing.price_for(config, "openai", "no-such-model") is None
     # The offline provider is free whatever the model, even one with no price.
     assert pricing.price_for(config, OFFLINE, "no-such-model") == (0.0, 0.0)
@@ -65,13 +67,15 @@ def _prompts():
 def test_an_estimate_counts_prompts_and_expects_the_target_length():
     est = pricing.estimate({}, "openai", "gpt-4o-mini", _prompts())
     assert est.articles == 2
-    assert est.completion_tokens == int(300 * pricing.TOKENS_PER_WORD) + int(500 * pricing.TOKENS_PER_WORD)
+    assert est.completion_tokens == (int(300 * pricing.TOKENS_PER_WORD)
+                                     + int(500 * pricing.TOKENS_PER_WORD))
     # Each prompt counted whole (system message and the user's text), then summed.
     assert est.prompt_tokens == sum(count_chat_tokens("gpt-4o-mini", p.messages())[0]
                                     for p in _prompts())
     assert est.prompt_tokens > 2 * len("Write about tides.".split()) and est.exact_prompt
     assert est.total_tokens == est.prompt_tokens + est.completion_tokens
-    assert est.cost == pytest.approx((est.prompt_tokens * 0.15 + est.completion_tokens * 0.60) / 1e6)
+    assert est.cost == pytest.approx((est.prompt_tokens * 0.15
+                                      + est.completion_tokens * 0.60) / 1e6)
     assert not est.free
 
 

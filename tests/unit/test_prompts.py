@@ -55,11 +55,14 @@ LONG_ROW_BOMB = "{% for k in keywords.split(',') %}{{ notes }}{% endfor %}"
 LONG_ROW = dict(prompts.SAMPLE_ROW, keywords=",".join(["kw"] * 160), notes="n" * 2000)
 
 ALLOWED = """Title: {{ title|upper }} ({{ words }} words, {{ language|lower }})
-{% if tone == 'formal' %}Be formal.{% elif tone == 'friendly' and words > 500 %}Be friendly, at length.{% else %}Be plain.{% endif %}
+{% if tone == 'formal' %}Be formal.{% elif tone == 'friendly' and words > 500 %}\
+Be friendly, at length.{% else %}Be plain.{% endif %}
 {% for k in keywords.split(',') %}- {{ k|trim|capitalize }}{% if not loop.last %}
 {% endif %}{% endfor %}
-{{ notes|default('no notes', true)|truncate(20) }} / {{ keywords|replace(',', ';') }} / {{ title ~ '!' }}
-{{ keywords.split(',')|join(' + ') }} / {{ title|wordcount }} words / {{ title[:3] }} / {{ words // 2 }}"""
+{{ notes|default('no notes', true)|truncate(20) }} / {{ keywords|replace(',', ';') }} / \
+{{ title ~ '!' }}
+{{ keywords.split(',')|join(' + ') }} / {{ title|wordcount }} words / {{ title[:3] }} / \
+{{ words // 2 }}"""
 
 
 def _timed(fn, *args, **kwargs):

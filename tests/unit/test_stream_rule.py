@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from webapp.generation.provider import OfflineProvider, Prompt, ProviderError, Stream, require_finish
+from webapp.generation.provider import (OfflineProvider, Prompt, ProviderError, Stream,
+                                        require_finish)
 
 
 def _prompt() -> Prompt:

@@ -94,7 +94,8 @@ def _date(name: str) -> datetime | None:
 @bp.get("/audit")
 def audit_log():
     """The audit log, filtered by action, person and dates (filters live in the URL)."""
-    flt = audit.AuditFilter(action=request.args.get("action", "") if request.args.get("action") in audit.ACTIONS else "",
+    flt = audit.AuditFilter(action=(request.args.get("action", "")
+                                    if request.args.get("action") in audit.ACTIONS else ""),
                             actor=request.args.get("actor", "")[:255],
                             since=_date("since"), until=_date("until"))
     page = int_arg("page", 1, high=1_000_000)  # × 50 per page must fit an OFFSET

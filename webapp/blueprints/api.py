@@ -7,7 +7,7 @@ from flask import Blueprint, g, jsonify, request, url_for
 
 from ..extensions import db
 from ..models import Article, Batch
-from ..services import batches, progress, users
+from ..services import control, progress, submission, users
 from ..services.errors import Conflict, Invalid, NotAllowed, NotFound, ServiceError
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -56,7 +56,8 @@ def token_required(view):
         scheme, _, token = header.partition(" ")
         user = users.user_for_token(token.strip()) if scheme.lower() == "bearer" else None
         if user is None:
-            raise ApiError(401, "unauthorized", "Send a valid API token as 'Authorization: Bearer <token>'.")
+            raise ApiError(401, "unauthorized",
+                           "Send a valid API token as 'Authorization: Bearer <token>'.")
         g.api_user = user
         return view(*args, **kwargs)
     return wrapper
@@ -95,7 +96,7 @@ def create_batch():
     data = request.get_json(silent=True)
     if not isinstance(data, dict):
         raise ApiError(400, "invalid_json", "The body must be a JSON object.")
-    result = batches.submit(g.api_user, data)
+    result = submission.submit(g.api_user, data)
     db.session.expire_all()
     response = jsonify(_batch_json(db.session.get(Batch, result.batch.id), with_articles=True))
     response.status_code = 201
@@ -129,7 +130,7 @@ def _accepted(batch_id: int):
 @token_required
 def cancel_batch(batch_id: int):
     """Cancel a batch; running articles stop within a second."""
-    batches.cancel_batch(g.api_user, _batch(batch_id))
+    control.cancel_batch(g.api_user, _batch(batch_id))
     return _accepted(batch_id)
 
 
@@ -137,7 +138,7 @@ def cancel_batch(batch_id: int):
 @token_required
 def pause_batch(batch_id: int):
     """Pause a batch: nothing new is sent until it is resumed."""
-    batches.pause_batch(g.api_user, _batch(batch_id))
+    control.pause_batch(g.api_user, _batch(batch_id))
     return _accepted(batch_id)
 
 
@@ -145,7 +146,7 @@ def pause_batch(batch_id: int):
 @token_required
 def resume_batch(batch_id: int):
     """Resume a paused batch where it stopped."""
-    batches.resume_batch(g.api_user, _batch(batch_id))
+    control.resume_batch(g.api_user, _batch(batch_id))
     return _accepted(batch_id)
 
 

@@ -7,7 +7,7 @@ from flask_login import current_user, login_required
 
 from ..extensions import db
 from ..models import Article, Role
-from ..services import batches, progress, review
+from ..services import control, progress, review
 from ..services.errors import Invalid
 from .access import roles_required
 from .htmx import STOP_POLLING, is_htmx
@@ -45,7 +45,7 @@ def article_live(article_id: int):
 def cancel_article(article_id: int):
     """Cancel one article."""
     article = db.get_or_404(Article, article_id)
-    batches.cancel_article(current_user, article)
+    control.cancel_article(current_user, article)
     if is_htmx():
         return render_template("_partials/_article_row.html", row=progress.article_row(article_id),
                                can_manage=True, live_words={})

@@ -12,7 +12,7 @@ from wtforms.fields.choices import SelectChoice
 from ..extensions import db, limiter
 from ..forms import NewBatchForm
 from ..models import Batch, Role
-from ..services import batches, exports, progress, review, templates
+from ..services import control, exports, progress, review, submission, templates
 from ..services.errors import Invalid
 from ..services.outcomes import Outcome
 from .access import int_arg, roles_required
@@ -71,8 +71,8 @@ def _new_batch_form() -> NewBatchForm:
 def _new_batch_page(form: NewBatchForm, errors: dict | None = None, check=None):
     refused = bool(errors) or (check is not None and not check.ok)
     return render_template("new_batch.html", form=form, errors=errors or {}, preflight=check,
-                           models=batches.allowed_models(),
-                           provider=batches.current_provider()), (400 if refused else 200)
+                           models=submission.allowed_models(),
+                           provider=submission.current_provider()), (400 if refused else 200)
 
 
 @bp.route("/batches/new", methods=["GET", "POST"])
@@ -85,11 +85,11 @@ def new_batch():
     if not form.validate_on_submit():  # only CSRF is checked by WTForms
         return _new_batch_page(form, {"form": ["The form expired; please submit it again."]})
     data = form.raw_data()
-    check = batches.check_import(data, request.files.get("import_file"))
+    check = submission.check_import(data, request.files.get("import_file"))
     if check is not None and not check.confirmed:  # shown to be checked; nothing is stored
         return _new_batch_page(form, check=check)
     try:
-        done = batches.submit(current_user, data, rows=check.rows if check else None)
+        done = submission.submit(current_user, data, rows=check.rows if check else None)
     except Invalid as exc:  # the form again, with what was typed and the fields at fault
         return _new_batch_page(form, exc.fields, check)
     flash(done.outcome.message, done.outcome.level)
@@ -125,28 +125,28 @@ def _after_action(batch_id: int, outcome: Outcome):
 @bp.post("/batches/<int:batch_id>/cancel")
 def cancel_batch(batch_id: int):
     """Cancel a whole batch."""
-    batches.cancel_batch(current_user, db.get_or_404(Batch, batch_id))
+    control.cancel_batch(current_user, db.get_or_404(Batch, batch_id))
     return _after_action(batch_id, Outcome("Cancelling the batch.", "info"))
 
 
 @bp.post("/batches/<int:batch_id>/pause")
 def pause_batch(batch_id: int):
     """Pause a batch: nothing new is sent until it is resumed."""
-    batches.pause_batch(current_user, db.get_or_404(Batch, batch_id))
+    control.pause_batch(current_user, db.get_or_404(Batch, batch_id))
     return _after_action(batch_id, Outcome("The batch is paused.", "info"))
 
 
 @bp.post("/batches/<int:batch_id>/resume")
 def resume_batch(batch_id: int):
     """Resume a paused batch where it stopped."""
-    return _after_action(batch_id, batches.resume_batch(current_user,
+    return _after_action(batch_id, control.resume_batch(current_user,
                                                         db.get_or_404(Batch, batch_id)))
 
 
 @bp.post("/batches/<int:batch_id>/dispatch")
 def retry_dispatch(batch_id: int):
     """Send a batch whose dispatch failed to the queue again."""
-    return _after_action(batch_id, batches.redispatch(current_user,
+    return _after_action(batch_id, control.redispatch(current_user,
                                                       db.get_or_404(Batch, batch_id)))
 
 
@@ -166,7 +166,7 @@ def _estimate_limited(request_limit):
 def estimate():
     """Tokens and cost of the new-batch form as it stands, before anything is stored."""
     try:
-        result, error = batches.estimate_for(NewBatchForm().raw_data()), None
+        result, error = submission.estimate_for(NewBatchForm().raw_data()), None
     except Invalid as exc:  # the chosen template cannot make these prompts: the partial says why
         result, error = None, exc.message
     return render_template("_partials/_estimate.html", estimate=result, error=error)

@@ -1,15 +1,11 @@
 """The one writer of status: every change of an article's or a batch's state is here.
 
-Each transition is an `UPDATE ... WHERE status IN (the states it may start from)` (and,
-for a running article, the claim token of the delivery that owns it) that reports
-whether it happened: True or False, the number of rows for those that act on a whole
-batch, the new task id (or None) for a re-queue. A transition that loses a race changes
-nothing and says so. Each commits at once, so that SQLite write locks are held for
-milliseconds, unless the caller passes commit=False to make it part of its own
-transaction (with an audit record, or with a second transition that must not be seen
-without it). Rows are created in their first state (queued) by services/batches.py;
-after that nothing outside this module writes `status` (tests/unit/test_lifecycle.py
-checks the source tree).
+Each transition is an `UPDATE ... WHERE status IN (its start states)` (for a running article,
+also the owner's claim token) that says whether it happened: a bool, a row count for whole
+batches, the new task id (or None) for a re-queue; one that loses a race changes nothing.
+Each commits at once (SQLite write locks held for milliseconds) unless commit=False makes it
+part of the caller's transaction. Rows are created queued by services/submission.py; after
+that nothing else writes `status` (tests/unit/test_lifecycle.py checks the source tree).
 
 Articles
 --------
@@ -22,43 +18,37 @@ running, cancelling (owner)   succeeded   complete                tasks
 running, cancelling (owner)   failed      fail                    tasks (provider error)
 queued                        failed      fail_unstarted          tasks (the template refused it)
 running, lease lapsed         failed      fail_lost               reconciler (too many attempts)
-running (owner)               queued      release_for_retry       tasks (retryable error; the same
-                                                                  task id: Celery's retry reuses it)
-running, lease lapsed         queued      requeue_lost            reconciler (new task id; the
-                                                                  attempts count on)
+running (owner)               queued      release_for_retry       tasks (retryable; same task id)
+running, lease lapsed         queued      requeue_lost            reconciler (attempts count on)
 succeeded, failed, cancelled  queued      requeue, requeue_many   review.regenerate(_many),
-                                                                  batches.resume_batch (articles the
-                                                                  breaker failed), batches.requeue
+                                                                  control.resume_batch (articles the
+                                                                  breaker failed), control.requeue
                                                                   --failed (new task id, attempts 0)
 succeeded, failed, cancelled  succeeded   restore                 review.restore
-queued, cancelling            cancelled   mark_cancelled          tasks (cancel seen before the
-                                                                  claim), batches.cancel_article,
-                                                                  reconciler (the owner is gone)
+queued, cancelling            cancelled   mark_cancelled          tasks (before the claim),
+                                                                  control.cancel_article, reconciler
 running, cancelling (owner)   cancelled   mark_cancelled(token)   tasks (cancel seen while writing)
-queued (of a batch)           cancelled   cancel_queued           batches.cancel_batch,
+queued (of a batch)           cancelled   cancel_queued           control.cancel_batch,
                                                                   enforce_budget
-running (of a batch)          cancelling  request_cancel_running  batches.cancel_batch (a lapsed
+running (of a batch)          cancelling  request_cancel_running  control.cancel_batch (a lapsed
                               cancelled                           lease has no worker: cancelled)
-running                       cancelling  request_cancel_article  batches.cancel_article
+running                       cancelling  request_cancel_article  control.cancel_article
 
 Batches
 -------
 from                          to          transition              by
 ----------------------------  ----------  ----------------------  -------------------------------
 queued                        running     mark_batch_running      tasks (the first claim)
-queued, running               paused      pause_batch             batches.pause_batch, tasks (the
-                                                                  circuit breaker)
-paused                        running     resume_batch            batches.resume_batch
-queued, running, paused,      cancelling  request_cancel_batch    batches.cancel_batch
+queued, running               paused      pause_batch             control.pause_batch, breaker
+paused                        running     resume_batch            control.resume_batch
+queued, running, paused,      cancelling  request_cancel_batch    control.cancel_batch
 cancelling
 not final, no article open    succeeded,  finalize_batch          tasks, reconciler, batches
                               failed,
                               cancelled
-succeeded, failed, cancelled  running     reopen_batch            review.regenerate(_many) (the
-                                                                  earlier stop is forgotten),
-                                                                  batches.requeue --failed (kept)
-not final                     (same)      enforce_budget          tasks: records why it stopped and
-                                                                  cancels its queued articles
+succeeded, failed, cancelled  running     reopen_batch            review.regenerate(_many),
+                                                                  control.requeue --failed
+not final                     (same)      enforce_budget          tasks (cancels what is queued)
 """
 from __future__ import annotations
 
@@ -76,8 +66,7 @@ from ..models import (Article, ArticleStatus as A, ArticleVersion, Batch, BatchS
 # "Leave this column as it is" (None would clear it).
 KEEP = object()
 
-# Marks an article that failed on a key or quota error (the circuit breaker's): the cause
-# is the provider account's, so resuming the batch once it is fixed tries the article again.
+# A failure on a key or quota error (the account's fault): resuming the batch retries it.
 BREAKER_NOTE = "Stopped by the circuit breaker."
 
 
@@ -89,7 +78,7 @@ def _run(stmt, commit: bool) -> int:
     return result.rowcount
 
 
-def _apply(stmt, commit: bool = True) -> bool:
+def _apply(stmt, commit: bool = True) -> bool:  # one row, so it happened
     return _run(stmt, commit) == 1
 
 
@@ -141,19 +130,9 @@ def complete(article_id: int, token: str, *, body: str, words: int, prompt_token
         commit=False)
     if stored:
         # In the same transaction: a stored body always has its version.
-        add_version(article_id, body, "generated", None)
+        ArticleVersion.keep(article_id, body, "generated", None)
     db.session.commit()
     return stored
-
-
-def add_version(article_id: int, body: str, source: str, user_id: Optional[int]) -> int:
-    """Keep a body as the article's next version (the caller commits)."""
-    number = (db.session.scalar(select(func.max(ArticleVersion.number))
-                                .where(ArticleVersion.article_id == article_id)) or 0) + 1
-    db.session.add(ArticleVersion(article_id=article_id, number=number, body=body,
-                                  source=source, created_by=user_id))
-    db.session.flush()
-    return number
 
 
 def _failed(error: str, note: Optional[str] = None) -> dict:

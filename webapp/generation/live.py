@@ -45,6 +45,17 @@ def flag_articles_cancelled(client: redis.Redis, article_ids: Iterable[int]) -> 
     pipe.execute()
 
 
+def forget_cancel(client: redis.Redis, batch_id: Optional[int],
+                  article_ids: Iterable[int]) -> None:
+    """Drop old cancel flags of articles written again (and of their batch, when it was
+    reopened), so that the new attempts are not cancelled by a cancel that is over."""
+    keys = [article_cancel_key(a) for a in article_ids]
+    if batch_id is not None:
+        keys.append(batch_cancel_key(batch_id))
+    if keys:
+        client.delete(*keys)
+
+
 def _cancel_keys(batch_id: int, article_id: int) -> tuple[str, str]:
     return batch_cancel_key(batch_id), article_cancel_key(article_id)
 
@@ -70,7 +81,8 @@ def read_progress(client: redis.Redis, task_ids: list[str],
     return out, raw[len(task_ids):]
 
 
-def read_article_live(client: redis.Redis, task_id: str, article_id: int) -> tuple[Optional[dict], str]:
+def read_article_live(client: redis.Redis, task_id: str,
+                      article_id: int) -> tuple[Optional[dict], str]:
     """Progress meta and text so far of one article, in one round trip."""
     meta_raw, text = client.mget(result_key(task_id), text_key(article_id))
     return _decode(meta_raw), (text.decode("utf-8", "replace") if text else "")

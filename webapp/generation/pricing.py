@@ -44,7 +44,8 @@ def price_for(config, provider: str, model: str) -> Optional[tuple[float, float]
     return price_table(config).get(model)
 
 
-def cost_of(price: Optional[tuple[float, float]], prompt_tokens: int, completion_tokens: int) -> float:
+def cost_of(price: Optional[tuple[float, float]], prompt_tokens: int,
+            completion_tokens: int) -> float:
     if not price:
         return 0.0
     return (prompt_tokens * price[0] + completion_tokens * price[1]) / 1_000_000

@@ -201,7 +201,8 @@ def classify(exc: Exception) -> ProviderError:
     if isinstance(exc, openai.APITimeoutError):
         return ProviderError("The provider did not answer in time.", retryable=True, kind="timeout")
     if isinstance(exc, openai.APIConnectionError):
-        return ProviderError("Could not connect to the provider.", retryable=True, kind="connection")
+        return ProviderError("Could not connect to the provider.", retryable=True,
+                             kind="connection")
     if isinstance(exc, openai.APIStatusError):
         status, code = exc.status_code, _code(exc)
         if status == 429 and code == "insufficient_quota":
@@ -243,8 +244,8 @@ class OfflineProvider:
         pause = self.delay / max(1, len(pieces))
 
         def deltas():
-            header = (f"# {prompt.title}\n\n> **Offline placeholder.** Pressroom wrote this without "
-                      f"an LLM because no OPENAI_API_KEY is set.\n\n")
+            header = (f"# {prompt.title}\n\n> **Offline placeholder.** Pressroom wrote this "
+                      f"without an LLM because no OPENAI_API_KEY is set.\n\n")
             yield header
             for piece in pieces:
                 if stopped:

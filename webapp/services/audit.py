@@ -13,8 +13,9 @@ from ..extensions import db
 from ..models import AuditEvent, User
 
 ACTIONS = ("sign_in", "sign_in_failed", "sign_out", "batch_submitted", "batch_cancelled",
-           "article_cancelled", "batch_dispatched", "batch_paused", "batch_resumed", "user_created", "user_role_changed",
-           "user_disabled", "user_enabled", "password_reset", "token_created", "token_revoked", "template_created", "template_edited",
+           "article_cancelled", "batch_dispatched", "batch_paused", "batch_resumed",
+           "user_created", "user_role_changed", "user_disabled", "user_enabled", "password_reset",
+           "token_created", "token_revoked", "template_created", "template_edited",
            "template_archived", "template_restored", "article_reviewed", "article_edited",
            "article_regenerated", "version_restored", "batch_duplicated", "batch_exported")
 

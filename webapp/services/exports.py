@@ -14,7 +14,7 @@ from sqlalchemy import select
 from ..extensions import db
 from ..models import Article, ArticleStatus as A, Batch, ReviewStatus as R, User
 from . import audit
-from .batches import can_manage
+from .control import can_manage
 from .errors import NotAllowed, NotFound
 
 FORMATS = {"csv": "text/csv; charset=utf-8", "json": "application/json",

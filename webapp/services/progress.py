@@ -19,7 +19,8 @@ from ..extensions import db, get_redis
 from ..models import (Article, ArticleStatus as A, ArticleVersion, Batch, BatchStatus as B, Role,
                       User, utcnow)
 from . import review, users
-from .batches import BatchFilter, can_manage, page_of_batches
+from .listing import BatchFilter, page_of_batches
+from .control import can_manage
 from .errors import NotFound
 
 # Rows changed this long before the previous poll are sent again, so that a write that

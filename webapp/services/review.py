@@ -5,13 +5,13 @@ from typing import Optional
 
 from sqlalchemy import select
 
-from ..generation import dispatch as publish
-from ..generation import lifecycle
-from ..extensions import db
+from ..generation import dispatch as publish, lifecycle, live
+from ..extensions import db, get_redis
 from ..models import (Article, ArticleStatus as A, ArticleVersion, Batch, ReviewStatus as R, Role,
                       User, utcnow)
 from . import audit
-from .batches import can_manage, create_copy
+from .control import can_manage
+from .submission import create_copy
 from .errors import Conflict, Invalid, NotAllowed, NotFound
 from .outcomes import Outcome
 
@@ -88,7 +88,7 @@ def edit(user: User, article: Article, body: str) -> int:
         raise Invalid({"body": f"The article may be at most {MAX_BODY:,} characters."})
     if body == article.body:
         return 0
-    number = lifecycle.add_version(article.id, body, "edited", user.id)
+    number = ArticleVersion.keep(article.id, body, "edited", user.id)
     article.body, article.words, article.updated_at = body, len(body.split()), utcnow()
     audit.record("article_edited", user=user, target=f"article:{article.id}",
                  detail=f"version {number}", commit=False)
@@ -107,7 +107,7 @@ def restore(user: User, article: Article, version_id: int) -> int:
     if not lifecycle.restore(article.id, version.body, commit=False):
         db.session.rollback()
         raise Conflict("Wait until the article has finished before restoring a version.")
-    number = lifecycle.add_version(article.id, version.body, f"restored v{version.number}", user.id)
+    number = ArticleVersion.keep(article.id, version.body, f"restored v{version.number}", user.id)
     audit.record("version_restored", user=user, target=f"article:{article.id}",
                  detail=f"v{version.number} as v{number}", commit=False)
     db.session.commit()
@@ -129,12 +129,12 @@ def regenerate(user: User, article: Article, extra_instructions: str = "") -> Ou
     if task_id is None:
         db.session.rollback()
         raise Conflict("The article is still being written.")
-    lifecycle.reopen_batch(article.batch_id, commit=False)
+    reopened = lifecycle.reopen_batch(article.batch_id, commit=False)
     audit.record("article_regenerated", user=user, target=f"article:{article.id}",
                  detail=extra[:200], commit=False)
     db.session.commit()
     return Outcome.sent("The article is being written again; earlier versions are kept.",
-                        _send([(article.id, task_id)], article.batch_id))
+                        _send([(article.id, task_id)], article.batch_id, reopened))
 
 
 def regenerate_many(user: User, batch: Batch, which: str) -> Outcome:
@@ -152,19 +152,23 @@ def regenerate_many(user: User, batch: Batch, which: str) -> Outcome:
         return Outcome(f"There are no {which} articles.", "info")
     pairs = lifecycle.requeue_many(ids, REGENERATING, from_states=(state,),
                                    extra_instructions=None, commit=False)
-    if pairs:
-        lifecycle.reopen_batch(batch.id, commit=False)
+    reopened = bool(pairs) and lifecycle.reopen_batch(batch.id, commit=False)
     audit.record("article_regenerated", user=user, target=f"batch:{batch.id}",
                  detail=f"{len(pairs)} {which} articles", commit=False)
     db.session.commit()
     count = len(pairs)
     done = (f"Writing {count} {which} article{'s' if count != 1 else ''} again." if count
             else f"There are no {which} articles.")
-    return Outcome.sent(done, _send(pairs, batch.id), "success" if count else "info")
+    return Outcome.sent(done, _send(pairs, batch.id, reopened), "success" if count else "info")
 
 
-def _send(pairs, batch_id: int) -> Optional[str]:
-    return publish.send(batch_id, lambda: publish.publish_articles(pairs))
+def _send(pairs, batch_id: int, reopened: bool) -> Optional[str]:
+    def publish_again():
+        # A cancelled article (or one of a cancelled batch, now reopened) keeps its cancel
+        # flags in Redis for a day: gone first, or the new attempt would stop at once.
+        live.forget_cancel(get_redis(), batch_id if reopened else None, [a for a, _ in pairs])
+        publish.publish_articles(pairs)
+    return publish.send(batch_id, publish_again)
 
 
 def duplicate(user: User, batch: Batch) -> Batch:

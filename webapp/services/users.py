@@ -34,7 +34,8 @@ def _clean_email(email: str) -> str:
     return email
 
 
-def create_user(email: str, role: str = Role.EDITOR, password: Optional[str] = None) -> tuple[User, str, str]:
+def create_user(email: str, role: str = Role.EDITOR,
+                password: Optional[str] = None) -> tuple[User, str, str]:
     """Create a user with a password and a first API token; both are returned once."""
     email = _clean_email(email)
     if role not in Role.ALL:

@@ -140,7 +140,8 @@ def validate_batch(data: dict, *, default_model: str, allowed_models: list[str],
             raise ValueError
         target_words = int(str(words_raw).strip()) if str(words_raw).strip() else 800
         if not MIN_WORDS <= target_words <= MAX_WORDS:
-            errors.add("target_words", f"Target length must be between {MIN_WORDS} and {MAX_WORDS} words.")
+            errors.add("target_words",
+                       f"Target length must be between {MIN_WORDS} and {MAX_WORDS} words.")
     except (TypeError, ValueError):
         errors.add("target_words", "Target length must be a whole number of words.")
         target_words = 0
@@ -214,6 +215,7 @@ def _budget(raw, errors: Errors) -> float | None:
         errors.add("budget_usd", "Budget must be an amount in US dollars, like 2.50.")
         return None
     if not 0 < value <= MAX_BUDGET or value != value:
-        errors.add("budget_usd", f"Budget must be more than 0 and at most {MAX_BUDGET:,.0f} dollars.")
+        errors.add("budget_usd",
+                   f"Budget must be more than 0 and at most {MAX_BUDGET:,.0f} dollars.")
         return None
     return value
