@@ -7,8 +7,8 @@ taken before a cancelled batch: the restored ids are given a new key.
 """
 from __future__ import annotations
 
-import shutil
 import sqlite3
+from contextlib import closing
 
 import pytest
 
@@ -84,6 +84,13 @@ def _cancel_flags(dedicated: Dedicated, batch_id: int) -> list[bytes]:
     return list(dedicated.redis.scan_iter(match=f"pressroom:*:cancel:batch:{batch_id}"))
 
 
+def _copy(source_path, target_path) -> None:
+    """SQLite's online backup: a consistent copy while the source is in use."""
+    with closing(sqlite3.connect(source_path)) as source, \
+            closing(sqlite3.connect(target_path)) as target:
+        source.backup(target)
+
+
 def _key(dedicated: Dedicated) -> str:
     with dedicated.app.app_context():
         return db.session.get(Installation, 1).key
@@ -108,27 +115,23 @@ def test_an_empty_database_on_the_same_redis_runs_its_batch_one(scoped, fake):
 
 def test_a_restored_backup_does_not_inherit_the_state_of_later_batches(scoped, fake, tmp_path):
     database, start = scoped
-    url = database("live")
-    path = url.removeprefix("sqlite:///")
-    live = start("scope-live", url)
+    path = database("live").removeprefix("sqlite:///")
+    live = start("scope-live", f"sqlite:///{path}")
     headers = _token(live)
     kept = _submit(live, headers, "Before the backup")
     assert wait_batch_final(live.app, kept)["status"] == "succeeded"
     live.wait_idle()
     backup = tmp_path / "backup.sqlite3"
-    with sqlite3.connect(path) as source, sqlite3.connect(backup) as copy:
-        source.backup(copy)
+    _copy(path, backup)
     cancelled = _submit_and_cancel(live, headers, fake)
     key_before = _key(live)
     live.stop()
 
-    # Restore the backup over the live database, then start again.
-    with live.app.app_context():
-        db.engine.dispose()
-    for suffix in ("-wal", "-shm"):
-        shutil.rmtree(path + suffix, ignore_errors=True)
-    with sqlite3.connect(backup) as source, sqlite3.connect(path) as target:
-        source.backup(target)
+    # Restore the backup (into a file of its own: overwriting a SQLite file that other
+    # connections have open is not something anyone should do), then start again.
+    restored_path = tmp_path / "restored.sqlite3"
+    _copy(backup, restored_path)
+    url = f"sqlite:///{restored_path}"
     restored = start("scope-restored", url)
     batch_id = _submit(restored, headers, "After the restore")
     assert batch_id == cancelled
