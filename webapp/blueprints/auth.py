@@ -12,7 +12,8 @@ from wtforms import BooleanField, EmailField, PasswordField
 from wtforms.validators import DataRequired, Length
 
 from ..extensions import limiter
-from ..services import audit, users
+from ..services import users
+from ..services.errors import Invalid
 
 bp = Blueprint("auth", __name__)
 
@@ -61,21 +62,19 @@ def login():
     if current_user.is_authenticated:
         return redirect(url_for("batches.dashboard"))
     form = LoginForm()
-    error = None
-    if form.validate_on_submit():
-        user = users.authenticate(form.email.data, form.password.data)
-        if user is None:
-            # One message for an unknown email and a wrong password.
-            error = "Wrong email or password."
-            audit.record("sign_in_failed", actor=(form.email.data or "").strip().lower()[:255])
-        else:
-            session.clear()  # a fresh session at sign-in: no fixation
-            users.start_session(user, request.user_agent.string, request.remote_addr)
-            login_user(user, remember=form.remember.data)
-            return redirect(safe_next(request.args.get("next")), code=303)
-    elif request.method == "POST":
-        error = "Enter your email and password."
-    return render_template("login.html", form=form, error=error), (FAILED if error else 200)
+    if request.method == "GET":
+        return render_template("login.html", form=form, error=None)
+    if not form.validate_on_submit():
+        return render_template("login.html", form=form,
+                               error="Enter your email and password."), FAILED
+    try:
+        user = users.sign_in(form.email.data, form.password.data)
+    except Invalid as exc:  # the form again, with the one message for every failure
+        return render_template("login.html", form=form, error=exc.message), FAILED
+    session.clear()  # a fresh session at sign-in: no fixation
+    users.start_session(user, request.user_agent.string, request.remote_addr)
+    login_user(user, remember=form.remember.data)
+    return redirect(safe_next(request.args.get("next")), code=303)
 
 
 @bp.route("/logout", methods=["POST"])

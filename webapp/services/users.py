@@ -97,6 +97,16 @@ def authenticate(email: str, password: str) -> Optional[User]:
     return user
 
 
+def sign_in(email: str, password: str) -> User:
+    """The active user with this email and password; a failure is audited and raises
+    Invalid with one message for an unknown email and a wrong password alike."""
+    user = authenticate(email, password)
+    if user is None:
+        audit.record("sign_in_failed", actor=(email or "").strip().lower()[:255])
+        raise Invalid({"password": "Wrong email or password."}, "Wrong email or password.")
+    return user
+
+
 def user_for_token(token: str) -> Optional[User]:
     """The active user a bearer token belongs to (one query), or None."""
     if not token:
