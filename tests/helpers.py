@@ -8,12 +8,13 @@ from __future__ import annotations
 import html
 import re
 import time
+from contextlib import contextmanager
 from typing import Any, Callable, Optional
 
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from webapp.extensions import db
-from webapp.models import Article, Batch
+from webapp.models import Article, Batch, PromptTemplate
 
 # Deadline for "the worker finishes a small batch": generous, because a 2-core CI machine
 # running the worker, the fake provider and the tests at once can be slow.
@@ -177,3 +178,30 @@ def wait_batch_final(app, batch_id: int, timeout: float = FINISH_TIMEOUT) -> dic
         state = batch_state(app, batch_id)
         return state if state["status"] in ("succeeded", "failed", "cancelled") else None
     return wait_until(final, timeout, f"batch {batch_id} to finish")
+
+
+@contextmanager
+def count_sql(app):
+    """Every SQL statement the app's engine sends inside the block, in order."""
+    statements: list[str] = []
+
+    def before(conn, cursor, statement, parameters, context, executemany):
+        statements.append(statement)
+
+    with app.app_context():
+        engine = db.engine
+    event.listen(engine, "before_cursor_execute", before)
+    try:
+        yield statements
+    finally:
+        event.remove(engine, "before_cursor_execute", before)
+
+
+def template_id_of(app, name: str) -> int:
+    with app.app_context():
+        return db.session.scalar(select(PromptTemplate.id).where(PromptTemplate.name == name))
+
+
+def template_count(app) -> int:
+    with app.app_context():
+        return db.session.scalar(select(func.count()).select_from(PromptTemplate))

@@ -24,10 +24,10 @@ from tests.dedicated import Dedicated, redis_db_url
 from tests.fakeai import Fault
 from tests.helpers import (FINISH_TIMEOUT, articles_state, batch_id_from_location, batch_state,
                            csrf_from, login, page_csrf, row_counts, submit_form,
-                           wait_batch_final, wait_until)
+                           template_count, template_id_of, wait_batch_final, wait_until)
 from tests.receivers import Receiver
 from webapp.extensions import db
-from webapp.models import (Article, ArticleVersion, Batch, PromptTemplate, User,
+from webapp.models import (Article, ArticleVersion, Batch, User,
                            WebhookDelivery)
 
 FORM = {"model": "gpt-4o-mini", "target_words": "200", "tone": "neutral",
@@ -269,18 +269,8 @@ def test_ten_thousand_row_import(app, make_app, redis_url, api_headers, fake):
 
 # -- prompt templates -------------------------------------------------------------------------
 
-def _template_id(app, name: str) -> int:
-    with app.app_context():
-        return db.session.scalar(select(PromptTemplate.id).where(PromptTemplate.name == name))
-
-
-def _template_count(app) -> int:
-    with app.app_context():
-        return db.session.scalar(select(func.count()).select_from(PromptTemplate))
-
-
 def test_templates_are_checked_sandboxed_previewed_and_kept_per_batch(app, client, fake):
-    before = _template_count(app)
+    before = template_count(app)
     name = f"House style {uuid.uuid4().hex[:8]}"
 
     response = _post(client, "/templates/new", "/templates/new", name=name,
@@ -295,7 +285,7 @@ def test_templates_are_checked_sandboxed_previewed_and_kept_per_batch(app, clien
     preview = _post(client, "/templates/preview", "/templates/new",
                     body="{{ title.__class__ }}").get_data(as_text=True)
     assert "is unsafe" in html.unescape(preview) and "<pre" not in preview
-    assert _template_count(app) == before
+    assert template_count(app) == before
 
     body = ("Title: {{ title }}\nHouse style marker HSM-7.\n"
             "Write {{ words }} words in a {{ tone }} tone{% if keywords %} about {{ keywords }}"
@@ -309,7 +299,7 @@ def test_templates_are_checked_sandboxed_previewed_and_kept_per_batch(app, clien
 
     response = _post(client, "/templates/new", "/templates/new", name=name, body=body)
     assert response.status_code == 303
-    template_id = _template_id(app, name)
+    template_id = template_id_of(app, name)
     assert template_id is not None
     form = client.get("/batches/new").get_data(as_text=True)
     assert f'<option value="{template_id}">{name}</option>' in form
@@ -480,7 +470,7 @@ def test_duplicate_keeps_titles_settings_and_template_text(app, client, api_head
     body = "Title: {{ title }}\nCopy marker CM-3, tone {{ tone }}, {{ words }} words."
     assert _post(client, "/templates/new", "/templates/new", name=name,
                  body=body).status_code == 303
-    template_id = _template_id(app, name)
+    template_id = template_id_of(app, name)
     response = client.post("/api/v1/batches", headers=api_headers, json={
         "name": "Original", "model": "gpt-4o-mini", "target_words": 400, "tone": "formal",
         "language": "German", "instructions": "Use short sentences.",

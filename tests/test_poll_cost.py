@@ -12,9 +12,9 @@ from contextlib import contextmanager
 from datetime import timedelta
 
 import redis
-from sqlalchemy import event, insert, select, update
+from sqlalchemy import insert, select, update
 
-from tests.helpers import poll_url_of, rows_of, words_of
+from tests.helpers import count_sql, poll_url_of, rows_of, words_of
 from webapp.extensions import db
 from webapp.models import Article, Batch, User, utcnow
 
@@ -72,22 +72,6 @@ def _finish_some(app, batch_id: int) -> list[int]:
                            .values(status="succeeded", words=250, updated_at=utcnow()))
         db.session.commit()
     return list(recent)
-
-
-@contextmanager
-def count_sql(app):
-    statements: list[str] = []
-
-    def before(conn, cursor, statement, parameters, context, executemany):
-        statements.append(statement)
-
-    with app.app_context():
-        engine = db.engine
-    event.listen(engine, "before_cursor_execute", before)
-    try:
-        yield statements
-    finally:
-        event.remove(engine, "before_cursor_execute", before)
 
 
 @contextmanager

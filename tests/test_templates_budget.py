@@ -16,11 +16,11 @@ import time
 import uuid
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from tests.support import ACCOUNTS
 from tests.helpers import (articles_state, batch_id_from_location, page_csrf, row_counts,
-                           submit_form, wait_batch_final)
+                           submit_form, template_count, template_id_of, wait_batch_final)
 from tests.sec_support import make_account, signed_in
 from webapp.extensions import db
 from webapp.models import PromptTemplate, Role, User
@@ -99,21 +99,11 @@ def _template(app, template_id: int) -> dict:
         return {c.name: getattr(tpl, c.name) for c in PromptTemplate.__table__.columns}
 
 
-def _template_id(app, name: str) -> int:
-    with app.app_context():
-        return db.session.scalar(select(PromptTemplate.id).where(PromptTemplate.name == name))
-
-
-def _template_count(app) -> int:
-    with app.app_context():
-        return db.session.scalar(select(func.count()).select_from(PromptTemplate))
-
-
 def _saved(app, client, body: str) -> int:
     name = f"Budget {uuid.uuid4().hex[:8]}"
     response = _save(client, name, body)
     assert response.status_code == 303, _text(response)[:800]
-    return _template_id(app, name)
+    return template_id_of(app, name)
 
 
 def _legacy(app, body: str, author: str | None = "editor") -> int:
@@ -146,7 +136,7 @@ def other_editor(app):
 @pytest.mark.parametrize("name", sorted(BOMBS))
 def test_a_bomb_is_refused_at_preview_and_at_save_saying_why(app, client, name):
     body, why = BOMBS[name]
-    before = _template_count(app)
+    before = template_count(app)
 
     preview = _preview(client, body)
     assert preview.status_code == 200
@@ -156,7 +146,7 @@ def test_a_bomb_is_refused_at_preview_and_at_save_saying_why(app, client, name):
     assert response.status_code == 400
     page = _text(response)
     assert re.search(r'<p class="field-error">[^<]*' + re.escape(why), page), page[-3000:]
-    assert _template_count(app) == before
+    assert template_count(app) == before
 
 
 @pytest.mark.parametrize("name", sorted(BOMBS))
@@ -355,7 +345,7 @@ def test_only_the_author_or_an_admin_changes_a_template_others_use_and_copy_it(
     assert f'value="{copy_name}"' in copy_form and body in copy_form
     response = _post(editor_b, "/templates/new", "/templates/new", name=copy_name, body=body)
     assert response.status_code == 303
-    copy = _template(app, _template_id(app, copy_name))
+    copy = _template(app, template_id_of(app, copy_name))
     assert copy["created_by"] == account_b.id and copy["body"] == body
     # A second copy gets a name of its own.
     assert f'value="{copy_name} (2)"' in _text(editor_b.get(f"/templates/new?copy={template_id}"))

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import html
 import re
-from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from sqlalchemy import event, select, update
+from sqlalchemy import select, update
 
-from tests.helpers import csrf_from
+from tests.helpers import count_sql, csrf_from
 from tests.sec_support import (bearer, clean_login_limits, csrf_of, make_account,  # noqa: F401
                                signed_in)
 from webapp.extensions import db
@@ -169,27 +168,11 @@ def test_password_reset_and_disable_end_every_session(app, clean_login_limits):
             UserSession.user_id == account.id)).all().count(None) == 0
 
 
-@contextmanager
-def _statements(app):
-    seen: list[str] = []
-
-    def before(conn, cursor, statement, parameters, context, executemany):
-        seen.append(statement)
-
-    with app.app_context():
-        engine = db.engine
-    event.listen(engine, "before_cursor_execute", before)
-    try:
-        yield seen
-    finally:
-        event.remove(engine, "before_cursor_execute", before)
-
-
 def test_a_signed_in_request_loads_user_and_session_in_one_query(app, clean_login_limits):
     account = make_account(app, Role.EDITOR, "one-query")
     session_id = _session_id_of(app, signed_in(app, account))
     with app.test_request_context("/"):
-        with _statements(app) as seen:
+        with count_sql(app) as seen:
             user = app.login_manager._user_callback(session_id)
         assert user is not None and user.id == account.id
         assert len(seen) == 1, seen
@@ -201,11 +184,11 @@ def test_a_signed_in_request_loads_user_and_session_in_one_query(app, clean_logi
                            .values(last_seen_at=utcnow() - timedelta(minutes=5)))
         db.session.commit()
     with app.test_request_context("/"):
-        with _statements(app) as seen:
+        with count_sql(app) as seen:
             assert app.login_manager._user_callback(session_id) is not None
         assert any(s.lstrip().upper().startswith("UPDATE") for s in seen), seen
     with app.test_request_context("/"):
-        with _statements(app) as seen:
+        with count_sql(app) as seen:
             assert app.login_manager._user_callback(session_id) is not None
         assert len(seen) == 1, seen
     with app.app_context():
