@@ -4,18 +4,18 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from flask import (Blueprint, Response, current_app, flash, make_response, redirect,
+from flask import (Blueprint, Response, current_app, flash, redirect,
                    render_template, request, stream_with_context, url_for)
 from flask_login import current_user, login_required
 from wtforms.fields.choices import SelectChoice
 
-from ..extensions import db, limiter
+from ..extensions import db
 from ..forms import NewBatchForm
 from ..models import Batch, Role
 from ..services import control, exports, progress, review, submission, templates
 from ..services.errors import Invalid
 from ..services.outcomes import Outcome
-from .access import int_arg, roles_required
+from .access import int_arg, limited_per_user, roles_required
 from .htmx import STOP_POLLING, is_htmx
 
 bp = Blueprint("batches", __name__)
@@ -153,16 +153,9 @@ def retry_dispatch(batch_id: int):
 TOO_MANY_ESTIMATES = "Too many estimates in a short time; the estimate resumes in a minute."
 
 
-def _estimate_limited(request_limit):
-    """Over the estimate limit: the partial says so (200: htmx swaps only 2xx answers)."""
-    return make_response(render_template("_partials/_estimate.html", estimate=None,
-                                         error=TOO_MANY_ESTIMATES))
-
-
 @bp.post("/batches/estimate")
 @roles_required(Role.ADMIN, Role.EDITOR)
-@limiter.limit(lambda: current_app.config["TEMPLATE_PREVIEW_LIMIT"],
-               key_func=lambda: f"estimate:{current_user.id}", on_breach=_estimate_limited)
+@limited_per_user("estimate", "_partials/_estimate.html", TOO_MANY_ESTIMATES, estimate=None)
 def estimate():
     """Tokens and cost of the new-batch form as it stands, before anything is stored."""
     try:

@@ -1,15 +1,14 @@
 """Prompt templates (/templates/...): list, create, copy, edit, archive, preview."""
 from __future__ import annotations
 
-from flask import (Blueprint, current_app, flash, make_response, redirect, render_template,
+from flask import (Blueprint, flash, redirect, render_template,
                    request, url_for)
 from flask_login import current_user, login_required
 
-from ..extensions import limiter
 from ..models import Role
 from ..services import templates as template_service
 from ..services.errors import Invalid
-from .access import roles_required
+from .access import limited_per_user, roles_required
 
 bp = Blueprint("templates", __name__)
 
@@ -82,17 +81,10 @@ TOO_MANY_PREVIEWS = ("Too many previews in a short time; the preview resumes in 
                      "Your text is not lost.")
 
 
-def _preview_limited(request_limit):
-    """Over the preview limit: the partial says so (200: htmx swaps only 2xx answers)."""
-    return make_response(render_template("_partials/_template_preview.html", rendered=None,
-                                         error=TOO_MANY_PREVIEWS))
-
-
 @bp.post("/templates/preview")
 @roles_required(Role.ADMIN, Role.EDITOR)
-@limiter.limit(lambda: current_app.config["TEMPLATE_PREVIEW_LIMIT"],
-               key_func=lambda: f"template-preview:{current_user.id}",
-               on_breach=_preview_limited)
+@limited_per_user("template-preview", "_partials/_template_preview.html", TOO_MANY_PREVIEWS,
+                  rendered=None)
 def template_preview():
     """The prompt a template makes for a sample row."""
     row = {name: request.form.get(f"sample_{name}", "") for name in template_service.VARIABLES}
