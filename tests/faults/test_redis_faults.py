@@ -130,6 +130,10 @@ def test_frozen_redis_submit_and_polls_answer_within_their_timeouts(env):
     client = env.client()
     running_id = env.submit(client, "Before the freeze", ["Written before the freeze"])
     assert wait_batch_final(env.app, running_id)["status"] == "succeeded"
+    # The task acknowledges its message after it has stored the article (late ack): a freeze
+    # in between would leave that message unacknowledged until the visibility timeout, and
+    # the drained-queue check below would wait for it.
+    env.wait_queue_drained()
 
     env.redis.freeze()  # SIGSTOP: connections are accepted, nothing is ever answered
     try:
