@@ -22,13 +22,15 @@ result_accept_content = ["json"]
 task_acks_late = True
 task_reject_on_worker_lost = True
 worker_prefetch_multiplier = 1
-task_track_started = True
+# "Running" is the article's claim in the database; a STARTED state in Redis would be one
+# more write per article that nothing reads.
+task_track_started = False
 
-# Task events let Flower (Procfile.flower) show tasks as they are sent, start and end, with
-# no restart of the workers. They cost one small broker message per change of a task's
-# state; CELERY_TASK_EVENTS=0 turns them off.
-_task_events = os.environ.get("CELERY_TASK_EVENTS", "1").strip().lower() not in (
-    "0", "false", "no", "off")
+# Task events (what Flower shows) cost several broker messages per task: off unless
+# CELERY_TASK_EVENTS=1. Flower turns them on in the running workers while it runs (its
+# enable_events option, on by default), so `make run FLOWER=1` still shows every task.
+_task_events = os.environ.get("CELERY_TASK_EVENTS", "0").strip().lower() not in (
+    "", "0", "false", "no", "off")
 worker_send_task_events = _task_events
 task_send_sent_event = _task_events
 result_expires = _num("CELERY_RESULT_EXPIRES", 24 * 3600, int)

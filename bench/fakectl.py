@@ -71,7 +71,8 @@ def handle(fake: FakeAI, cmd: dict) -> dict:
             "wall_offset": time.time() - time.monotonic(),
             "records": [{"start": r.start, "end": r.end, "status": r.status,
                          "fault": r.fault, "disconnected": r.client_disconnected,
-                         "disconnected_at": r.disconnected_at, "chunks_sent": r.chunks_sent}
+                         "disconnected_at": r.disconnected_at, "chunks_sent": r.chunks_sent,
+                         "title": r.title}
                         for r in records] if cmd.get("records", True) else [],
         }
     raise ValueError(f"unknown command {cmd['cmd']!r}")

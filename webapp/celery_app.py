@@ -1,6 +1,8 @@
 """Celery wiring: tasks run inside an app context (Flask's documented pattern)."""
 from __future__ import annotations
 
+import logging
+
 from celery import Celery, Task
 from celery.signals import worker_init, worker_ready
 from flask import Flask
@@ -32,6 +34,13 @@ def celery_init_app(app: Flask) -> Celery:
         for model in {app.config["OPENAI_MODEL"],
                       *filter(None, (m.strip() for m in app.config["OPENAI_MODELS"].split(",")))}:
             encoding_for(model)
+
+    @worker_init.connect(weak=False)
+    def _quiet_task_lines(**_):
+        # Failures are still logged (ERROR by Celery, WARNING by the task itself).
+        if not app.config["CELERY_TASK_LOG"]:
+            for name in ("celery.app.trace", "celery.worker.strategy"):
+                logging.getLogger(name).setLevel(logging.WARNING)
 
     @worker_ready.connect(weak=False)
     def _start_heartbeat(sender=None, **_):

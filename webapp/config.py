@@ -50,6 +50,10 @@ def load_config(instance_path: str) -> dict:
         "OPENAI_BASE_URL": os.environ.get("OPENAI_BASE_URL", ""),
         "OPENAI_MODEL": os.environ.get("OPENAI_MODEL", "gpt-4o-mini"),
         "OPENAI_MODELS": os.environ.get("OPENAI_MODELS", ""),
+        # A worker logs a line per task received and per task ended only when asked: at a
+        # few hundred articles a second they cost CPU and say what the batch page says.
+        "CELERY_TASK_LOG": os.environ.get("CELERY_TASK_LOG", "0").strip().lower()
+        not in ("", "0", "false", "no", "off"),
         "OPENAI_TIMEOUT": _float("OPENAI_TIMEOUT", 120.0),
         # The longest silence allowed inside a streamed answer (and before its first byte);
         # past it the answer counts as cut off and is retried.

@@ -59,22 +59,27 @@ def observe(name: str, value: float, client: Optional[redis.Redis] = None, **lab
 
 
 def observe_many(observations, client: Optional[redis.Redis] = None, **labels) -> None:
-    """Several (histogram, value) observations with the same labels, in one round trip.
+    """Several (histogram, value) observations with the same labels, in one round trip."""
+    try:
+        pipe = (client or get_redis()).pipeline(transaction=False)
+        queue_observations(pipe, observations, **labels)
+        pipe.execute()
+    except redis.RedisError as exc:
+        log.debug("metrics %s not recorded: %s", [n for n, _ in observations], exc)
+
+
+def queue_observations(pipe, observations, **labels) -> None:
+    """Add observations to a pipeline the caller executes (with its other writes).
 
     Each observation adds 1 to the one bucket it falls in and its value to `_sum`; the count
     is the sum of the buckets, so it is not stored.
     """
     label = _label_str(labels)
-    try:
-        pipe = (client or get_redis()).pipeline(transaction=False)
-        for name, value in observations:
-            bucket = next((str(b) for b in HISTOGRAMS[name] if value <= b), "+Inf")
-            key = PREFIX + "hist:" + name
-            pipe.hincrby(key, f"{label}|{bucket}", 1)
-            pipe.hincrbyfloat(key, f"{label}|_sum", float(value))
-        pipe.execute()
-    except redis.RedisError as exc:
-        log.debug("metrics %s not recorded: %s", [n for n, _ in observations], exc)
+    for name, value in observations:
+        bucket = next((str(b) for b in HISTOGRAMS[name] if value <= b), "+Inf")
+        key = PREFIX + "hist:" + name
+        pipe.hincrby(key, f"{label}|{bucket}", 1)
+        pipe.hincrbyfloat(key, f"{label}|_sum", float(value))
 
 
 @dataclass

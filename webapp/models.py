@@ -6,9 +6,11 @@ from datetime import datetime, timezone
 from typing import Optional
 
 from flask_login import UserMixin
-from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint, func, select
+from sqlalchemy import (DDL, ForeignKey, Index, String, Text, UniqueConstraint, event, func,
+                        select)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from . import triggers
 from .extensions import db
 
 
@@ -296,6 +298,13 @@ class ArticleVersion(db.Model):
                                       source=source, created_by=user_id))
         db.session.flush()
         return number
+
+
+# A schema made by create_all (the unit tests) gets the triggers the migrations make.
+for _dialect, _statements in triggers.CREATE.items():
+    for _sql in _statements:
+        event.listen(ArticleVersion.__table__, "after_create",
+                     DDL(_sql).execute_if(dialect=_dialect))
 
 
 class WebhookDelivery(db.Model):

@@ -56,11 +56,11 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Iterable, Optional
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, bindparam, func, or_, select, update
 
 from .. import metrics
 from ..extensions import db
-from ..models import (Article, ArticleStatus as A, ArticleVersion, Batch, BatchStatus as B,
+from ..models import (Article, ArticleStatus as A, Batch, BatchStatus as B,
                       ReviewStatus as R, utcnow)
 
 # "Leave this column as it is" (None would clear it).
@@ -82,7 +82,33 @@ def _apply(stmt, commit: bool = True) -> bool:  # one row, so it happened
     return _run(stmt, commit) == 1
 
 
+def _apply_params(stmt, params: dict) -> bool:
+    """A prebuilt Core UPDATE with its parameters; committed; whether its one row changed."""
+    changed = db.session.execute(stmt, params).rowcount == 1
+    db.session.commit()
+    return changed
+
+
 # -- articles ------------------------------------------------------------------------------
+
+# The two transitions every article goes through are built once, with bound parameters,
+# on the tables themselves (no ORM): building and compiling a statement costs more CPU
+# than running it, and a worker runs them for every article.
+_articles, _batches = Article.__table__, Batch.__table__
+_p = bindparam
+
+_CLAIM = (
+    update(_articles)
+    .where(_articles.c.id == _p("p_article"),
+           _articles.c.batch_id.in_(select(_batches.c.id).where(
+               _batches.c.id == _p("p_batch"), _batches.c.status != B.PAUSED)),
+           or_(_articles.c.status == A.QUEUED,
+               and_(_articles.c.status == A.RUNNING, _articles.c.lease_expires_at < _p("p_now"))))
+    .values(status=A.RUNNING, claim_token=_p("p_token"), attempts=_articles.c.attempts + 1,
+            lease_expires_at=_p("p_until"),
+            started_at=func.coalesce(_articles.c.started_at, _p("p_now")), note=None,
+            error=None, updated_at=_p("p_now")))
+
 
 def claim(article_id: int, batch_id: int, token: str, lease_seconds: int) -> bool:
     """Take a queued article, or a running one whose owner stopped renewing its lease.
@@ -90,17 +116,9 @@ def claim(article_id: int, batch_id: int, token: str, lease_seconds: int) -> boo
     Never in a paused batch: once a pause has committed, nothing new starts.
     """
     now = utcnow()
-    not_paused = select(Batch.id).where(Batch.id == batch_id, Batch.status != B.PAUSED)
-    return _apply(
-        update(Article)
-        .where(Article.id == article_id, Article.batch_id.in_(not_paused),
-               or_(Article.status == A.QUEUED,
-                   and_(Article.status == A.RUNNING, Article.lease_expires_at < now)))
-        .values(status=A.RUNNING, claim_token=token, attempts=Article.attempts + 1,
-                lease_expires_at=now + timedelta(seconds=lease_seconds),
-                started_at=func.coalesce(Article.started_at, now), note=None, error=None,
-                updated_at=now)
-    )
+    return _apply_params(_CLAIM, {"p_article": article_id, "p_batch": batch_id, "p_now": now,
+                                  "p_token": token,
+                                  "p_until": now + timedelta(seconds=lease_seconds)})
 
 
 def renew(article_id: int, token: str, lease_seconds: int) -> bool:
@@ -112,27 +130,29 @@ def renew(article_id: int, token: str, lease_seconds: int) -> bool:
                   .values(lease_expires_at=now + timedelta(seconds=lease_seconds)))
 
 
+_COMPLETE = (
+    update(_articles)
+    .where(_articles.c.id == _p("p_article"), _articles.c.claim_token == _p("p_token"),
+           _articles.c.status.in_(A.ACTIVE))
+    .values(status=A.SUCCEEDED, body=_p("p_body"), words=_p("p_words"),
+            prompt_tokens=_p("p_prompt"), completion_tokens=_p("p_completion"),
+            finish_reason=_p("p_finish"), cost_usd=_p("p_cost"), review_flag=_p("p_flag"),
+            review_status=R.NEEDS_REVIEW, review_reason=None, reviewed_by=None,
+            reviewed_at=None, finished_at=_p("p_now"), updated_at=_p("p_now"),
+            lease_expires_at=None, note=None))
+
+
 def complete(article_id: int, token: str, *, body: str, words: int, prompt_tokens: int,
              completion_tokens: int, finish_reason: Optional[str], cost_usd: float,
              review_flag: Optional[str]) -> bool:
-    """Store the body; only the delivery holding the claim can, so there is one body."""
-    now = utcnow()
-    stored = _apply(
-        update(Article)
-        .where(Article.id == article_id, Article.claim_token == token,
-               Article.status.in_(A.ACTIVE))
-        .values(status=A.SUCCEEDED, body=body, words=words,
-                prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                finish_reason=finish_reason, cost_usd=cost_usd, review_flag=review_flag,
-                review_status=R.NEEDS_REVIEW, review_reason=None, reviewed_by=None,
-                reviewed_at=None, finished_at=now, updated_at=now, lease_expires_at=None,
-                note=None),
-        commit=False)
-    if stored:
-        # In the same transaction: a stored body always has its version.
-        ArticleVersion.keep(article_id, body, "generated", None)
-    db.session.commit()
-    return stored
+    """Store the body; only the delivery holding the claim can, so there is one body.
+
+    One statement: the database keeps the body as the article's next version in the same
+    UPDATE (the generated_version trigger, webapp/triggers.py)."""
+    return _apply_params(_COMPLETE, {
+        "p_article": article_id, "p_token": token, "p_body": body, "p_words": words,
+        "p_prompt": prompt_tokens, "p_completion": completion_tokens, "p_finish": finish_reason,
+        "p_cost": cost_usd, "p_flag": review_flag, "p_now": utcnow()})
 
 
 def _failed(error: str, note: Optional[str] = None) -> dict:
@@ -331,13 +351,16 @@ def reopen_batch(batch_id: int, *, keep_stop: bool = False, commit: bool = True)
                   .values(**values), commit)
 
 
+_ANY_OPEN = (select(_articles.c.id)
+             .where(_articles.c.batch_id == _p("p_batch"),
+                    _articles.c.status.in_((A.QUEUED, A.RUNNING, A.CANCELLING))).limit(1))
+
+
 def finalize_batch(batch_id: int) -> Optional[str]:
     """Close the batch once no article is left unfinished; returns the final status."""
     # Cheap first: one index probe tells whether anything is still open, so finishing each
     # article of a 10,000-article batch does not count the whole batch again.
-    if db.session.scalar(select(Article.id).where(
-            Article.batch_id == batch_id,
-            Article.status.in_((A.QUEUED, A.RUNNING, A.CANCELLING))).limit(1)) is not None:
+    if db.session.execute(_ANY_OPEN, {"p_batch": batch_id}).first() is not None:
         db.session.rollback()
         return None
     counts = dict(db.session.execute(

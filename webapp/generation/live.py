@@ -69,6 +69,28 @@ def cancel_requested(client: redis.Redis, batch_id: int, article_id: int) -> boo
     return any(client.mget(*_cancel_keys(batch_id, article_id)))
 
 
+def queue_progress(pipe, task, meta: dict) -> None:
+    """Add a task's PROGRESS state to a pipeline, as Celery's Redis backend stores it (what
+    AsyncResult(id).info and the batch page's MGET read), so that a progress report shares
+    the round trip that reads the cancel flags: task.update_state would be one of its own."""
+    backend = task.backend
+    value = backend.encode({"status": "PROGRESS", "result": meta, "traceback": None,
+                            "children": [], "date_done": None, "task_id": task.request.id})
+    pipe.set(backend.get_key_for_task(task.request.id), value, ex=backend.expires)
+
+
+def queue_result(pipe, task, result: dict) -> None:
+    """Add a finished task's result to a pipeline: its SUCCESS state under Celery's key, and
+    the publish that wakes an AsyncResult.get() waiting on it, as the backend does both."""
+    backend = task.backend
+    value = backend.encode({"status": "SUCCESS", "result": result, "traceback": None,
+                            "children": [], "date_done": backend.app.now().isoformat(),
+                            "task_id": task.request.id})
+    key = backend.get_key_for_task(task.request.id)
+    pipe.set(key, value, ex=backend.expires)
+    pipe.publish(key, value)
+
+
 def read_progress(client: redis.Redis, task_ids: list[str],
                   extra_keys: list[str]) -> tuple[dict[str, dict], list]:
     """Progress meta of many tasks, plus other small values, in one round trip (one MGET)."""

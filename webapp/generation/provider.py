@@ -11,7 +11,10 @@ from dataclasses import dataclass, field
 from typing import Iterator, Optional
 from urllib.parse import urlparse
 
+import httpx2 as httpx  # the HTTP library the openai SDK is built on (its errors mid-body)
 import openai
+
+from . import sse
 
 OFFLINE = "offline"
 
@@ -129,46 +132,35 @@ class OpenAIProvider:
 
     def stream(self, prompt: Prompt, model: str) -> Stream:
         try:
-            # The raw response gives the provider's x-ratelimit-* headers too.
-            raw = self.client.chat.completions.with_raw_response.create(
-                model=model,
-                messages=prompt.messages(),
-                max_tokens=prompt.max_tokens(),
-                stream=True,
-                stream_options={"include_usage": True},
-            )
-            response = raw.parse()
+            # The SDK's low-level post (its documented way to call any endpoint) makes the
+            # request: its auth, retries and status errors stay, without building typed
+            # parameters, and it answers with the HTTP response unread, headers and all
+            # (the provider's x-ratelimit-* headers). The body is read here (see sse.py):
+            # a fraction of the CPU per chunk of the SDK's stream of models.
+            http = self.client.post("/chat/completions", cast_to=httpx.Response, stream=True,
+                                    body={"model": model, "messages": prompt.messages(),
+                                          "max_tokens": prompt.max_tokens(), "stream": True,
+                                          "stream_options": {"include_usage": True}})
         except openai.APIError as exc:
             raise classify(exc) from exc
-        result = Stream(deltas=iter(()), close=response.close,
-                        headers={k.lower(): v for k, v in raw.headers.items()})
+        result = Stream(deltas=iter(()), close=http.close,
+                        headers={k.lower(): v for k, v in http.headers.items()})
 
         idle = self.client.timeout.read if isinstance(self.client.timeout, openai.Timeout) else None
 
         def deltas():
             try:
-                for chunk in response:
-                    if chunk.usage is not None:
-                        result.usage = Usage(chunk.usage.prompt_tokens or 0,
-                                             chunk.usage.completion_tokens or 0)
-                    for choice in chunk.choices:
-                        if choice.finish_reason:
-                            result.finish_reason = choice.finish_reason
-                        delta = choice.delta
-                        if delta is not None and getattr(delta, "refusal", None):
-                            result.refusal += delta.refusal
-                        if delta is not None and delta.content:
-                            yield delta.content
+                yield from sse.read(http.iter_bytes(), result)
             # Once the answer has started, a timeout or a lost connection means a partial
-            # answer, whatever the SDK calls it.
-            except openai.APITimeoutError as exc:
+            # answer, whatever the transport calls it.
+            except httpx.TimeoutException as exc:
                 raise cut_off(f"the provider sent nothing for more than {idle or 0:g} s") from exc
-            except openai.APIConnectionError as exc:
+            except (httpx.TransportError, httpx.StreamError) as exc:
                 raise cut_off("the connection to the provider was lost mid-answer") from exc
-            except ValueError as exc:  # json.JSONDecodeError, from the SDK's chunk parsing
+            except ValueError as exc:  # orjson.JSONDecodeError: an event that is not JSON
                 raise cut_off("the provider sent a chunk that could not be read") from exc
-            except openai.APIError as exc:  # an error event inside the stream
-                raise classify(exc) from exc
+            except sse.StreamError as exc:  # an error event inside the stream
+                raise classify(openai.APIError(exc.message, http.request, body=exc.body)) from exc
             except Exception as exc:  # any other transport failure mid-answer
                 raise cut_off(f"the answer stopped with {type(exc).__name__}") from exc
 

@@ -1,7 +1,8 @@
 """Shared provider limits, enforced across every worker on every machine through Redis.
 
-- Requests and tokens per minute, per model, with the `limits` library: an exact moving
-  window for requests, a sliding-window counter for tokens (cheap for large costs).
+- Requests and tokens per minute, per model (RATE_LIMITS, parsed with the `limits`
+  library; counted by admission.py's script: an exact moving window for requests, a
+  sliding-window counter for tokens).
 - A shared hold-off: when the provider says "wait" (429 Retry-After, or its
   x-ratelimit-remaining-* headers reach zero) every worker waits, not just the one told.
 - A per-batch cap on articles in flight, so one huge batch cannot starve the others.
@@ -19,8 +20,6 @@ from typing import Optional
 import redis
 from flask import current_app
 from limits import RateLimitItem, RateLimitItemPerSecond, parse
-from limits.storage import RedisStorage
-from limits.strategies import MovingWindowRateLimiter, SlidingWindowCounterRateLimiter
 
 from ..installation import prefix
 
@@ -74,38 +73,13 @@ def with_headroom(item: RateLimitItem) -> RateLimitItem:
     return RateLimitItemPerSecond(item.amount, window + HEADROOM_S)
 
 
-class SharedLimiter:
-    def __init__(self, redis_url: str, limits: dict[str, ModelLimits]):
-        self.limits = limits
-        storage = RedisStorage(redis_url, key_prefix="pressroom-provider",
-                               socket_timeout=2, socket_connect_timeout=2)
-        self.requests = MovingWindowRateLimiter(storage)
-        self.tokens = SlidingWindowCounterRateLimiter(storage)
-
-    def for_model(self, model: str) -> ModelLimits:
-        return self.limits.get(model) or self.limits.get("*") or ModelLimits()
-
-    def try_acquire(self, model: str, tokens: int) -> float:
-        """Take one request and `tokens` tokens; 0.0 if granted, else seconds to wait."""
-        lim = self.for_model(model)
-        if lim.requests is not None and not self.requests.hit(lim.requests, model):
-            reset = self.requests.get_window_stats(lim.requests, model).reset_time
-            return max(0.05, reset - time.time())
-        if lim.tokens is not None:
-            cost = min(tokens, lim.tokens.amount)
-            if not self.tokens.hit(lim.tokens, model, cost=cost):
-                reset = self.tokens.get_window_stats(lim.tokens, model).reset_time
-                return max(0.05, min(reset - time.time(), 5.0))
-        return 0.0
-
-
-def get_limiter() -> SharedLimiter:
-    limiter = current_app.extensions.get("pressroom_limiter")
-    if limiter is None:
-        limiter = SharedLimiter(current_app.config["REDIS_URL"],
-                                parse_limits(current_app.config.get("RATE_LIMITS", "")))
-        current_app.extensions["pressroom_limiter"] = limiter
-    return limiter
+def limits_for(model: str) -> ModelLimits:
+    """The configured limits of a model (RATE_LIMITS, parsed once per app)."""
+    limits = current_app.extensions.get("pressroom_rate_limits")
+    if limits is None:
+        limits = parse_limits(current_app.config.get("RATE_LIMITS", ""))
+        current_app.extensions["pressroom_rate_limits"] = limits
+    return limits.get(model) or limits.get("*") or ModelLimits()
 
 
 # --- shared hold-off -------------------------------------------------------------------
@@ -173,29 +147,6 @@ PROBE_OK, PROBE_TRIPPED = b"ok", b"tripped"
 
 def probe_key(batch_id: int) -> str:
     return f"{prefix()}probe:{batch_id}"
-
-
-def probe_state(client: redis.Redis, batch_id: int, hold_seconds: float,
-                model: str) -> tuple[str, float]:
-    """The probe's word, and the shared hold-off left for the model, in one round trip.
-
-    The word is "go" (the provider accepted this batch before), "probe" (we are the
-    batch's first request), "wait" (another article is probing) or "tripped" (the breaker
-    paused the batch).
-    """
-    key = probe_key(batch_id)
-    pipe = client.pipeline(transaction=False)
-    pipe.get(key)
-    pipe.pttl(holdoff_key(model))
-    value, hold_ms = pipe.execute()
-    hold = hold_ms / 1000.0 if hold_ms and hold_ms > 0 else 0.0
-    if value == PROBE_OK:
-        return "go", hold
-    if value == PROBE_TRIPPED:
-        return "tripped", hold
-    if value is None and client.set(key, "probing", nx=True, px=int(hold_seconds * 1000)):
-        return "probe", hold
-    return "wait", hold
 
 
 def probe_passed(client: redis.Redis, batch_id: int) -> None:

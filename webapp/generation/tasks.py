@@ -8,10 +8,10 @@ import uuid
 
 from celery import shared_task
 from flask import current_app
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 
 from .. import metrics, workerstate
-from . import lifecycle, live, ratelimit, webhooks
+from . import admission, lifecycle, live, ratelimit, webhooks
 from ..extensions import db, get_redis
 from ..models import Article, ArticleStatus as A, Batch, BatchStatus as B
 from .pricing import TOKENS_PER_WORD, cost_of, price_for
@@ -26,27 +26,47 @@ log = logging.getLogger(__name__)
 REPORT_EVERY = 0.25
 # Errors after which sending more of the batch only burns requests: pause it instead.
 BREAKER_KINDS = ("auth", "quota")
-# While another article of the batch probes the provider, look again this often.
-PROBE_POLL = 0.05
 
 
 class _Cancelled(Exception):
     pass
 
 
-@shared_task(bind=True, name="webapp.tasks.generate_article", max_retries=None)
+# What a task needs to write its article, in one statement built once (see lifecycle.py).
+_ARTICLE_TO_WRITE = (
+    select(Article.status, Article.batch_id, Article.title, Article.attempts,
+           Article.keywords, Article.notes, Article.extra_instructions,
+           func.coalesce(Article.tone, Batch.tone).label("tone"),
+           func.coalesce(Article.language, Batch.language).label("language"),
+           func.coalesce(Article.target_words, Batch.target_words).label("target_words"),
+           Batch.status.label("batch_status"), Batch.provider, Batch.model,
+           Batch.instructions, Batch.template_text, Batch.budget_usd)
+    .join(Batch, Batch.id == Article.batch_id).where(Article.id == bindparam("article_id")))
+
+
+# ignore_result: the task stores its own result, with the rest of what it leaves in Redis
+# when it ends (see generate_article); Celery's backend would read the key first and write
+# it in round trips of their own.
+@shared_task(bind=True, name="webapp.tasks.generate_article", max_retries=None,
+             ignore_result=True)
 def generate_article(self, article_id: int) -> dict:
-    """Write one article: claim it, stream it from the provider, store it once."""
-    row = db.session.execute(
-        select(Article.status, Article.batch_id, Article.title, Article.attempts,
-               Article.keywords, Article.notes, Article.extra_instructions,
-               func.coalesce(Article.tone, Batch.tone).label("tone"),
-               func.coalesce(Article.language, Batch.language).label("language"),
-               func.coalesce(Article.target_words, Batch.target_words).label("target_words"),
-               Batch.status.label("batch_status"), Batch.provider, Batch.model,
-               Batch.instructions, Batch.template_text, Batch.budget_usd)
-        .join(Batch, Batch.id == Article.batch_id).where(Article.id == article_id)
-    ).one_or_none()
+    """Write one article: claim it, stream it from the provider, store it once.
+
+    What the task leaves in Redis when it ends goes in one round trip, `wrap_up`: its
+    result (as Celery's backend stores it, for AsyncResult), its place in flight given
+    back, its text so far dropped, its metrics."""
+    redis = get_redis()
+    wrap_up = redis.pipeline(transaction=False)
+    try:
+        result = _write(self, article_id, redis, wrap_up)
+        live.queue_result(wrap_up, self, result)
+        return result
+    finally:
+        wrap_up.execute()
+
+
+def _write(task, article_id: int, redis, wrap_up) -> dict:
+    row = db.session.execute(_ARTICLE_TO_WRITE, {"article_id": article_id}).one_or_none()
     db.session.rollback()  # end the read transaction before any long work
     if row is None:
         return {"status": "missing"}
@@ -59,46 +79,6 @@ def generate_article(self, article_id: int) -> dict:
         # Left queued; resuming the batch sends it again.
         return {"status": "paused"}
 
-    cfg = current_app.config
-    redis = get_redis()
-    # One round trip: the cancel flags, and a place among the batch's articles in flight.
-    pipe = redis.pipeline(transaction=False)
-    live.queue_cancel_check(pipe, row.batch_id, article_id)
-    ratelimit.acquire_slot(pipe, row.batch_id, article_id, cfg["BATCH_MAX_CONCURRENCY"],
-                           cfg["ARTICLE_LEASE_SECONDS"])
-    replies = pipe.execute()
-    slot = replies[1] if len(replies) > 1 else 1
-    # Only a new place is ours to give back: with 2, another delivery of this article is
-    # running and holds it (this one will find the article claimed and stop).
-    owns_slot = slot == 1
-    if any(replies[0]):
-        if owns_slot:
-            ratelimit.release_slot(redis, row.batch_id, article_id)
-        return _cancel_unstarted(article_id, row.batch_id)
-    if not slot:
-        # The batch has its share of workers busy: come back later, behind other batches.
-        raise self.retry(countdown=random.uniform(0.5, 2.0), max_retries=None)
-    try:
-        with workerstate.active():
-            return _generate(self, article_id, row, redis)
-    finally:
-        if owns_slot:
-            # The slot and the text so far go in one round trip.
-            pipe = redis.pipeline(transaction=False)
-            ratelimit.release_slot(pipe, row.batch_id, article_id)
-            pipe.delete(live.text_key(article_id))
-            pipe.execute()
-
-
-def _cancel_unstarted(article_id: int, batch_id: int) -> dict:
-    lifecycle.mark_cancelled(article_id)
-    _finalize(batch_id)
-    return {"status": A.CANCELLED}
-
-
-def _generate(task, article_id: int, row, redis) -> dict:
-    cfg = current_app.config
-    lease = cfg["ARTICLE_LEASE_SECONDS"]
     try:
         prompt = build_prompt(row.template_text, title=row.title, words=row.target_words,
                               tone=row.tone, language=row.language,
@@ -114,16 +94,71 @@ def _generate(task, article_id: int, row, redis) -> dict:
         _finalize(row.batch_id)
         log.warning("article %s failed: %s", article_id, message)
         return {"status": A.FAILED, "error": message}
-    expected_tokens = (count_chat_tokens(row.model, prompt.messages())[0]
-                       + int(row.target_words * TOKENS_PER_WORD))
-    gate = _wait_for_provider(redis, row, article_id, expected_tokens)
-    if gate == "cancelled":
-        return _cancel_unstarted(article_id, row.batch_id)
-    if gate == "tripped":
-        return {"status": "paused"}  # the breaker paused the batch; resume sends it again
-    probing = gate == "probe"
 
+    owns_slot = False
+    try:
+        verdict, owns_slot = _admit(redis, row, article_id, prompt)
+        if verdict == "busy":
+            # The batch has its share of workers busy: come back later, behind other batches.
+            raise task.retry(countdown=random.uniform(0.5, 2.0), max_retries=None)
+        if verdict == "cancelled":
+            return _cancel_unstarted(article_id, row.batch_id)
+        if verdict == "tripped":
+            return {"status": "paused"}  # the breaker paused the batch; resume sends it again
+        with workerstate.active():
+            return _generate(task, article_id, row, redis, prompt, wrap_up,
+                             probing=verdict == "probe")
+    finally:
+        if owns_slot:
+            ratelimit.release_slot(wrap_up, row.batch_id, article_id)
+            wrap_up.delete(live.text_key(article_id))
+
+
+def _cancel_unstarted(article_id: int, batch_id: int) -> dict:
+    lifecycle.mark_cancelled(article_id)
+    _finalize(batch_id)
+    return {"status": A.CANCELLED}
+
+
+def _admit(redis, row, article_id: int, prompt) -> tuple[str, bool]:
+    """Wait until the article may be sent: (admission's word, whether this delivery took a
+    new place in flight that it must give back). Each look is one script call."""
+    tokens = 0
+    if admission.needs_tokens(row.model):
+        tokens = (count_chat_tokens(row.model, prompt.messages())[0]
+                  + int(row.target_words * TOKENS_PER_WORD))
+    owns = waiting = False
+    try:
+        while True:
+            verdict = admission.admit(redis, row.batch_id, article_id, row.model, tokens)
+            # Only a new place is ours to give back: a 2 on the first look means another
+            # delivery of this article is running and holds it (this one will find the
+            # article claimed and stop); on later looks it is the place taken earlier.
+            if verdict.place == 1:
+                owns = True
+            if verdict.word != "wait":
+                return verdict.word, owns
+            if not waiting:
+                waiting = True
+                ratelimit.change_waiting(redis, row.batch_id, +1)
+            # Short sleeps, so a cancel or a pause is noticed while waiting.
+            time.sleep(min(verdict.wait_s, REPORT_EVERY))
+    except BaseException:
+        if owns:
+            ratelimit.release_slot(redis, row.batch_id, article_id)
+        raise
+    finally:
+        if waiting:
+            ratelimit.change_waiting(redis, row.batch_id, -1)
+
+
+def _generate(task, article_id: int, row, redis, prompt, wrap_up, probing: bool) -> dict:
+    cfg = current_app.config
+    lease = cfg["ARTICLE_LEASE_SECONDS"]
     token = str(uuid.uuid4())
+    # The cancel flags were read by the admission script a moment ago, and a cancel that
+    # committed before the claim makes it fail; one after it is seen at the first progress
+    # report (or the answer, when it is faster than that, is kept: it is paid for).
     if not lifecycle.claim(article_id, row.batch_id, token, lease):
         # Another delivery owns it (a duplicate message), or it was cancelled or paused.
         if probing:
@@ -135,9 +170,6 @@ def _generate(task, article_id: int, row, redis) -> dict:
         lifecycle.mark_batch_running(row.batch_id)
     attempt = row.attempts + 1
     try:
-        # The last look before money is spent: a cancel that landed after the claim.
-        if live.cancel_requested(redis, row.batch_id, article_id):
-            raise _Cancelled()
         started = time.monotonic()
         stream = get_provider(cfg, row.provider).stream(prompt, row.model)
         if probing:
@@ -158,9 +190,9 @@ def _generate(task, article_id: int, row, redis) -> dict:
 
     words = len(text.split())
     usage = stream.usage
-    metrics.observe_many([("provider_request_seconds", time.monotonic() - started),
-                          ("provider_completion_tokens", usage.completion_tokens)],
-                         client=redis, model=row.model)
+    metrics.queue_observations(wrap_up, [("provider_request_seconds", time.monotonic() - started),
+                                         ("provider_completion_tokens", usage.completion_tokens)],
+                               model=row.model)
     stored = lifecycle.complete(
         article_id, token, body=text, words=words,
         prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
@@ -184,39 +216,6 @@ def _review_flag(stream, text: str) -> str | None:
     return None
 
 
-def _wait_for_provider(redis, row, article_id: int, tokens: int) -> str:
-    """Wait for the batch's first-request probe and the shared rate limits.
-
-    Returns "go", "probe" (this article is the batch's first request), "tripped" (the
-    circuit breaker paused the batch) or "cancelled".
-    """
-    limiter = ratelimit.get_limiter()
-    hold = current_app.config["OPENAI_TIMEOUT"] + 5
-    waiting = False
-    try:
-        while True:
-            gate, holdoff = ratelimit.probe_state(redis, row.batch_id, hold, row.model)
-            if gate == "tripped":
-                return gate
-            wait = PROBE_POLL if gate == "wait" else holdoff
-            if not wait:
-                wait = limiter.try_acquire(row.model, tokens)
-                if not wait:
-                    return gate
-            if gate == "probe":
-                ratelimit.probe_failed(redis, row.batch_id, tripped=False)  # let others try
-            if not waiting:
-                waiting = True
-                ratelimit.change_waiting(redis, row.batch_id, +1)
-            # Short sleeps, so a cancel or a pause is noticed while waiting.
-            time.sleep(min(wait, REPORT_EVERY))
-            if live.cancel_requested(redis, row.batch_id, article_id):
-                return "cancelled"
-    finally:
-        if waiting:
-            ratelimit.change_waiting(redis, row.batch_id, -1)
-
-
 def _consume(task, stream, redis, batch_id, article_id, token, lease, attempt) -> str:
     """Read the stream, reporting progress and watching for a cancel; the whole answer
     must arrive within the provider timeout, however slowly it trickles."""
@@ -237,14 +236,14 @@ def _consume(task, stream, redis, batch_id, article_id, token, lease, attempt) -
                 continue
             last_report = now
             text = "".join(parts)
-            # One round trip: the cancel flags, and the text so far for the article page.
+            # One round trip: the cancel flags, the text so far for the article page and
+            # the progress (words so far) for the batch page.
             pipe = redis.pipeline(transaction=False)
             live.queue_cancel_check(pipe, batch_id, article_id)
             pipe.set(live.text_key(article_id), text, ex=live.TEXT_TTL)
+            live.queue_progress(pipe, task, {"words": len(text.split()), "attempt": attempt})
             if any(pipe.execute()[0]):
                 raise _Cancelled()
-            task.update_state(state="PROGRESS",
-                              meta={"words": len(text.split()), "attempt": attempt})
             if now - last_renew > lease / 3:
                 last_renew = now
                 if not lifecycle.renew(article_id, token, lease):
