@@ -2,11 +2,15 @@
 
 Issue 2: throughput, poll cost and load, cancel latency; issue 4: provider faults and rate
 limits; issue 5: scale (a 10,000-row submission, 50 viewers, worker memory); issue 6: the
-dashboard over 10,000 batches and 1,000,000 articles.
+dashboard over 10,000 batches and 1,000,000 articles; issue 12: the worker's own CPU per
+article and per streamed chunk, and 64 streams at once in one worker process; issue 12
+too, growth: submit, page, polls, exports, dashboard and API on one batch of 1,000, 10,000
+and 100,000 articles (`--only growth`, about 3 minutes).
 
-    .venv/bin/python bench/run.py             # everything, about 7-8 minutes
+    .venv/bin/python bench/run.py             # everything, about 9-10 minutes
     .venv/bin/python bench/run.py --no-find   # without the 1,000,000-article dashboard (-45 s)
-    .venv/bin/python bench/run.py --only provider   # a group: issue2, provider, scale, find
+    .venv/bin/python bench/run.py --only provider   # a group: issue2, provider, scale, worker,
+                                                    # find
     .venv/bin/python bench/run.py --only rpm,memory # or single phases (see --help)
     .venv/bin/python bench/run.py --quick    # seed baseline on 40 titles, extrapolated
     .venv/bin/python bench/run.py --only makespan,pipeline --profile-worker   # investigate
@@ -28,7 +32,7 @@ the steadier numbers to compare before and after a change.
 Layout: this file parses the arguments, holds the phase registry and the goals, runs the
 selected phases and writes the results; bench/stack.py is what every phase shares (the
 processes, the app, the workers and small helpers); bench/loadgen.py drives HTTP load; one
-phases_*.py module per group of phases (throughput, polls, provider, scale, find).
+phases_*.py module per group of phases (throughput, polls, provider, scale, worker, find).
 """
 from __future__ import annotations
 
@@ -51,7 +55,7 @@ sys.path.insert(0, str(ROOT))  # run as a script: make `webapp` and `bench` impo
 
 from bench import (phases_find as find, phases_polls as polls,  # noqa: E402
                    phases_provider as provider, phases_scale as scale,
-                   phases_throughput as throughput)
+                   phases_throughput as throughput, phases_worker as worker)
 from bench.procs import VENV_BIN, Procs  # noqa: E402
 from bench.stack import DEFAULT_WORKERS, Bench, log  # noqa: E402
 
@@ -73,17 +77,23 @@ PHASES = {
     "rpm": (provider.rpm, provider.RPM_WORKERS),
     "submit": (scale.submit_10k, scale.MEMORY_WORKERS),
     "memory": (scale.memory, scale.MEMORY_WORKERS),
+    "worker_cost": (worker.worker_cost, worker.COST_WORKERS),
+    "streams64": (worker.streams64, worker.STREAM_WORKERS),
+    "growth": (scale.growth, scale.GROWTH_WORKERS),
     "find": (find.find, None),
 }
 GROUPS = {"issue2": ("makespan", "seed", "pipeline", "poll", "load", "cancel"),
           "provider": ("faults", "rpm"), "scale": ("submit", "viewers", "memory"),
+          "worker": ("worker_cost", "streams64"),
           "find": ("find",)}
 
 # Which "details" sections each phase writes, so that a phase not run keeps its old ones.
 DETAIL_SECTIONS = {"makespan": ("makespan",), "seed": ("seed",), "pipeline": ("pipeline_vs_bare",),
                    "poll": ("poll",), "load": ("poll_load",), "cancel": ("cancel",),
                    "faults": ("faults_429",), "rpm": ("rpm",), "submit": ("submit_10k",),
-                   "viewers": ("viewers50",), "memory": ("worker_memory",), "find": ("find",)}
+                   "viewers": ("viewers50",), "memory": ("worker_memory",), "find": ("find",),
+                   "growth": ("growth",), "worker_cost": ("worker_cost",),
+                   "streams64": ("streams64",)}
 
 # figure -> (phase, goal text, test); test None: reported for scale, no goal.
 GOALS = {
@@ -103,6 +113,18 @@ GOALS = {
     "viewers50_p99_ms": ("viewers", "<= 100", lambda v: v <= 100),
     "viewers50_paced_p99_ms": ("viewers", "<= 100", lambda v: v <= 100),
     "worker_rss_growth_pct": ("memory", "<= 10", lambda v: v <= 10),
+    "worker_cpu_per_chunk_ms": ("worker_cost", "<= 0.05", lambda v: v <= 0.05),
+    "worker_cpu_per_article_ms": ("worker_cost", "<= 4", lambda v: v <= 4),
+    "worker_cpu_1000_chunks_ms": ("worker_cost", "(info: per article, 1,000 chunks)", None),
+    "bare_task_cpu_ms": ("worker_cost", "(info: an empty Celery task)", None),
+    "streams64_keepup_ratio": ("streams64", "(info: 1 = kept up)", None),
+    "streams64_worker_cpu_pct": ("streams64", "(info: % of one core)", None),
+    "growth_submit_100k_s": ("growth", "(info: 10 requests + resume)", None),
+    "growth_page_100k_ms": ("growth", "<= 200", lambda v: v <= 200),
+    "growth_poll_100k_ms": ("growth", "<= 100", lambda v: v <= 100),
+    "growth_poll_100k_over_1k": ("growth", "(info: 1 = flat)", None),
+    "growth_export_100k_peak_mb": ("growth", "<= 20 (flat)", lambda v: v <= 20),
+    "growth_dashboard_100k_ms": ("growth", "<= 200", lambda v: v <= 200),
     "find_dashboard_p50_ms": ("find", "(no goal set)", None),
     "find_text_title_ms": ("find", "<= 200 (slow above)", lambda v: v <= 200),
 }
@@ -289,6 +311,9 @@ def main() -> int:
     data = write_results(bench, args, started, loadavg_at_start, ran)
     print()
     print_table(data)
+    growth = scale.growth_table(data["details"])  # growth's own table: a column per size
+    if growth:
+        print("\n" + "\n".join(growth))
     print(f"\nwritten to {RESULTS.relative_to(ROOT)} in {time.monotonic() - started:.0f} s"
           + (" (--quick: seed baseline extrapolated from 40 titles)" if args.quick else ""))
     if bench.errors:

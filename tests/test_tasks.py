@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
+
 from sqlalchemy import insert, select
 
 from tests.fakeai import Fault
@@ -108,3 +110,30 @@ def test_unauthorized_fails_at_once_with_an_actionable_message(app, client, api_
     assert api["status"] == "failed" and api["percent"] == 100
     assert api["counts"]["failed"] == 1
     assert "API key" in api["articles"][0]["error"]
+
+
+@pytest.mark.parametrize("articles", [7, 6])
+def test_a_batch_is_sent_a_chunk_of_rows_at_a_time(app, fake, monkeypatch, articles):
+    """publish_batch reads the queued rows in chunks (a 100,000-article batch is never held
+    in memory at once): every chunk is sent, a short last one and an exact multiple alike."""
+    from webapp.generation import dispatch
+
+    monkeypatch.setattr(dispatch, "SEND_CHUNK", 3)
+    fake.latency = 0.0
+    with app.app_context():
+        user_id = db.session.scalar(select(User.id).where(User.email == "editor@example.test"))
+        batch = Batch(user_id=user_id, name="Chunks", provider=provider_label(app.config),
+                      model="gpt-4o-mini", target_words=200, tone="neutral", language="English",
+                      instructions="", total=articles, created_at=utcnow())
+        db.session.add(batch)
+        db.session.flush()
+        db.session.execute(insert(Article), [{
+            "batch_id": batch.id, "position": i + 1, "title": f"Chunked {i + 1}",
+            "status": "queued", "task_id": str(uuid.uuid4()), "created_at": utcnow(),
+            "updated_at": utcnow()} for i in range(articles)])
+        db.session.commit()
+        batch_id = batch.id
+        assert dispatch.publish_batch(batch_id) is None
+    assert wait_batch_final(app, batch_id)["status"] == "succeeded"
+    assert sorted(r.title for r in fake.requests) == sorted(f"Chunked {i + 1}"
+                                                              for i in range(articles))

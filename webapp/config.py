@@ -85,6 +85,8 @@ def load_config(instance_path: str) -> dict:
         "MAX_TITLES": 1000,
         # Imports (CSV or JSON) may be larger than what one types into the form.
         "IMPORT_MAX_ROWS": _int("IMPORT_MAX_ROWS", 10_000),
+        # What a batch may grow to, 10,000 rows at a time, through the API.
+        "BATCH_MAX_ARTICLES": _int("BATCH_MAX_ARTICLES", 100_000),
         "IMPORT_MAX_BYTES": _int("IMPORT_MAX_BYTES", 2 * 1024 * 1024),
         "WEBHOOK_SECRET": os.environ.get("WEBHOOK_SECRET", ""),
         "WEBHOOK_MAX_ATTEMPTS": _int("WEBHOOK_MAX_ATTEMPTS", 5),

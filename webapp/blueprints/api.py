@@ -1,9 +1,12 @@
 """JSON API for scripts and a CMS. Bearer tokens only, so no CSRF and no cookies."""
 from __future__ import annotations
 
+import json
 from functools import wraps
+from typing import Iterator
 
-from flask import Blueprint, g, jsonify, request, url_for
+from flask import (Blueprint, Response, g, jsonify, request, stream_with_context,
+                   url_for)
 
 from ..extensions import db
 from ..models import Article, Batch
@@ -80,23 +83,34 @@ def _batch_json(batch: Batch, with_articles: bool) -> dict:
         "url": url_for("api.get_batch", batch_id=batch.id),
     }
     if with_articles:
-        data["articles"] = [
-            {"id": r.id, "position": r.position, "title": r.title, "status": r.status,
-             "words": r.words, "error": r.error, "note": r.note, "review_flag": r.review_flag,
-             "url": url_for("api.get_article", article_id=r.id)}
-            for r in progress.all_article_rows(batch.id)
-        ]
+        data["articles"] = [_article_item(r) for r in progress.all_article_rows(batch.id)]
+    return data
+
+
+def _article_item(r) -> dict:
+    return {"id": r.id, "position": r.position, "title": r.title, "status": r.status,
+            "words": r.words, "error": r.error, "note": r.note, "review_flag": r.review_flag,
+            "url": url_for("api.get_article", article_id=r.id)}
+
+
+def _json_object() -> dict:
+    data = request.get_json(silent=True)
+    if not isinstance(data, dict):
+        raise ApiError(400, "invalid_json", "The body must be a JSON object.")
     return data
 
 
 @bp.post("/batches")
 @token_required
 def create_batch():
-    """Submit a batch: name, titles (a list or one per line) and settings."""
-    data = request.get_json(silent=True)
-    if not isinstance(data, dict):
-        raise ApiError(400, "invalid_json", "The body must be a JSON object.")
-    result = submission.submit(g.api_user, data)
+    """Submit a batch: name, titles (a list or one per line) and settings; with
+    "paused": true it is held (stored, not sent) so that rows can be added to it."""
+    data = _json_object()
+    hold = data.get("paused", False)
+    if not isinstance(hold, bool):
+        raise ApiError(400, "invalid", "“paused” must be true or false.",
+                       {"paused": ["Must be true or false."]})
+    result = submission.submit(g.api_user, data, hold=hold)
     db.session.expire_all()
     response = jsonify(_batch_json(db.session.get(Batch, result.batch.id), with_articles=True))
     response.status_code = 201
@@ -104,11 +118,53 @@ def create_batch():
     return response
 
 
+# Rows read per statement while a batch's articles are streamed.
+ROWS_PER_READ = 2000
+
+
 @bp.get("/batches/<int:batch_id>")
 @token_required
 def get_batch(batch_id: int):
-    """A batch's status, counts, percent and articles."""
-    return jsonify(_batch_json(_batch(batch_id), with_articles=True))
+    """A batch's status, counts, percent and articles. The articles are streamed a few
+    thousand rows at a time, so a 100,000-article batch answers with flat memory."""
+    batch = _batch(batch_id)
+    head = json.dumps(_batch_json(batch, with_articles=False))
+    total = batch.total
+
+    def body() -> Iterator[str]:
+        yield head[:-1] + ', "articles": ['
+        sep = ""
+        for first in range(1, total + 1, ROWS_PER_READ):
+            rows = progress.article_rows(batch_id, first, first + ROWS_PER_READ - 1)
+            db.session.rollback()  # no read transaction held while the client reads
+            if rows:
+                yield sep + ",".join(json.dumps(_article_item(r)) for r in rows)
+                sep = ","
+        yield "]}"
+
+    return Response(stream_with_context(body()), mimetype="application/json")
+
+
+@bp.post("/batches/<int:batch_id>/rows")
+@token_required
+def append_rows(batch_id: int):
+    """Add up to IMPORT_MAX_ROWS rows to a batch that has not started, all or none; the
+    answer lists the articles added. Resuming the batch sends them with the others."""
+    data = _json_object()
+    others = sorted(set(data) - {"rows"})
+    if others:
+        raise ApiError(400, "invalid", "Only “rows” can be sent here: a batch's settings are "
+                                       "fixed when it is submitted.",
+                       {name[:50]: ["Not accepted here."] for name in others[:10]})
+    added = submission.append_rows(g.api_user, _batch(batch_id), data.get("rows"))
+    db.session.expire_all()
+    body = _batch_json(_batch(batch_id), with_articles=False)
+    body["articles"] = [_article_item(r)
+                        for r in progress.article_rows(batch_id, added.first, added.last)]
+    response = jsonify(body)
+    response.status_code = 201
+    response.headers["Location"] = url_for("api.get_batch", batch_id=batch_id)
+    return response
 
 
 def _batch(batch_id: int) -> Batch:

@@ -3,7 +3,7 @@ its article before doing anything, so an article sent twice is written once."""
 from __future__ import annotations
 
 import logging
-from typing import Iterable, Optional
+from typing import Iterable, Iterator, Optional
 
 from flask import current_app
 from sqlalchemy import select, update
@@ -63,12 +63,29 @@ def _forget_result(celery, task_id: str) -> None:
 
 def publish_batch(batch_id: int) -> Optional[str]:
     """Send every queued article of a batch; returns an error for the user, or None."""
-    rows = db.session.execute(
-        select(Article.id, Article.task_id)
-        .where(Article.batch_id == batch_id, Article.status == A.QUEUED)
-        .order_by(Article.position)).all()
-    db.session.rollback()
-    return send(batch_id, lambda: publish_articles(rows))
+    return send(batch_id, lambda: publish_articles(_queued(batch_id)))
+
+
+# Rows read per statement while a batch is sent: a 100,000-article batch is sent without
+# holding all its ids in memory, and without a read transaction open while publishing.
+SEND_CHUNK = 2000
+
+
+def _queued(batch_id: int) -> Iterator[tuple[int, str]]:
+    """(article id, task id) of the batch's queued articles in order, a chunk at a time."""
+    after = 0
+    while True:
+        rows = db.session.execute(
+            select(Article.id, Article.task_id, Article.position)
+            .where(Article.batch_id == batch_id, Article.status == A.QUEUED,
+                   Article.position > after)
+            .order_by(Article.position).limit(SEND_CHUNK)).all()
+        db.session.rollback()
+        for row in rows:
+            yield row.id, row.task_id
+        if len(rows) < SEND_CHUNK:
+            return
+        after = rows[-1].position
 
 
 def send(batch_id: int, publish) -> Optional[str]:

@@ -1,11 +1,14 @@
-"""Exports of a batch: CSV, JSON, or a zip of Markdown files, streamed row by row."""
+"""Exports of a batch: CSV, JSON, or a zip of Markdown files, streamed row by row with
+flat memory whatever the size of the batch."""
 from __future__ import annotations
 
 import csv
 import io
 import json
 import re
-import zipfile
+import struct
+import tempfile
+import zlib
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -126,29 +129,83 @@ def front_matter(article: Article, batch: Batch) -> str:
     return "\n".join(lines)
 
 
-class _Sink(io.RawIOBase):
-    """A write-only stream that hands what zipfile writes to the response in pieces."""
+# ZIP records (PKWARE APPNOTE 4.3): little-endian, sizes in bytes. An entry is always far
+# under 4 GiB, so only the entry count, the central directory and the offsets can need
+# the ZIP64 forms (a batch of 100,000 articles has more than 65,535 entries).
+_LOCAL = struct.Struct("<IHHHHHIIIHH")
+_CENTRAL = struct.Struct("<IHHHHHHIIIHHHHHII")
+_END = struct.Struct("<IHHHHIIH")
+_END64 = struct.Struct("<IQHHIIQQQQ")
+_LOCATOR64 = struct.Struct("<IIQI")
+_MAX16, _MAX32 = 0xFFFF, 0xFFFFFFFF
+_VERSION, _VERSION64 = 20, 45  # deflate needs 2.0; ZIP64 needs 4.5
+_CHUNK = 64 * 1024
 
-    def __init__(self):
-        self.chunks: list[bytes] = []
 
-    def writable(self) -> bool:
-        return True
+def _dos_time(moment) -> tuple[int, int]:
+    """(time, date) as ZIP stores them: two-second steps, years from 1980."""
+    year = min(max(moment.year, 1980), 2107)
+    return ((moment.hour << 11) | (moment.minute << 5) | (moment.second // 2),
+            ((year - 1980) << 9) | (moment.month << 5) | moment.day)
 
-    def write(self, data) -> int:
-        self.chunks.append(bytes(data))
-        return len(data)
 
-    def take(self) -> bytes:
-        data, self.chunks = b"".join(self.chunks), []
-        return data
+def _zip_stream(entries: Iterator[tuple[str, bytes, object]]) -> Iterator[bytes]:
+    """A ZIP archive of (name, data, datetime) entries, written as they come, in pieces
+    of about 64 KiB.
+
+    zipfile.ZipFile keeps an object per entry until it writes the central directory, about
+    a kilobyte each, so its memory grew with the batch (100 MB for 100,000 articles); here
+    each entry's central record is written to a temporary file (in memory while small) as
+    soon as the entry is out, and that file is sent at the end: memory stays flat.
+    """
+    out = bytearray()
+    offset = count = 0
+    with tempfile.SpooledTemporaryFile(max_size=1024 * 1024) as central:
+        for name, data, moment in entries:
+            raw_name = name.encode("utf-8")
+            flags = 0 if raw_name.isascii() else 0x800  # bit 11: the name is UTF-8
+            crc = zlib.crc32(data)
+            packer = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -15)
+            packed = packer.compress(data) + packer.flush()
+            dos_time, dos_date = _dos_time(moment)
+            out += _LOCAL.pack(0x04034B50, _VERSION, flags, zlib.DEFLATED, dos_time, dos_date,
+                               crc, len(packed), len(data), len(raw_name), 0)
+            out += raw_name
+            out += packed
+            # Past 4 GiB the entry's offset goes in a ZIP64 extra field.
+            extra = b"" if offset < _MAX32 else struct.pack("<HHQ", 1, 8, offset)
+            central.write(_CENTRAL.pack(
+                0x02014B50, _VERSION64 if extra else _VERSION,
+                _VERSION64 if extra else _VERSION, flags, zlib.DEFLATED, dos_time, dos_date,
+                crc, len(packed), len(data), len(raw_name), len(extra), 0, 0, 0, 0,
+                min(offset, _MAX32)) + raw_name + extra)
+            offset += _LOCAL.size + len(raw_name) + len(packed)
+            count += 1
+            if len(out) >= _CHUNK:
+                yield bytes(out)
+                out.clear()
+        central_size, central_at = central.tell(), offset
+        central.seek(0)
+        while piece := central.read(_CHUNK):
+            out += piece
+            if len(out) >= _CHUNK:
+                yield bytes(out)
+                out.clear()
+    if count >= _MAX16 or central_at >= _MAX32 or central_size >= _MAX32:
+        end64_at = central_at + central_size
+        out += _END64.pack(0x06064B50, _END64.size - 12, _VERSION64, _VERSION64, 0, 0,
+                           count, count, central_size, central_at)
+        out += _LOCATOR64.pack(0x07064B50, 0, end64_at, 1)
+    out += _END.pack(0x06054B50, 0, 0, min(count, _MAX16), min(count, _MAX16),
+                     min(central_size, _MAX32), min(central_at, _MAX32), 0)
+    yield bytes(out)
 
 
 def _zip(rows, batch) -> Iterator[bytes]:
-    sink = _Sink()
-    with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        for article in rows:
-            name = f"{article.position:05d}-{_slug(article.title)}.md"
-            archive.writestr(name, front_matter(article, batch) + (article.body or ""))
-            yield sink.take()
-    yield sink.take()
+    # Wide enough for every position, so that the names sort in the batch's order.
+    width = max(5, len(str(batch.total)))
+    return _zip_stream(
+        (f"{article.position:0{width}d}-{_slug(article.title)}.md",
+         (front_matter(article, batch) + (article.body or "")).encode("utf-8"),
+         article.finished_at or article.created_at)
+        for article in rows)

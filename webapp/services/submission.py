@@ -10,15 +10,15 @@ from time import monotonic
 from typing import Optional
 
 from flask import current_app
-from sqlalchemy import insert, select
+from sqlalchemy import func, insert, select, update
 
-from ..generation import pricing
+from ..generation import lifecycle, pricing
 from ..extensions import db
 from ..models import Article, ArticleStatus as A, Batch, BatchStatus as B, Role, User, utcnow
 from ..generation.prompts import ROWS_RENDER_SECONDS, RowRefused, TemplateRefused, build_prompt
 from ..generation.provider import provider_label
 from . import audit, imports, templates
-from .errors import Invalid, NotAllowed
+from .errors import Conflict, Invalid, NotAllowed
 from .outcomes import Outcome
 from .validation import BatchInput, Errors, Row, validate_batch
 from .control import can_manage, dispatch
@@ -87,14 +87,16 @@ class RowsRefused(TemplateRefused):
         self.rows, self.label = rows, label
 
 
-def _prompts(clean: BatchInput, label: str) -> list:
+def _prompts(clean: BatchInput, label: str, template: Optional[str] = None) -> list:
     """Every row's prompt, as the workers will make them, or why the template refuses.
 
     All rows share one render deadline, so a template that is slow on every row cannot hold
     the request for long whatever the number of rows. Raises TemplateRefused for the
     template itself, RowsRefused (rows named with `label`) for the rows it cannot render.
+    `template` is a stored batch's own text; by default, that of the chosen template.
     """
-    template = templates.text_for(clean.template_id)
+    if template is None:
+        template = templates.text_for(clean.template_id)
     deadline = monotonic() + ROWS_RENDER_SECONDS
     built, refused = [], []
     for r in clean.rows:
@@ -140,15 +142,120 @@ def validate(data: dict, rows: Optional[list] = None) -> BatchInput:
     return clean
 
 
-def submit(user: User, data: dict, rows: Optional[list] = None) -> Submission:
-    """Validate, store the batch and its articles in one transaction, then dispatch."""
+HELD = "Held when it was submitted: nothing is sent until it is resumed."
+
+
+def submit(user: User, data: dict, rows: Optional[list] = None, *,
+           hold: bool = False) -> Submission:
+    """Validate, store the batch and its articles in one transaction, then dispatch.
+
+    A held batch is stored paused and not sent: more rows may be added to it
+    (append_rows) until it is resumed, which sends them all."""
     if user.role == Role.VIEWER:
         raise NotAllowed("Viewers cannot submit batches.")
     clean = validate(data, rows)
     batch = _create(user, clean)
     audit.record("batch_submitted", user=user, target=f"batch:{batch.id}",
-                 detail=f"{batch.name} ({batch.total} articles, {batch.provider}, {batch.model})")
+                 detail=f"{batch.name} ({batch.total} articles, {batch.provider}, {batch.model})"
+                        + (", held" if hold else ""))
+    if hold:
+        lifecycle.pause_batch(batch.id, HELD, by="user")
+        return Submission(batch)
     return Submission(batch, dispatch(batch.id))
+
+
+@dataclass
+class Appended:
+    """Rows added to a held batch: their positions, first to last."""
+    batch: Batch
+    first: int
+    last: int
+
+
+def append_rows(user: User, batch: Batch, records) -> Appended:
+    """Add rows to a batch that has not started (held, or paused before any article ran),
+    all or none: every row is checked as a new batch's would be, titles against the
+    batch's too, and stored in one transaction. They are sent when the batch is resumed."""
+    if not can_manage(user, batch):
+        raise NotAllowed("Only the batch's author or an admin can add rows to it.")
+    _check_open_for_rows(batch)
+    cfg = current_app.config
+    most = cfg["IMPORT_MAX_ROWS"]
+    cap = cfg["BATCH_MAX_ARTICLES"]  # what the pieces of IMPORT_MAX_ROWS may add up to
+    if not isinstance(records, list) or not records:
+        raise Invalid({"rows": ["Send “rows”: a list of at least one object with a title."]})
+    if len(records) > most:
+        raise Invalid({"rows": [f"{len(records):,} rows given; one request adds at most "
+                                f"{most:,}."]})
+    # Items that are not objects are named as such, as in an imported JSON file.
+    rows, problems = imports.check_records(
+        [r if isinstance(r, dict) else {"__invalid__": True} for r in records], 1,
+        cfg["MAX_TITLE_LENGTH"])
+    if problems:
+        raise Invalid({"rows": [f"Row {n}: {why}." for n, why in problems[:50]]},
+                      "No rows were added; see fields.")
+    clean = BatchInput(name=batch.name, rows=rows, model=batch.model,
+                       target_words=batch.target_words, tone=batch.tone,
+                       language=batch.language, instructions=batch.instructions)
+    try:
+        _prompts(clean, "Row", template=batch.template_text)
+    except RowsRefused as exc:
+        raise Invalid({"rows": [f"Row {n}: {why}" for n, why in exc.rows[:20]]},
+                      "No rows were added; see fields.") from exc
+    except TemplateRefused as exc:  # the batch's stored template: no row could be added
+        raise Conflict(f"The batch's template cannot make prompts: {exc}") from exc
+    batch_id, added = batch.id, len(rows)
+    # The guarded UPDATE comes first: it takes the write lock (SQLite) or the batch's row
+    # lock (PostgreSQL), so a resume or another append waits for this one, and what is
+    # read below cannot change before the commit.
+    grown = db.session.execute(
+        update(Batch).where(Batch.id == batch_id, Batch.status == B.PAUSED,
+                            Batch.started_at.is_(None), Batch.total + added <= cap)
+        .values(total=Batch.total + added)).rowcount
+    if grown != 1:
+        db.session.rollback()
+        db.session.refresh(batch)
+        _check_open_for_rows(batch)
+        raise Invalid({"rows": [f"The batch has {batch.total:,} articles; with {added:,} more "
+                                f"it would pass the most a batch takes, {cap:,}."]})
+    try:
+        _refuse_known_titles(batch_id, rows)
+    except Invalid:
+        db.session.rollback()
+        raise
+    first = (db.session.scalar(select(func.max(Article.position))
+                               .where(Article.batch_id == batch_id)) or 0) + 1
+    _insert_articles(batch_id, rows, first)
+    audit.record("batch_submitted", user=user, target=f"batch:{batch_id}",
+                 detail=f"{added:,} rows added (positions {first:,}–{first + added - 1:,})",
+                 commit=False)
+    db.session.commit()
+    return Appended(db.session.get(Batch, batch_id), first, first + added - 1)
+
+
+def _check_open_for_rows(batch: Batch) -> None:
+    if batch.status != B.PAUSED or batch.started_at is not None:
+        raise Conflict("Rows can be added only to a batch that has not started: submit it "
+                       "held (“paused”: true), add the rows, then resume it.")
+
+
+def _refuse_known_titles(batch_id: int, rows: list[Row]) -> None:
+    """A title already in the batch is a duplicate, as it is within one submission; the
+    batch's titles are read in pieces, so memory does not grow with the batch."""
+    new = {row.title.casefold(): row.number for row in rows}
+    clashes = []
+    titles = db.session.execute(select(Article.position, Article.title)
+                                .where(Article.batch_id == batch_id)
+                                .execution_options(yield_per=2000))
+    for position, title in titles:
+        number = new.get(title.casefold())
+        if number is not None:
+            clashes.append((number, position))
+    if clashes:
+        clashes.sort()
+        raise Invalid({"rows": [f"Row {n}: duplicate title (same as article {p:,} of the "
+                                f"batch)." for n, p in clashes[:50]]},
+                      "No rows were added; see fields.")
 
 
 def _create(user: User, clean: BatchInput, template_text: Optional[str] = None) -> Batch:
@@ -165,17 +272,22 @@ def _create(user: User, clean: BatchInput, template_text: Optional[str] = None) 
                   total=len(clean.rows), status=B.QUEUED, created_at=now)
     db.session.add(batch)
     db.session.flush()
-    # One multi-row INSERT; each article gets its Celery task id before it is enqueued.
+    _insert_articles(batch.id, clean.rows, 1, now)
+    db.session.commit()
+    return batch
+
+
+def _insert_articles(batch_id: int, rows: list[Row], first: int, now=None) -> None:
+    """One multi-row INSERT; each article gets its Celery task id before it is enqueued."""
+    now = now or utcnow()
     db.session.execute(insert(Article), [
-        {"batch_id": batch.id, "position": i, "title": row.title, "status": A.QUEUED,
+        {"batch_id": batch_id, "position": i, "title": row.title, "status": A.QUEUED,
          "task_id": str(uuid.uuid4()), "created_at": now, "updated_at": now,
          "keywords": row.keywords or None, "notes": row.notes or None,
          "tone": row.tone or None, "language": row.language or None,
          "target_words": row.words}
-        for i, row in enumerate(clean.rows, 1)
+        for i, row in enumerate(rows, first)
     ])
-    db.session.commit()
-    return batch
 
 
 def create_copy(user: User, batch: Batch) -> Batch:
