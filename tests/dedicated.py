@@ -74,6 +74,8 @@ class Dedicated:
             "GENERATION_RETRY_BASE": str(RETRY_BASE),
             "SECRET_KEY": SECRET_KEY,
             "PYTHONUNBUFFERED": "1",
+            # These tests read the per-task log lines (off by default in production).
+            "CELERY_TASK_LOG": "1",
         })
         env.update({k: str(v) for k, v in settings.items()})
         celery_bin = Path(sys.executable).with_name("celery")

@@ -98,6 +98,8 @@ EXPECTATIONS: dict[tuple[str, str], frozenset] = {
     ("api.cancel_batch", "POST"): OWNER,
     ("api.pause_batch", "POST"): OWNER,
     ("api.resume_batch", "POST"): OWNER,
+    # Growing a held batch spends its money later: its author's or an admin's call.
+    ("api.append_rows", "POST"): OWNER,
 }
 
 # A POST that ends the session it is sent with: sent from a throwaway client.

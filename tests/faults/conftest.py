@@ -238,6 +238,8 @@ class Workers:
             "WORKER_HEARTBEAT_EVERY": str(HEARTBEAT_EVERY),
             "SECRET_KEY": SECRET_KEY,
             "PYTHONUNBUFFERED": "1",
+            # These tests read the per-task log lines (off by default in production).
+            "CELERY_TASK_LOG": "1",
         })
         env.update({k: str(v) for k, v in overrides.items()})
         return env
