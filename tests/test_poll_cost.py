@@ -3,29 +3,66 @@
 No worker is involved: the batch is written straight to the database, in the state it would
 be in mid-way, and the running articles' Celery result keys hold PROGRESS meta exactly as
 Celery's Redis backend stores it.
+
+A batch page's polls render the partial once a tick for every viewer
+(webapp/services/pollcache.py): the poll that renders costs at most 3 statements and 3 Redis
+round trips (the lookup, the MGET of the live words, keeping the render); the other polls of
+the tick cost 1 round trip and no statement but the signed-in user's. The tests hold the
+tick clock still (HeldTicks), so that they, not the wall clock, decide when a tick ends.
 """
 from __future__ import annotations
 
 import json
+import math
+import time
 import uuid
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 
+import pytest
 import redis
 from sqlalchemy import insert, select, update
 
 from tests.helpers import count_sql, poll_url_of, rows_of, words_of
 from webapp.extensions import db
 from webapp.models import Article, Batch, User, utcnow
+from webapp.services import pollcache
 
 TOTAL, RUNNING, RECENT = 1000, 32, 3
 
 
-def _make_batch(app) -> tuple[int, dict[int, int]]:
+class HeldTicks:
+    """pollcache's clock, held still: a test moves it to the next tick when it wants one."""
+
+    def __init__(self, interval: float):
+        self.interval = interval
+        # Mid-tick, so that a `since` a whole number of ticks away is mid-tick too; and
+        # in the past, so that a `since` of this tick is older than what a poll reads now.
+        self.now = (math.floor(time.time() / interval) - 0.5) * interval
+
+    def __call__(self) -> float:
+        return self.now
+
+    def next_tick(self) -> None:
+        self.now += self.interval
+
+    def since_in(self, ticks_back: int) -> datetime:
+        """A `since` in the middle of the tick `ticks_back` before the current one."""
+        return datetime(1970, 1, 1) + timedelta(seconds=self.now - ticks_back * self.interval)
+
+
+@pytest.fixture
+def ticks(app, monkeypatch) -> HeldTicks:
+    held = HeldTicks(app.config["POLL_INTERVAL"])
+    monkeypatch.setattr(pollcache, "clock", held)
+    return held
+
+
+def _make_batch(app, owner: str = "editor@example.test") -> tuple[int, dict[int, int]]:
     """A 1,000-article batch: 400 finished long ago, 32 running (with progress in Redis),
     the rest queued. Returns (batch id, words so far by running article id)."""
     with app.app_context():
-        user_id = db.session.scalar(select(User.id).where(User.email == "editor@example.test"))
+        user_id = db.session.scalar(select(User.id).where(User.email == owner))
         long_ago = utcnow() - timedelta(hours=1)
         batch = Batch(user_id=user_id, name="Big batch", provider="openai-compatible (test)",
                       model="gpt-4o-mini", target_words=300, tone="neutral", language="English",
@@ -62,16 +99,23 @@ def _make_batch(app) -> tuple[int, dict[int, int]]:
     return batch_id, words
 
 
+def _change_some(app, batch_id: int, status: str, n: int = RECENT,
+                 when: datetime | None = None) -> list[int]:
+    """`n` queued articles (on the first page of the batch) become `status` at `when`."""
+    with app.app_context():
+        ids = db.session.scalars(
+            select(Article.id).where(Article.batch_id == batch_id, Article.status == "queued")
+            .order_by(Article.position).limit(n)).all()
+        db.session.execute(update(Article).where(Article.id.in_(ids))
+                           .values(status=status, words=250 if status == "succeeded" else 0,
+                                   updated_at=when or utcnow()))
+        db.session.commit()
+    return list(ids)
+
+
 def _finish_some(app, batch_id: int) -> list[int]:
     """Three queued articles (on the first page of the batch) finish now."""
-    with app.app_context():
-        recent = db.session.scalars(
-            select(Article.id).where(Article.batch_id == batch_id, Article.status == "queued")
-            .order_by(Article.position).limit(RECENT)).all()
-        db.session.execute(update(Article).where(Article.id.in_(recent))
-                           .values(status="succeeded", words=250, updated_at=utcnow()))
-        db.session.commit()
-    return list(recent)
+    return _change_some(app, batch_id, "succeeded")
 
 
 @contextmanager
@@ -91,7 +135,12 @@ def count_redis_round_trips(monkeypatch):
     monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", original)
 
 
-def test_poll_cost_of_a_1000_article_batch(app, client, monkeypatch):
+def only_the_users_load(statements: list[str]) -> bool:
+    """The one statement every signed-in request makes: its user and session."""
+    return len(statements) == 1 and "user_sessions" in statements[0]
+
+
+def test_poll_that_renders_a_1000_article_batch(app, client, monkeypatch, ticks):
     batch_id, words = _make_batch(app)
     # The URL the batch page polls, exactly as the browser gets it.
     url = poll_url_of(client.get(f"/batches/{batch_id}").get_data(as_text=True))
@@ -99,6 +148,7 @@ def test_poll_cost_of_a_1000_article_batch(app, client, monkeypatch):
     # A first poll opens the Redis connection (and its handshake), as any earlier poll would.
     assert client.get(url, headers={"HX-Request": "true"}).status_code == 200
     recent = _finish_some(app, batch_id)  # changed after the page was rendered
+    ticks.next_tick()  # the first poll of a new tick renders
 
     with count_sql(app) as statements, count_redis_round_trips(monkeypatch) as round_trips:
         response = client.get(url, headers={"HX-Request": "true"})
@@ -107,10 +157,13 @@ def test_poll_cost_of_a_1000_article_batch(app, client, monkeypatch):
     page = response.get_data(as_text=True)
     # At most 3 statements: the signed-in user, the batch with its counts, the changed rows.
     assert len(statements) <= 3, "\n\n".join(statements)
-    # Exactly one Redis round trip: one MGET of the 32 result keys, not one call per task.
-    assert len(round_trips) == 1, round_trips
-    assert round_trips[0].count(b"celery-task-meta-") == RUNNING
-    assert b"MGET" in round_trips[0].upper()
+    # 3 round trips: the lookup (this tick's render, or a claim on making it), one MGET of
+    # the 32 result keys (not one call per task), and keeping the render for the others.
+    assert len(round_trips) == 3, round_trips
+    lookup, live, keep = round_trips
+    assert b"EVAL" in lookup.upper() and b":claim" in lookup
+    assert b"MGET" in live.upper() and live.count(b"celery-task-meta-") == RUNNING
+    assert keep.upper().startswith(b"*") and b"SET" in keep.upper() and b"PX" in keep.upper()
 
     # Only what changed: the 3 rows that just finished, and the 32 running word counters.
     assert rows_of(page) == {article_id: "succeeded" for article_id in recent}
@@ -120,6 +173,32 @@ def test_poll_cost_of_a_1000_article_batch(app, client, monkeypatch):
     assert page.count('id="article-') == 2 * RECENT + RUNNING  # row + its counter, counters
     assert 'hx-trigger="load delay:' in page
     assert len(page) < 20_000, f"a poll of {len(page)} bytes is too big"
+
+
+def test_poll_answered_from_the_shared_render(app, client, admin_client, monkeypatch, ticks):
+    """Two viewers with different `since` in one tick: one render, the second viewer is
+    sent it for 1 Redis round trip and no SQL but its user's."""
+    batch_id, words = _make_batch(app)
+    recent = _finish_some(app, batch_id)
+    base = f"/batches/{batch_id}/progress?seen=running&first=1&last=500"
+    first = client.get(f"{base}&since={ticks.since_in(1).isoformat()}",
+                       headers={"HX-Request": "true"})
+    assert first.status_code == 200
+
+    with count_sql(app) as statements, count_redis_round_trips(monkeypatch) as round_trips:
+        second = admin_client.get(f"{base}&since={ticks.since_in(2).isoformat()}",
+                                  headers={"HX-Request": "true"})
+
+    assert second.status_code == 200
+    assert only_the_users_load(statements), "\n\n".join(statements)
+    assert len(round_trips) == 1, round_trips
+    assert b"EVAL" in round_trips[0].upper() and b"celery-task-meta-" not in round_trips[0]
+    page = second.get_data(as_text=True)
+    assert rows_of(page) == rows_of(first.get_data(as_text=True)) == {
+        article_id: "succeeded" for article_id in recent}
+    assert {a: n for a, n in words_of(page).items() if a in words} == words
+    # The same render: both carry the same next URL (the time the render was read).
+    assert poll_url_of(page) == poll_url_of(first.get_data(as_text=True))
 
 
 def test_first_poll_without_since_sends_active_rows_only(app, client):
@@ -133,3 +212,25 @@ def test_first_poll_without_since_sends_active_rows_only(app, client):
     # 403 of 1000 finished (400 long ago + 3 just now): 40 %.
     assert '<span class="percent">40%</span>' in page
 
+
+def test_nothing_new_costs_one_round_trip(app, client, monkeypatch, ticks):
+    """A viewer who already has this tick's render (it polls again within the tick):
+    htmx is told to keep what it shows, for 1 round trip and no SQL but the user's."""
+    batch_id, _ = _make_batch(app)
+    url = poll_url_of(client.get(f"/batches/{batch_id}").get_data(as_text=True))
+    answer = client.get(url, headers={"HX-Request": "true"}).get_data(as_text=True)
+    again = poll_url_of(answer)  # the URL the answer carries: its `since` is the render's
+
+    with count_sql(app) as statements, count_redis_round_trips(monkeypatch) as round_trips:
+        response = client.get(again, headers={"HX-Request": "true"})
+
+    assert only_the_users_load(statements), "\n\n".join(statements)
+    assert len(round_trips) == 1, round_trips
+    assert response.status_code == 200
+    assert response.headers["HX-Reswap"] == "none"
+    assert response.headers["HX-Trigger"] == "pressroom:unchanged"
+    body = response.get_data(as_text=True)
+    # Only the summary the viewer has (for clients that read the body), and its same URL.
+    assert rows_of(body) == {} and words_of(body) == {} and "hx-swap-oob" not in body
+    assert poll_url_of(body) == again
+    assert body == answer[:answer.index("</section>") + len("</section>")]

@@ -2,11 +2,14 @@
 live progress, and what can be done to a batch."""
 from __future__ import annotations
 
+import re
 from datetime import datetime, timezone
 
 from flask import (Blueprint, Response, current_app, flash, redirect,
                    render_template, request, stream_with_context, url_for)
 from flask_login import current_user, login_required
+from flask_wtf.csrf import generate_csrf
+from markupsafe import Markup
 from wtforms.fields.choices import SelectChoice
 
 from ..extensions import db
@@ -105,12 +108,51 @@ def batch_detail(batch_id: int):
 
 @bp.route("/batches/<int:batch_id>/progress")
 def batch_progress(batch_id: int):
-    """The polled progress of a batch, with only the article rows that changed."""
+    """The polled progress of a batch: this tick's render, shared by all its viewers, with
+    this user's buttons; or nothing, to a viewer who has it already."""
     poll = progress.batch_poll(current_user, batch_id, _since(), int_arg("first", 1),
                                int_arg("last", progress.ARTICLES_PER_PAGE),
-                               request.args.get("seen", ""))
-    html = render_template("_partials/_batch_progress.html", polled=True, **poll)
-    return html, (STOP_POLLING if poll["view"].is_final else 200)
+                               request.args.get("seen", ""), render=_shared_progress)
+    if poll.unchanged:
+        # htmx swaps nothing and polls again after the usual delay (the partial's
+        # hx-trigger listens for this event); the body, when there is one, is the summary
+        # the viewer already has, for clients that read answers without htmx.
+        headers = {"HX-Reswap": "none", "HX-Trigger": NOTHING_NEW}
+        return (poll.shared.summary, 200, headers) if poll.shared else ("", 204, headers)
+    html = poll.shared.summary + _for_user(poll.shared.updates, poll.can_manage)
+    if poll.actions is not None:
+        html += render_template("_partials/_batch_actions.html", batch=poll.facts,
+                                actions=poll.actions, oob=True)
+    return html, (STOP_POLLING if poll.is_final else 200)
+
+
+# The event a "nothing new" answer triggers on the polling element.
+NOTHING_NEW = "pressroom:unchanged"
+# A shared render is the same for everyone: the rows' Cancel buttons (for those who manage
+# the batch) sit between these marks, with this in place of the CSRF token. Text in the
+# page is escaped, so neither can come from a title or a note.
+_MANAGED = re.compile(r"<!--manage-->.*?<!--/manage-->", re.S)
+_CSRF_SLOT = Markup("<!--csrf-->")
+
+
+def _shared_progress(view: progress.BatchView, first: int, last: int) -> tuple[str, str]:
+    """The progress partial as any viewer may be sent it: (the polled summary, the
+    out-of-band rows and word counts)."""
+    html = render_template("_partials/_batch_progress.html", view=view, batch=view.batch,
+                           first=first, last=last, shared=True, can_manage=True,
+                           csrf_token=lambda: _CSRF_SLOT)
+    summary, end, updates = html.partition("</section>")
+    return summary + end, updates
+
+
+def _for_user(updates: str, manager: bool) -> str:
+    """A shared render's rows as this user may see them: Cancel buttons for a manager,
+    with their own CSRF token; none for anyone else."""
+    if _CSRF_SLOT not in updates:  # no Cancel button in this render
+        return updates
+    if not manager:
+        return _MANAGED.sub("", updates)
+    return updates.replace(_CSRF_SLOT, generate_csrf())
 
 
 def _after_action(batch_id: int, outcome: Outcome):

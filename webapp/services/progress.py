@@ -1,14 +1,16 @@
 """What a progress poll shows: durable state from the database, live state from Redis.
 
-A poll of a batch costs two SQL statements (the batch with its counts, then the rows that
-changed) and at most one Redis round trip (an MGET of the running articles' result keys),
-whatever the size of the batch.
+Reading a batch's progress costs two SQL statements (the batch with its counts, then the
+rows that changed) and at most one Redis round trip (an MGET of the running articles'
+result keys), whatever the size of the batch. A batch page's poll reads it once a tick,
+whoever watches: the render is shared through Redis (pollcache), and the other polls of
+the tick cost one Redis round trip and no SQL.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
-from typing import Optional
+from typing import Callable, Optional, Union
 
 import redis
 from sqlalchemy import bindparam, func, select, union
@@ -18,7 +20,7 @@ from ..generation import live, ratelimit, webhooks
 from ..extensions import db, get_redis
 from ..models import (Article, ArticleStatus as A, ArticleVersion, Batch, BatchStatus as B, Role,
                       User, utcnow)
-from . import review, users
+from . import pollcache, review, users
 from .listing import BatchFilter, page_of_batches
 from .control import can_manage
 from .errors import NotFound
@@ -81,7 +83,28 @@ class BatchActions:
     can_retry_dispatch: bool = False
 
 
-def actions(user: User, batch: Batch) -> BatchActions:
+@dataclass(frozen=True)
+class BatchFacts:
+    """What the buttons and the checks of a poll need of a batch, kept with a shared
+    render so that a poll answered from it reads no database."""
+    id: int
+    name: str
+    user_id: int
+    status: str
+    paused_by: Optional[str]
+    dispatch_error: Optional[str]
+
+    @classmethod
+    def of(cls, batch: Batch) -> "BatchFacts":
+        return cls(batch.id, batch.name, batch.user_id, batch.status, batch.paused_by,
+                   batch.dispatch_error)
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in B.FINAL
+
+
+def actions(user: User, batch: Union[Batch, BatchFacts]) -> BatchActions:
     manager = can_manage(user, batch)
     open_ = not batch.is_final and batch.status != B.CANCELLING
     paused = batch.status == B.PAUSED
@@ -177,7 +200,11 @@ def timings(batch: Batch, counts: Counts, now: datetime) -> tuple[Optional[float
 
 
 def batch_view(batch_id: int, since: Optional[datetime] = None, *, with_rows: bool,
-               first: int = 1, last: int = ARTICLES_PER_PAGE) -> Optional[BatchView]:
+               first: int = 1, last: int = ARTICLES_PER_PAGE,
+               with_live: bool = True) -> Optional[BatchView]:
+    """The batch as its page shows it; with `with_rows`, the rows in flight and those
+    changed since `since` (less OVERLAP), with their live words unless `with_live` is
+    False (Redis is known to be down: the page says live progress is unavailable)."""
     loaded = load_batch_with_counts(batch_id)
     if loaded is None:
         return None
@@ -205,6 +232,9 @@ def batch_view(batch_id: int, since: Optional[datetime] = None, *, with_rows: bo
     running = [r for r in rows if r.status in A.ACTIVE]
     if batch.status in B.FINAL:
         return view  # finished batches render from the database alone
+    if not with_live:
+        view.live_error = True
+        return view
     # One MGET: the running articles' Celery progress and the rate-limit pressure.
     extra = ratelimit.pressure_keys(batch_id)
     try:
@@ -253,17 +283,72 @@ def batch_page(user: User, batch_id: int, page: int) -> dict:
             "can_manage": can_manage(user, batch), "actions": actions(user, batch)}
 
 
+# Renders the progress partial of a BatchView for every viewer alike: (summary, updates).
+Render = Callable[[BatchView, int, int], tuple[str, str]]
+
+
+@dataclass(frozen=True)
+class BatchPoll:
+    """A poll's answer: a render shared by every viewer, and what this user may do."""
+    shared: Optional[pollcache.Shared]
+    # The viewer has `shared` already, or something newer (then `shared` is None).
+    unchanged: bool = False
+    can_manage: bool = False
+    facts: Optional[BatchFacts] = None
+    actions: Optional[BatchActions] = None  # only when the status is no longer `seen`
+
+    @property
+    def is_final(self) -> bool:
+        return self.facts is not None and self.facts.is_final
+
+
 def batch_poll(user: User, batch_id: int, since: Optional[datetime], first: int, last: int,
-               seen_status: str) -> dict:
-    """A poll of a batch's page: the summary, the article rows that changed since `since`,
-    and the buttons again only when the status is no longer `seen_status`."""
-    view = batch_view(batch_id, since, with_rows=True, first=first,
-                      last=min(last, first + ARTICLES_PER_PAGE))
+               seen_status: str, render: Render) -> BatchPoll:
+    """A poll of a batch's page: the summary and the article rows that changed since
+    `since`, from this tick's shared render when there is one; nothing when the viewer
+    already has it; the buttons again only when the status is no longer `seen_status`."""
+    last = min(last, first + ARTICLES_PER_PAGE)
+    if since is None:  # not what a page sends (a first look): read for this poll alone
+        return _answer(user, _render(batch_id, None, first, last, render), seen_status)
+    w = pollcache.window(since)
+    try:
+        shared, claimed, previous = pollcache.lookup(batch_id, first, last, w)
+    except redis.RedisError:
+        # As before there was a cache: counts from the database, no live words.
+        return _answer(user, _render(batch_id, w.start, first, last, render, with_live=False),
+                       seen_status)
+    if claimed:
+        shared = _render(batch_id, w.start, first, last, render)
+        pollcache.store(batch_id, first, last, w, shared)
+    elif shared is None:
+        # Another poll is making this tick's render: the previous tick's will do if it is
+        # newer than what this viewer has; else nothing is new for it until the next tick.
+        shared = previous
+    if shared is None:
+        return BatchPoll(None, unchanged=True)
+    # A viewer who has this render (or a newer one) is told nothing is new; a finished
+    # batch is always sent whole, so that its 286 stops the polling.
+    if since >= shared.read_at and shared.facts["status"] not in B.FINAL:
+        return BatchPoll(shared if since == shared.read_at else None, unchanged=True)
+    return _answer(user, shared, seen_status)
+
+
+def _render(batch_id: int, since: Optional[datetime], first: int, last: int, render: Render,
+            with_live: bool = True) -> pollcache.Shared:
+    view = batch_view(batch_id, since, with_rows=True, first=first, last=last,
+                      with_live=with_live)
     if view is None:
         raise NotFound(f"No batch {batch_id}.")
-    return {"view": view, "batch": view.batch, "first": first, "last": last,
-            "can_manage": can_manage(user, view.batch), "actions": actions(user, view.batch),
-            "actions_changed": seen_status != view.batch.status}
+    summary, updates = render(view, first, last)
+    return pollcache.Shared(datetime.fromisoformat(view.rendered_at),
+                            asdict(BatchFacts.of(view.batch)), summary, updates)
+
+
+def _answer(user: User, shared: pollcache.Shared, seen_status: str) -> BatchPoll:
+    """Checked for this user on every poll, never kept: the buttons they may use."""
+    facts = BatchFacts(**shared.facts)
+    return BatchPoll(shared, can_manage=can_manage(user, facts), facts=facts,
+                     actions=actions(user, facts) if seen_status != facts.status else None)
 
 
 def batch_buttons(user: User, batch_id: int) -> dict:

@@ -1,0 +1,155 @@
+"""A batch page's progress partial, rendered once a tick and shared by all who watch it.
+
+Every viewer of a batch page polls its progress about once a second. Rendered per viewer,
+fifty viewers cost fifty times the SQL, the Redis read and the template; the answers differ
+only by a few milliseconds of staleness. So the first poll of a tick renders the partial
+and keeps it in Redis for a few seconds, and the other polls of that tick are sent the same
+HTML: one Redis round trip, no SQL.
+
+Ticks cut time into POLL_INTERVAL slices. A render made in tick T holds the rows changed
+since the start of tick T-2 (less the poll's OVERLAP), so it serves every viewer whose
+`since` falls in T-2 or later: whoever polled in either of the two ticks before (one whose
+answer arrived just after a tick began polls again a tick later than the others). A viewer
+whose `since` is older (a tab that was hidden) gets a render of its own window, which
+others with the same window share.
+
+A render never takes a viewer back in time: it is read after its tick began, so after the
+`since` of any viewer of an earlier tick; a viewer whose `since` is that of this render, or
+later, is told that nothing is new (progress.batch_poll).
+
+Only what is the same for everyone is kept: access checks and a user's buttons are worked
+out per request from the facts stored with the render (the batch's owner and status).
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Optional
+
+import redis
+from flask import current_app
+
+from ..extensions import get_redis
+from ..installation import prefix
+
+# How many ticks back a render reaches (see the docstring): 2 keeps viewers whose polls
+# land a tick late sharing the same render.
+REACH = 2
+# Renders are read in their own tick and, while the next one is being made, in the next.
+KEEP_TICKS = 3
+KEEP_AT_LEAST_S = 2.0
+
+_EPOCH = datetime(1970, 1, 1)
+
+# One round trip: this tick's render; or, when there is none, a claim on making it (so that
+# one poll renders while the others wait a tick); or, when another poll holds the claim,
+# the previous tick's render to answer with meanwhile.
+_LOOKUP = """
+local shared = redis.call('GET', KEYS[1])
+if shared then return {'hit', shared} end
+if redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[1]) then return {'claimed'} end
+return {'busy', redis.call('GET', KEYS[3])}
+"""
+
+
+def clock() -> float:
+    """Seconds since the epoch (the tests hold it still to decide when a tick ends)."""
+    return time.time()
+
+
+def _interval() -> float:
+    return max(float(current_app.config["POLL_INTERVAL"]), 0.05)
+
+
+@dataclass(frozen=True)
+class Window:
+    """Which shared render a poll may be answered with: the tick it is asked in, and the
+    first tick whose changes the render must hold (changes since `start`)."""
+    tick: int
+    since_tick: int
+    interval: float
+
+    @property
+    def start(self) -> datetime:
+        return _EPOCH + timedelta(seconds=self.since_tick * self.interval)
+
+    @property
+    def previous(self) -> "Window":
+        """The same viewer's window one tick earlier."""
+        return Window(self.tick - 1, min(self.since_tick, self.tick - 1 - REACH),
+                      self.interval)
+
+
+def window(since: datetime) -> Window:
+    """The window of a poll whose viewer has seen everything up to `since` (naive UTC)."""
+    interval = _interval()
+    tick = math.floor(clock() / interval)
+    seen = math.floor((since - _EPOCH).total_seconds() / interval)
+    return Window(tick, min(seen, tick - REACH), interval)
+
+
+@dataclass(frozen=True)
+class Shared:
+    """One render of the partial, the same for every viewer: `summary` is the polled
+    element itself, `updates` the out-of-band rows and word counts. `facts` are what the
+    per-request checks need of the batch (JSON values), `read_at` when it was read."""
+    read_at: datetime
+    facts: dict
+    summary: str
+    updates: str
+
+
+def _key(batch_id: int, first: int, last: int, w: Window) -> str:
+    return f"{prefix()}poll:{batch_id}:{first}-{last}:{w.tick}:{w.since_tick}"
+
+
+def lookup(batch_id: int, first: int, last: int,
+           w: Window) -> tuple[Optional[Shared], bool, Optional[Shared]]:
+    """(this tick's render, whether this poll is to make it, the previous tick's render).
+
+    Raises redis.RedisError when Redis cannot be reached."""
+    key = _key(batch_id, first, last, w)
+    claim_ms = int(max(2 * w.interval, 1.0) * 1000)
+    reply = get_redis().eval(_LOOKUP, 3, key, key + ":claim",
+                             _key(batch_id, first, last, w.previous), claim_ms)
+    outcome = reply[0]
+    if outcome == b"hit":
+        return _decode(reply[1]), False, None
+    if outcome == b"claimed":
+        return None, True, None
+    return None, False, _decode(reply[1]) if len(reply) > 1 else None
+
+
+def store(batch_id: int, first: int, last: int, w: Window, shared: Shared) -> None:
+    """Keep a render for the others of its tick (and the next); a failure only costs them
+    a render of their own."""
+    keep_ms = int(max(KEEP_TICKS * w.interval, KEEP_AT_LEAST_S) * 1000)
+    try:
+        get_redis().set(_key(batch_id, first, last, w), _encode(shared), px=keep_ms)
+    except redis.RedisError:
+        current_app.logger.warning("could not keep the progress render of batch %s", batch_id)
+
+
+# Stored as one JSON line (when, the facts, where the summary ends) and then the HTML,
+# so the HTML is kept as it is rather than escaped into JSON.
+def _encode(shared: Shared) -> bytes:
+    head = json.dumps({"read_at": shared.read_at.isoformat(), "facts": shared.facts,
+                       "summary": len(shared.summary)}, separators=(",", ":"))
+    return f"{head}\n{shared.summary}{shared.updates}".encode()
+
+
+def _decode(raw) -> Optional[Shared]:
+    if not raw:
+        return None
+    try:
+        head, _, html = raw.decode().partition("\n")
+        meta = json.loads(head)
+        read_at = datetime.fromisoformat(meta["read_at"])
+        cut = int(meta["summary"])
+        facts = dict(meta["facts"])
+    except (ValueError, KeyError, TypeError):
+        return None  # not one of ours (or from another version): rendered again
+    return Shared(read_at, facts, html[:cut], html[cut:])
