@@ -7,7 +7,7 @@ from flask_login import current_user, login_required
 
 from ..extensions import db
 from ..models import Article, Role
-from ..services import control, progress, review
+from ..services import article_page, control, progress, review
 from ..services.errors import Invalid
 from .access import roles_required
 from .htmx import STOP_POLLING, is_htmx
@@ -29,14 +29,14 @@ def _to_article(article_id: int):
 def article_detail(article_id: int):
     """One article, rendered from Markdown; live while it is being written."""
     article = db.get_or_404(Article, article_id)
-    return render_template("article.html", **progress.article_page(current_user, article))
+    return render_template("article.html", **article_page.article_page(current_user, article))
 
 
 @bp.get("/articles/<int:article_id>/live")
 def article_live(article_id: int):
     """The polled body of an article that is being written; when it finishes, the review
     panel comes along once."""
-    poll = progress.article_poll(current_user, db.get_or_404(Article, article_id))
+    poll = article_page.article_poll(current_user, db.get_or_404(Article, article_id))
     html = render_template("_partials/_article_live.html", polled=True, **poll)
     return html, (STOP_POLLING if poll["article"].is_final else 200)
 

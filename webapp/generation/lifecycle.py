@@ -28,8 +28,7 @@ succeeded, failed, cancelled  succeeded   restore                 review.restore
 queued, cancelling            cancelled   mark_cancelled          tasks (before the claim),
                                                                   control.cancel_article, reconciler
 running, cancelling (owner)   cancelled   mark_cancelled(token)   tasks (cancel seen while writing)
-queued (of a batch)           cancelled   cancel_queued           control.cancel_batch,
-                                                                  enforce_budget
+queued (of a batch)           cancelled   cancel_queued           control.cancel_batch, budget
 running (of a batch)          cancelling  request_cancel_running  control.cancel_batch (a lapsed
                               cancelled                           lease has no worker: cancelled)
 running                       cancelling  request_cancel_article  control.cancel_article
@@ -41,11 +40,9 @@ from                          to          transition              by
 queued                        running     mark_batch_running      tasks (the first claim)
 queued, running               paused      pause_batch             control.pause_batch, breaker
 paused                        running     resume_batch            control.resume_batch
-queued, running, paused,      cancelling  request_cancel_batch    control.cancel_batch
-cancelling
+not final                     cancelling  request_cancel_batch    control.cancel_batch
 not final, no article open    succeeded,  finalize_batch          tasks, reconciler, batches
-                              failed,
-                              cancelled
+                              failed, cancelled
 succeeded, failed, cancelled  running     reopen_batch            review.regenerate(_many),
                                                                   control.requeue --failed
 not final                     (same)      enforce_budget          tasks (cancels what is queued)
@@ -70,23 +67,16 @@ KEEP = object()
 BREAKER_NOTE = "Stopped by the circuit breaker."
 
 
-def _run(stmt, commit: bool) -> int:
-    """Execute a guarded UPDATE; how many rows it changed."""
-    result = db.session.execute(stmt, execution_options={"synchronize_session": False})
+def _run(stmt, commit: bool, params: Optional[dict] = None) -> int:
+    """Execute a guarded UPDATE (a prebuilt one with its `params`); how many rows changed."""
+    result = db.session.execute(stmt, params, execution_options={"synchronize_session": False})
     if commit:
         db.session.commit()
     return result.rowcount
 
 
-def _apply(stmt, commit: bool = True) -> bool:  # one row, so it happened
-    return _run(stmt, commit) == 1
-
-
-def _apply_params(stmt, params: dict) -> bool:
-    """A prebuilt Core UPDATE with its parameters; committed; whether its one row changed."""
-    changed = db.session.execute(stmt, params).rowcount == 1
-    db.session.commit()
-    return changed
+def _apply(stmt, commit: bool = True, params: Optional[dict] = None) -> bool:
+    return _run(stmt, commit, params) == 1  # one row, so it happened
 
 
 # -- articles ------------------------------------------------------------------------------
@@ -111,12 +101,10 @@ _CLAIM = (
 
 
 def claim(article_id: int, batch_id: int, token: str, lease_seconds: int) -> bool:
-    """Take a queued article, or a running one whose owner stopped renewing its lease.
-
-    Never in a paused batch: once a pause has committed, nothing new starts.
-    """
+    """Take a queued article, or a running one whose owner stopped renewing its lease;
+    never in a paused batch (once a pause has committed, nothing new starts)."""
     now = utcnow()
-    return _apply_params(_CLAIM, {"p_article": article_id, "p_batch": batch_id, "p_now": now,
+    return _apply(_CLAIM, params={"p_article": article_id, "p_batch": batch_id, "p_now": now,
                                   "p_token": token,
                                   "p_until": now + timedelta(seconds=lease_seconds)})
 
@@ -149,16 +137,21 @@ def complete(article_id: int, token: str, *, body: str, words: int, prompt_token
 
     One statement: the database keeps the body as the article's next version in the same
     UPDATE (the generated_version trigger, webapp/triggers.py)."""
-    return _apply_params(_COMPLETE, {
+    return _apply(_COMPLETE, params={
         "p_article": article_id, "p_token": token, "p_body": body, "p_words": words,
         "p_prompt": prompt_tokens, "p_completion": completion_tokens, "p_finish": finish_reason,
         "p_cost": cost_usd, "p_flag": review_flag, "p_now": utcnow()})
 
 
-def _failed(error: str, note: Optional[str] = None) -> dict:
+def _ended(status: str, note: Optional[str] = None, **extra) -> dict:
+    """What every end of an article writes besides its status (failed or cancelled)."""
     now = utcnow()
-    return {"status": A.FAILED, "error": error[:2000], "finished_at": now, "updated_at": now,
-            "lease_expires_at": None, "note": note}
+    return {"status": status, "finished_at": now, "updated_at": now, "lease_expires_at": None,
+            "note": note, **extra}
+
+
+def _failed(error: str, note: Optional[str] = None) -> dict:
+    return _ended(A.FAILED, note, error=error[:2000])
 
 
 def fail(article_id: int, token: str, error: str, note: Optional[str] = None) -> bool:
@@ -186,10 +179,9 @@ def fail_lost(article_id: int, error: str, lapsed_before: Optional[datetime] = N
 
 
 def release_for_retry(article_id: int, token: str, note: str) -> bool:
-    """Give a running article back to the queue while a retry waits.
-
-    Not a requeue: Celery's retry sends the same task id again, so the id stays, and so do
-    the attempts (they are what the retry budget counts)."""
+    """Give a running article back to the queue while a retry waits. Not a requeue:
+    Celery's retry sends the same task id again, so the id stays, and so do the attempts
+    (they are what the retry budget counts)."""
     now = utcnow()
     return _apply(update(Article)
                   .where(Article.id == article_id, Article.claim_token == token,
@@ -199,12 +191,10 @@ def release_for_retry(article_id: int, token: str, note: str) -> bool:
 
 
 def _requeued(note: str, extra_instructions) -> dict:
-    """What every re-queue writes.
-
-    A new task id: the old one's result (SUCCESS, or a dead worker's PROGRESS) must not
-    leak into the progress of the new attempt. No owner, no lease, no error, and no verdict
-    until the new body arrives; the body, its versions and its cost stay until then.
-    """
+    """What every re-queue writes. A new task id: the old one's result (SUCCESS, or a dead
+    worker's PROGRESS) must not leak into the progress of the new attempt. No owner, no
+    lease, no error, and no verdict until the new body arrives; the body, its versions and
+    its cost stay until then."""
     values = {"status": A.QUEUED, "task_id": str(uuid.uuid4()), "claim_token": None,
               "lease_expires_at": None, "words": 0, "error": None, "finished_at": None,
               "note": note[:300], "review_flag": None, "review_status": None,
@@ -217,8 +207,7 @@ def _requeued(note: str, extra_instructions) -> dict:
 def requeue_many(article_ids: Iterable[int], note: str, *,
                  from_states: tuple[str, ...] = A.FINAL, extra_instructions=KEEP,
                  commit: bool = True) -> list[tuple[int, str]]:
-    """Send finished articles to be written again from scratch (their attempts start at 0).
-
+    """Send finished articles to be written again from scratch (their attempts start at 0):
     `from_states` narrows the finished states an article may be in (e.g. only failed);
     `extra_instructions` replaces the article's own instructions unless KEEP. Returns the
     (article id, new task id) pairs of those re-queued, ready to publish after the commit.
@@ -245,9 +234,8 @@ def requeue(article_id: int, note: str, **options) -> Optional[str]:
 
 def requeue_lost(article_id: int, note: str,
                  lapsed_before: Optional[datetime] = None) -> Optional[str]:
-    """A running article whose worker stopped renewing its lease goes back to the queue.
-
-    Its attempts count on, so an article that kills its workers is given up in the end.
+    """A running article whose worker stopped renewing its lease goes back to the queue;
+    its attempts count on, so an article that kills its workers is given up in the end.
     Returns the new task id, or None when the article was not (or no longer) lost."""
     values = _requeued(note, KEEP)
     moved = _apply(update(Article)
@@ -266,37 +254,30 @@ def restore(article_id: int, body: str, *, commit: bool = True) -> bool:
                   commit=commit)
 
 
-def _cancelled(note: Optional[str] = None) -> dict:
-    now = utcnow()
-    return {"status": A.CANCELLED, "finished_at": now, "updated_at": now,
-            "lease_expires_at": None, "note": note}
-
-
 def mark_cancelled(article_id: int, token: Optional[str] = None) -> bool:
     """Cancel an article that has not finished; with a token, only as its owner."""
     if token:
         guard = and_(Article.claim_token == token, Article.status.in_(A.ACTIVE))
     else:
         guard = Article.status.in_((A.QUEUED, A.CANCELLING))
-    return _apply(update(Article).where(Article.id == article_id, guard).values(**_cancelled()))
+    return _apply(update(Article).where(Article.id == article_id, guard)
+                  .values(**_ended(A.CANCELLED)))
 
 
 def cancel_queued(batch_id: int, note: Optional[str] = None, *, commit: bool = True) -> int:
     """Cancel every article of the batch that has not started; how many."""
     return _run(update(Article).where(Article.batch_id == batch_id, Article.status == A.QUEUED)
-                .values(**_cancelled(note)), commit)
+                .values(**_ended(A.CANCELLED, note)), commit)
 
 
 def request_cancel_running(batch_id: int, *, commit: bool = True) -> int:
-    """Ask the batch's running articles to stop; how many were asked.
-
-    One whose lease has lapsed has no live worker to stop it, so it is cancelled at once.
-    """
+    """Ask the batch's running articles to stop; how many were asked. One whose lease has
+    lapsed has no live worker to stop it, so it is cancelled at once."""
     now = utcnow()
     lapsed = _run(update(Article)
                   .where(Article.batch_id == batch_id, Article.status == A.RUNNING,
                          Article.lease_expires_at < now)
-                  .values(**_cancelled()), commit=False)
+                  .values(**_ended(A.CANCELLED)), commit=False)
     live = _run(update(Article).where(Article.batch_id == batch_id, Article.status == A.RUNNING)
                 .values(status=A.CANCELLING, updated_at=now), commit=False)
     if commit:
@@ -338,12 +319,10 @@ def request_cancel_batch(batch_id: int, *, commit: bool = True) -> bool:
 
 
 def reopen_batch(batch_id: int, *, keep_stop: bool = False, commit: bool = True) -> bool:
-    """A finished batch runs again because some of its articles were re-queued.
-
-    A batch not finished (running, paused, being cancelled) stays as it is: its articles
-    join it. Regenerating forgets why the batch stopped (a cancel, the budget), so the
-    budget is enforced afresh; an operator's re-queue of failed articles keeps it
-    (keep_stop), as it always has."""
+    """A finished batch runs again because some of its articles were re-queued (one not
+    finished stays as it is: its articles join it). Regenerating forgets why the batch
+    stopped (a cancel, the budget), so the budget is enforced afresh; an operator's re-queue
+    of failed articles keeps it (keep_stop), as it always has."""
     values = {"status": B.RUNNING, "finished_at": None}
     if not keep_stop:
         values.update(cancel_requested_at=None, stop_reason=None)
@@ -363,9 +342,14 @@ def finalize_batch(batch_id: int) -> Optional[str]:
     if db.session.execute(_ANY_OPEN, {"p_batch": batch_id}).first() is not None:
         db.session.rollback()
         return None
-    counts = dict(db.session.execute(
-        select(Article.status, func.count()).where(Article.batch_id == batch_id)
-        .group_by(Article.status)).all())
+    # Per status: how many, and the tokens and cost they add to the batch's totals.
+    per_status = db.session.execute(
+        select(Article.status, func.count(), func.coalesce(func.sum(Article.prompt_tokens), 0),
+               func.coalesce(func.sum(Article.completion_tokens), 0),
+               func.coalesce(func.sum(Article.cost_usd), 0.0))
+        .where(Article.batch_id == batch_id).group_by(Article.status)).all()
+    counts = {row[0]: row[1] for row in per_status}
+    sums = [sum(row[i] for row in per_status) for i in (2, 3, 4)]
     if any(counts.get(s) for s in (A.QUEUED, A.RUNNING, A.CANCELLING)):
         return None
     batch = db.session.get(Batch, batch_id)
@@ -379,11 +363,6 @@ def finalize_batch(batch_id: int) -> Optional[str]:
         status = B.CANCELLED
     else:
         status = B.SUCCEEDED
-    sums = db.session.execute(
-        select(func.coalesce(func.sum(Article.prompt_tokens), 0),
-               func.coalesce(func.sum(Article.completion_tokens), 0),
-               func.coalesce(func.sum(Article.cost_usd), 0.0))
-        .where(Article.batch_id == batch_id)).one()
     now = utcnow()
     ok = _apply(update(Batch).where(Batch.id == batch_id, Batch.status.not_in(B.FINAL))
                 .values(status=status, finished_at=now, prompt_tokens=sums[0],
@@ -397,11 +376,9 @@ def finalize_batch(batch_id: int) -> Optional[str]:
 
 
 def enforce_budget(batch_id: int) -> bool:
-    """When the spend reaches the batch's budget, cancel what has not started.
-
-    Articles already running finish (their tokens are spent already); the batch says why it
-    stopped. Returns True when this call stopped the batch.
-    """
+    """When the spend reaches the batch's budget, cancel what has not started. Articles
+    already running finish (their tokens are spent already); the batch says why it stopped.
+    True when this call stopped the batch."""
     budget, spend = db.session.execute(
         select(Batch.budget_usd,
                select(func.coalesce(func.sum(Article.cost_usd), 0.0))
