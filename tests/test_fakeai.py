@@ -267,6 +267,9 @@ def test_script_is_fifo_then_default_then_reset(fake, client):
     assert [r.fault for r in fake.requests] == ["server_error", None, "quota", "unauthorized"]
     assert fake.request_count() == 4
 
+    # The client has its answer a moment before the server's handler counts the request as
+    # ended; a request still in flight rightly counts after a reset.
+    fake.wait_idle()
     fake.reset()
     assert fake.request_count() == 0 and fake.max_concurrent == 0
     ask(client)  # default fault cleared too
