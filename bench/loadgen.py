@@ -84,7 +84,7 @@ def paced_viewers(base: str, path_fn, cookie: str, server_pid: int, *, viewers: 
     latencies: list[float] = []
     failures: list[str] = []
 
-    async def poll_once() -> None:
+    async def poll_once(_state) -> None:  # no state: each URL is made up
         t = time.perf_counter()
         reader, writer = await asyncio.open_connection(host, port)
         writer.write((f"GET {path_fn()} HTTP/1.1\r\nHost: {host}:{port}\r\n"
@@ -98,19 +98,32 @@ def paced_viewers(base: str, path_fn, cookie: str, server_pid: int, *, viewers: 
         if status_line.split()[1:2] not in ([b"200"], [b"286"]):
             failures.append(status_line.decode(errors="replace").strip())
 
+    return drive_viewers(poll_once, None, viewers=viewers, seconds=seconds, seed=5,
+                         server_pid=server_pid, latencies=latencies, failures=failures)
+
+
+def drive_viewers(poll_once, first, *, viewers: int, seconds: float, seed: int,
+                  server_pid: int, latencies: list, failures: list) -> dict:
+    """Run `viewers` viewers for `seconds`: each starts at its own moment of the first
+    second (out of step, as pages opened at different times), then calls `state = await
+    poll_once(state)` (from `first`) one second after each answer. `poll_once` appends to
+    `latencies` and `failures`; the figures of the run are returned, with the server's
+    CPU per request."""
+    import asyncio
+
     async def viewer(stop_at: float, rng: random.Random) -> None:
-        # Viewers opened the page at different times: out of step from the start.
         await asyncio.sleep(rng.uniform(0, 1.0))
+        state = first
         while time.perf_counter() < stop_at:
             try:
-                await asyncio.wait_for(poll_once(), timeout=10)
+                state = await asyncio.wait_for(poll_once(state), timeout=10)
             except (OSError, asyncio.TimeoutError) as exc:
                 failures.append(type(exc).__name__)
             await asyncio.sleep(1.0)
 
     async def main() -> None:
         stop_at = time.perf_counter() + seconds
-        rng = random.Random(5)
+        rng = random.Random(seed)
         await asyncio.gather(*(viewer(stop_at, random.Random(rng.random()))
                                for _ in range(viewers)))
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import html
-import random
 import re
 import statistics
 import time
@@ -28,8 +27,8 @@ import uuid
 from datetime import timedelta
 from urllib.parse import parse_qsl, urlsplit
 
-from bench.loadgen import poll_script, warm_gunicorn, wrk
-from bench.procs import ROOT, cpu_seconds
+from bench.loadgen import drive_viewers, poll_script, warm_gunicorn, wrk
+from bench.procs import ROOT
 from bench.stack import CONCURRENCY, DEFAULT_WORKERS, Bench, log, utcnow, wait_until
 from webapp.services.progress import ARTICLES_PER_PAGE
 
@@ -248,35 +247,9 @@ def paced_following(base: str, first_path: str, cookie: str, server_pid: int, *,
         found = _POLL_URL.search(body.decode(errors="replace"))
         return html.unescape(found.group(1)) if found else path
 
-    async def viewer(stop_at: float, rng: random.Random) -> None:
-        # Viewers opened the page at different times: out of step from the start.
-        await asyncio.sleep(rng.uniform(0, 1.0))
-        path = first_path
-        while time.perf_counter() < stop_at:
-            try:
-                path = await asyncio.wait_for(poll_once(path), timeout=10)
-            except (OSError, asyncio.TimeoutError) as exc:
-                failures.append(type(exc).__name__)
-            await asyncio.sleep(1.0)
-
-    async def main() -> None:
-        stop_at = time.perf_counter() + seconds
-        rng = random.Random(12)
-        await asyncio.gather(*(viewer(stop_at, random.Random(rng.random()))
-                               for _ in range(viewers)))
-
-    cpu = cpu_seconds(server_pid, children=True)
-    started = time.perf_counter()
-    asyncio.run(main())
-    elapsed = time.perf_counter() - started
-    cpu = cpu_seconds(server_pid, children=True) - cpu
-    latencies.sort()
-    n = len(latencies)
-    return {"rps": round(n / elapsed, 1), "requests": n,
-            "p50_ms": round(latencies[n // 2], 2), "p90_ms": round(latencies[int(n * .9)], 2),
-            "p99_ms": round(latencies[int(n * .99)], 2), "max_ms": round(latencies[-1], 2),
-            "server_cpu_ms_per_request": round(cpu * 1000 / n, 3) if n else None,
-            "statuses": statuses, "failures": len(failures), "failure_examples": failures[:3]}
+    figures = drive_viewers(poll_once, first_path, viewers=viewers, seconds=seconds, seed=12,
+                            server_pid=server_pid, latencies=latencies, failures=failures)
+    return {**figures, "statuses": statuses}
 
 
 def _page_poll_url(base: str, batch_id: int, cookie: str) -> str:
