@@ -25,9 +25,9 @@ from sqlalchemy import delete
 
 from tests.fakeai import FakeAI
 from tests.helpers import login, wait_until
-from tests.support import (ACCOUNTS, ARTIFACTS, RETRY_BASE, ROOT, SECRET_KEY, WEBHOOK_WORKER_NAME,
-                           WORKER_NAME, activate_celery, app_config, free_port, migrate_and_seed,
-                           stop_process, worker_idle)
+from tests.support import (ACCOUNTS, ARTIFACTS, ECONOMY_POLL_SECONDS, RETRY_BASE, ROOT,
+                           SECRET_KEY, WEBHOOK_WORKER_NAME, WORKER_NAME, activate_celery,
+                           app_config, free_port, migrate_and_seed, stop_process, worker_idle)
 
 # pg_advisory_lock key that serialises test sessions sharing one PostgreSQL database.
 PG_SESSION_LOCK = 7_272_024
@@ -171,6 +171,9 @@ def worker(_app, database_url, redis_url, fake_server, artifacts):
         "GENERATION_RETRY_BASE": str(RETRY_BASE),
         "SECRET_KEY": SECRET_KEY,
         "PYTHONUNBUFFERED": "1",
+        # Economy parts are asked about often here (the fake's batches take seconds).
+        "ECONOMY_POLL_SECONDS": str(ECONOMY_POLL_SECONDS),
+        "ECONOMY_POLL_MAX_SECONDS": "1",
     })
     celery_bin = Path(sys.executable).with_name("celery")
     # Named after this pytest process: sessions run side by side keep their own logs.
@@ -212,7 +215,7 @@ def reset_state(app, worker, redis_client, fake_server) -> None:
     Redis is not flushed: Celery's `_kombu.binding.*` keys must stay.
     """
     from webapp.extensions import db
-    from webapp.models import Article, ArticleVersion, Batch, WebhookDelivery
+    from webapp.models import Article, ArticleVersion, Batch, ProviderBatch, WebhookDelivery
 
     # Leftovers (a failed test's batch) run fast and fault-free from now on.
     fake_server.reset(restore_settings=True)
@@ -224,6 +227,7 @@ def reset_state(app, worker, redis_client, fake_server) -> None:
         # and PostgreSQL (like SQLite with foreign_keys=ON) refuses to orphan them.
         db.session.execute(delete(ArticleVersion))
         db.session.execute(delete(WebhookDelivery))
+        db.session.execute(delete(ProviderBatch))
         db.session.execute(delete(Article))
         db.session.execute(delete(Batch))
         db.session.commit()

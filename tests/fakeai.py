@@ -2,7 +2,8 @@
 
 FakeAI stands in for ``https://api.openai.com/v1``: point an ``openai.OpenAI``
 client at ``fake.base_url`` and it answers ``POST /v1/chat/completions``
-(streaming and non-streaming) and ``GET /v1/models``.
+(streaming and non-streaming) and ``GET /v1/models``, and the Batch API's
+``/v1/files`` and ``/v1/batches`` through ``fake.batches`` (tests/fakeai_batches.py).
 
 The generated "article" is Markdown: ``# <title>`` followed by ``words`` words
 of filler paragraphs.  The title comes from the last user message: a line
@@ -42,7 +43,10 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:
+    from tests.fakeai_batches import FakeBatchAPI
 
 __all__ = ["FakeAI", "Fault", "RequestRecord", "DEFAULT_MODELS"]
 
@@ -407,7 +411,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0].rstrip("/")
         fake = self.server.fake
-        if path == "/v1/models":
+        if path.startswith(_BATCH_PATHS):
+            self._batch_api("GET")
+        elif path == "/v1/models":
             created = int(time.time())
             data = [
                 {"id": m, "object": "model", "created": created, "owned_by": "fakeai"}
@@ -433,6 +439,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         path = self.path.split("?", 1)[0].rstrip("/")
         body_bytes = self._read_body()
+        if path.startswith(_BATCH_PATHS):
+            self._batch_api("POST", body_bytes)
+            return
         if path != "/v1/chat/completions":
             self._send_error_body(404, f"Unknown path {path}", "invalid_request_error", None)
             return
@@ -451,7 +460,45 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         self._chat_completion(body)
 
+    def do_DELETE(self) -> None:
+        path = self.path.split("?", 1)[0].rstrip("/")
+        body_bytes = self._read_body()
+        if path.startswith(_BATCH_PATHS):
+            self._batch_api("DELETE", body_bytes)
+        else:
+            self._send_error_body(404, f"Unknown path {path}", "invalid_request_error", None)
+
+    def _batch_api(self, method: str, body: bytes = b"") -> None:
+        """Files and Batches calls are answered by fake.batches (tests/fakeai_batches.py)."""
+        batches = self.server.fake.batches
+        status, payload = batches.handle(
+            method, self.path, self.headers.get("Content-Type", ""), body,
+        )
+        request_id = self.server.fake._next_ids()["request"]
+        try:
+            if not isinstance(payload, bytes):
+                self._send_json(status, payload, request_id=request_id)
+                return
+            # File content is sent in pieces: an output file can be tens of MB.
+            self._send_head(status, "application/octet-stream",
+                            {"Content-Length": str(len(payload))}, request_id)
+            step = batches.content_chunk
+            for start in range(0, len(payload), step):
+                self._write(payload[start : start + step])
+        except (_ClientGone, _Stopping):
+            self.close_connection = True
+
     def _read_body(self) -> bytes:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            # httpx sends an upload of unknown length (a file upload from a
+            # stream, say) chunked, without Content-Length.
+            parts = []
+            while size := int(self.rfile.readline().split(b";")[0].strip() or b"0", 16):
+                parts.append(self.rfile.read(size))
+                self.rfile.readline()  # the CRLF after each chunk
+            while self.rfile.readline().strip():  # trailers, up to the blank line
+                pass
+            return b"".join(parts)
         length = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(length) if length > 0 else b""
 
@@ -738,6 +785,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 watch = False
 
 
+_BATCH_PATHS = ("/v1/files", "/v1/batches")
+
+
 def _model_not_found_message(model: str) -> str:
     return f"The model `{model}` does not exist or you do not have access to it."
 
@@ -779,6 +829,10 @@ class FakeAI:
         self._stopping = threading.Event()
         self._ids = itertools.count(1)
         self._reset_state()
+        # Imported here: fakeai_batches uses this module's text helpers.
+        from tests.fakeai_batches import FakeBatchAPI
+
+        self.batches: FakeBatchAPI = FakeBatchAPI(self)
 
     def _reset_state(self) -> None:
         # Caller holds the lock (or we are in __init__).
@@ -936,6 +990,7 @@ class FakeAI:
                 self._chunks = int(self._defaults["chunks"])
                 self._words = int(self._defaults["words"])
             self._changed.notify_all()
+        self.batches.reset(restore_settings)  # outside our lock: it takes its own, then ours
 
     def wait_for(
         self, predicate: Callable[[], Any], timeout: float = 5.0, message: str | None = None

@@ -19,6 +19,8 @@ WEBHOOK_WORKER_NAME = f"pressroom-test-webhooks-{os.getpid()}@localhost"
 SECRET_KEY = "test-secret-key-for-the-pressroom-suite"
 # Retries wait this long at first (doubled per attempt), so the retry tests take a second.
 RETRY_BASE = 0.05
+# Seconds between the first questions about an economy part (see economy.next_check_in).
+ECONOMY_POLL_SECONDS = 0.2
 
 ACCOUNTS = {
     "editor": ("editor@example.test", "editor-password-1"),
@@ -55,6 +57,8 @@ def app_config(database_url: str, redis_url: str, fake_url: str, **overrides) ->
         "OPENAI_MODEL": "gpt-4o-mini",
         "POLL_INTERVAL": 0.2,
         "GENERATION_RETRY_BASE": RETRY_BASE,
+        "ECONOMY_POLL_SECONDS": ECONOMY_POLL_SECONDS,
+        "ECONOMY_POLL_MAX_SECONDS": 1.0,
         # WTF_CSRF_ENABLED is deliberately left at its default (on): tests send tokens.
     }
     config.update(overrides)

@@ -78,11 +78,12 @@ def check_settings(app: Flask) -> None:
             raise RuntimeError("PRESSROOM_ENV=production needs SECRET_KEY set to a random value "
                                "of at least 32 characters (it is missing, short or a known "
                                "default).")
-    from .generation.pricing import price_table
+    from .generation.pricing import discount_for, price_table
     from .generation.ratelimit import parse_limits
     try:
         parse_limits(app.config.get("RATE_LIMITS", ""))
         price_table(app.config)
+        discount_for(app.config, "")
     except (ValueError, KeyError) as exc:
         raise RuntimeError(f"Invalid provider settings: {exc}") from exc
     from .netguard import parse_allowed

@@ -80,6 +80,26 @@ def load_config(instance_path: str) -> dict:
         "DEFAULT_BUDGET_USD": _float("DEFAULT_BUDGET_USD", 0.0) or None,
         "REDIS_SOCKET_TIMEOUT": _float("REDIS_SOCKET_TIMEOUT", 2.0),
         "OFFLINE_DELAY": _float("OFFLINE_DELAY", 3.0),
+        # Economy mode (the provider's Batch API); see README "Economy mode".
+        # The price of a Batch API token against a live one, and per-model exceptions
+        # (JSON: {"model": 0.5}).
+        "BATCH_DISCOUNT": _float("BATCH_DISCOUNT", 0.5),
+        "BATCH_DISCOUNTS": os.environ.get("BATCH_DISCOUNTS", ""),
+        # OpenAI's limits per input file: 50,000 requests, 200 MB (a margin kept).
+        "ECONOMY_MAX_REQUESTS": _int("ECONOMY_MAX_REQUESTS", 50_000),
+        "ECONOMY_MAX_FILE_BYTES": _int("ECONOMY_MAX_FILE_BYTES", 190 * 1024 * 1024),
+        # How often a provider batch is asked about: every ECONOMY_POLL_SECONDS, twice as
+        # long after each answer that brought no news, never rarer than the maximum.
+        "ECONOMY_POLL_SECONDS": _float("ECONOMY_POLL_SECONDS", 30.0),
+        "ECONOMY_POLL_MAX_SECONDS": _float("ECONOMY_POLL_MAX_SECONDS", 600.0),
+        # Delete the provider's input, output and error files once the results are in.
+        "ECONOMY_DELETE_FILES": os.environ.get("ECONOMY_DELETE_FILES", "1").strip().lower()
+        not in ("0", "false", "no", "off"),
+        # How long the answer to "does this server have a Batch API?" is remembered.
+        "ECONOMY_PROBE_TTL": _int("ECONOMY_PROBE_TTL", 24 * 3600),
+        # The offline provider's imitation of a Batch API.
+        "OFFLINE_BATCH_STAGE_SECONDS": _float("OFFLINE_BATCH_STAGE_SECONDS", 3.0),
+        "OFFLINE_BATCH_SECONDS_PER_REQUEST": _float("OFFLINE_BATCH_SECONDS_PER_REQUEST", 0.3),
         "POLL_INTERVAL": _float("POLL_INTERVAL", 1.0),
         "BATCHES_PER_PAGE": _int("BATCHES_PER_PAGE", 20),
         "MAX_TITLES": 1000,

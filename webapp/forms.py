@@ -24,6 +24,8 @@ class NewBatchForm(FlaskForm):
     budget_usd = StringField("Budget in US dollars (optional)")
     template_id = SelectField("Prompt template", choices=[], validate_choice=False)
     webhook_url = StringField("Webhook URL (optional)")
+    # Rendered by hand in new_batch.html (economy is offered only where it is available).
+    mode = HiddenField(default="standard")
     import_file = FileField("Import titles from a CSV or JSON file")
     # After a pre-flight, the checked file travels back with the confirming post.
     import_text = HiddenField()

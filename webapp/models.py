@@ -45,6 +45,31 @@ class BatchStatus:
     FINAL = (SUCCEEDED, FAILED, CANCELLED)
 
 
+class BatchMode:
+    STANDARD = "standard"  # written now, by the workers, through live requests
+    ECONOMY = "economy"    # sent to the provider's Batch API: half price, within 24 h
+
+    ALL = (STANDARD, ECONOMY)
+
+
+class ProviderBatchStatus:
+    """A provider batch's state: the provider's own words, and Pressroom's PREPARING for a
+    row whose provider batch is not created yet."""
+    PREPARING = "preparing"
+    VALIDATING = "validating"
+    IN_PROGRESS = "in_progress"
+    FINALIZING = "finalizing"
+    COMPLETED = "completed"
+    EXPIRED = "expired"
+    CANCELLING = "cancelling"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+
+    ALL = (PREPARING, VALIDATING, IN_PROGRESS, FINALIZING, COMPLETED, EXPIRED, CANCELLING,
+           CANCELLED, FAILED)
+    ENDED = (COMPLETED, EXPIRED, CANCELLED, FAILED)
+
+
 class Role:
     ADMIN = "admin"
     EDITOR = "editor"
@@ -162,6 +187,8 @@ class Batch(db.Model):
     template_text: Mapped[str] = mapped_column(Text, default="")
     webhook_url: Mapped[Optional[str]] = mapped_column(String(500))
     webhook_done_at: Mapped[Optional[datetime]]
+    mode: Mapped[str] = mapped_column(String(16), default=BatchMode.STANDARD,
+                                      server_default=BatchMode.STANDARD)
 
     user: Mapped[User] = relationship()
     articles: Mapped[list["Article"]] = relationship(
@@ -171,6 +198,45 @@ class Batch(db.Model):
     @property
     def is_final(self) -> bool:
         return self.status in BatchStatus.FINAL
+
+    @property
+    def is_economy(self) -> bool:
+        return self.mode == BatchMode.ECONOMY
+
+
+class ProviderBatch(db.Model):
+    """One batch at the provider (its Batch API) holding some of a Pressroom batch's
+    articles: those it claimed with `token`. The row is written before anything is sent,
+    and each provider id as soon as it is known, so no provider batch is ever lost track
+    of or made twice (see generation/economy.py)."""
+
+    __tablename__ = "provider_batches"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    batch_id: Mapped[int] = mapped_column(ForeignKey("batches.id"), index=True)
+    # The claim token of its articles, and the tag in the provider batch's metadata.
+    token: Mapped[str] = mapped_column(String(36), unique=True)
+    status: Mapped[str] = mapped_column(String(16), default=ProviderBatchStatus.PREPARING)
+    provider_batch_id: Mapped[Optional[str]] = mapped_column(String(100))
+    input_file_id: Mapped[Optional[str]] = mapped_column(String(100))
+    output_file_id: Mapped[Optional[str]] = mapped_column(String(100))
+    error_file_id: Mapped[Optional[str]] = mapped_column(String(100))
+    requests: Mapped[int] = mapped_column(default=0)
+    completed: Mapped[int] = mapped_column(default=0)
+    failed: Mapped[int] = mapped_column(default=0)
+    expires_at: Mapped[Optional[datetime]]
+    error: Mapped[Optional[str]] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    checked_at: Mapped[Optional[datetime]]
+    # Checks without news back off (see economy.next_check_in).
+    unchanged_checks: Mapped[int] = mapped_column(default=0)
+    cancel_requested_at: Mapped[Optional[datetime]]
+    imported_at: Mapped[Optional[datetime]]
+    files_deleted_at: Mapped[Optional[datetime]]
+
+    @property
+    def is_ended(self) -> bool:
+        return self.status in ProviderBatchStatus.ENDED
 
 
 class Article(db.Model):

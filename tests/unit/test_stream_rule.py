@@ -41,3 +41,13 @@ def test_the_offline_provider_follows_the_same_rule():
     list(stopped)
     with pytest.raises(ProviderError):
         require_finish(stopped)
+
+
+def test_review_flag_says_why_an_answer_is_not_a_plain_success():
+    from webapp.generation.provider import review_flag
+    assert review_flag("", "A whole answer.", "stop") is None
+    assert review_flag("I can't help with that.", "", "stop") == "refused"
+    assert review_flag("", "   ", "stop") == "empty"
+    assert review_flag("", "Half an ans", "length") == "length"
+    # A filter that left nothing is flagged for the filter, which says why it is empty.
+    assert review_flag("", "", "content_filter") == "content_filter"

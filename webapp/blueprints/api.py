@@ -11,14 +11,16 @@ from flask import (Blueprint, Response, g, jsonify, request, stream_with_context
 from ..extensions import db
 from ..models import Article, Batch
 from ..services import control, progress, submission, users
-from ..services.errors import Conflict, Invalid, NotAllowed, NotFound, ServiceError
+from ..services.errors import (Conflict, Invalid, NotAllowed, NotFound, ServiceError,
+                               Unavailable)
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
 # How the JSON API answers the services' errors (400, not 422, for bad input: what
 # clients of this API have always been sent).
 SERVICE_ERRORS = ((NotAllowed, 403, "forbidden"), (NotFound, 404, "not_found"),
-                  (Conflict, 409, "conflict"), (Invalid, 400, "invalid"))
+                  (Conflict, 409, "conflict"), (Unavailable, 422, "unavailable"),
+                  (Invalid, 400, "invalid"))
 
 
 class ApiError(Exception):
@@ -79,9 +81,16 @@ def _batch_json(batch: Batch, with_articles: bool) -> dict:
         "prompt_tokens": batch.prompt_tokens, "completion_tokens": batch.completion_tokens,
         "cost_usd": round(view.counts.spend, 6), "budget_usd": batch.budget_usd,
         "flagged": view.counts.flagged, "paused_reason": batch.paused_reason,
-        "stop_reason": batch.stop_reason,
+        "stop_reason": batch.stop_reason, "mode": batch.mode,
         "url": url_for("api.get_batch", batch_id=batch.id),
     }
+    if batch.is_economy:
+        data["provider_batches"] = [
+            {"id": p.provider_batch_id, "status": p.status,
+             "request_counts": {"total": p.requests, "completed": p.completed,
+                                "failed": p.failed},
+             "expires_at": p.expires_at.isoformat() + "Z" if p.expires_at else None}
+            for p in progress.provider_batches(batch.id)]
     if with_articles:
         data["articles"] = [_article_item(r) for r in progress.all_article_rows(batch.id)]
     return data

@@ -75,7 +75,8 @@ def _new_batch_page(form: NewBatchForm, errors: dict | None = None, check=None):
     refused = bool(errors) or (check is not None and not check.ok)
     return render_template("new_batch.html", form=form, errors=errors or {}, preflight=check,
                            models=submission.allowed_models(),
-                           provider=submission.current_provider()), (400 if refused else 200)
+                           provider=submission.current_provider(),
+                           economy=submission.economy_availability()), (400 if refused else 200)
 
 
 @bp.route("/batches/new", methods=["GET", "POST"])
@@ -211,7 +212,7 @@ def estimate():
 def batch_regenerate(batch_id: int):
     """Write again every failed, or every rejected, article of a batch."""
     outcome = review.regenerate_many(current_user, db.get_or_404(Batch, batch_id),
-                                     request.form.get("which", ""))
+                                     request.form.get("which", ""), request.form.get("mode", ""))
     flash(outcome.message, outcome.level)
     return redirect(url_for("batches.batch_detail", batch_id=batch_id), code=303)
 

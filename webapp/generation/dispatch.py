@@ -10,7 +10,8 @@ from sqlalchemy import select, update
 
 from .. import installation
 from ..extensions import db, get_redis
-from ..models import Article, ArticleStatus as A, Batch, utcnow
+from ..models import Article, ArticleStatus as A, Batch, BatchMode, utcnow
+from . import economy
 from .tasks import generate_article
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,13 @@ def _forget_result(celery, task_id: str) -> None:
 
 
 def publish_batch(batch_id: int) -> Optional[str]:
-    """Send every queued article of a batch; returns an error for the user, or None."""
+    """Send every queued article of a batch; returns an error for the user, or None.
+
+    An economy batch's articles go to the provider's Batch API instead: one task stores
+    and sends them (economy.send_batch), whatever their number."""
+    if db.session.scalar(select(Batch.mode).where(Batch.id == batch_id)) == BatchMode.ECONOMY:
+        return send(batch_id, lambda: economy.send_batch.apply_async((batch_id,),
+                                                                     queue="generation"))
     return send(batch_id, lambda: publish_articles(_queued(batch_id)))
 
 

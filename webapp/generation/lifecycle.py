@@ -45,7 +45,19 @@ not final, no article open    succeeded,  finalize_batch          tasks, reconci
                               failed, cancelled
 succeeded, failed, cancelled  running     reopen_batch            review.regenerate(_many),
                                                                   control.requeue --failed
-not final                     (same)      enforce_budget          tasks (cancels what is queued)
+not final                     (same)      enforce_budget,         tasks (cancels what is queued)
+                                          stop_batch              economy (estimate over budget)
+
+Economy (the provider's Batch API; see economy.py)
+-------
+queued (of a batch)           running     claim_for_provider      economy (one provider batch)
+running, cancelling (token)   succeeded,  complete, fail,         economy (a result line)
+                              failed,     mark_cancelled(token)
+                              cancelled
+running, cancelling (token)   failed,     end_unanswered          economy (no result came)
+                              cancelled
+provider batch, not imported  provider's  provider_batch_seen     economy (sent, followed)
+provider batch, ended         imported    provider_batch_imported economy
 """
 from __future__ import annotations
 
@@ -57,8 +69,8 @@ from sqlalchemy import and_, bindparam, func, or_, select, update
 
 from .. import metrics
 from ..extensions import db
-from ..models import (Article, ArticleStatus as A, Batch, BatchStatus as B,
-                      ReviewStatus as R, utcnow)
+from ..models import (Article, ArticleStatus as A, Batch, BatchStatus as B, ProviderBatch,
+                      ProviderBatchStatus as P, ReviewStatus as R, utcnow)
 
 # "Leave this column as it is" (None would clear it).
 KEEP = object()
@@ -387,14 +399,62 @@ def enforce_budget(batch_id: int) -> bool:
     if budget is None or spend < budget:
         db.session.rollback()
         return False
-    now = utcnow()
+    return stop_batch(batch_id, f"Budget reached: ${spend:.4f} spent of ${budget:.4f}.",
+                      "budget reached")
+
+
+def stop_batch(batch_id: int, reason: str, note: str) -> bool:
+    """The batch stops early, saying why (not a person's cancel): what has not started is
+    cancelled with `note`; what runs finishes. True when this call stopped it."""
     stopped = _apply(
         update(Batch).where(Batch.id == batch_id, Batch.stop_reason.is_(None),
                             Batch.status.not_in(B.FINAL))
-        .values(stop_reason=f"Budget reached: ${spend:.4f} spent of ${budget:.4f}.",
-                cancel_requested_at=func.coalesce(Batch.cancel_requested_at, now)),
+        .values(stop_reason=reason,
+                cancel_requested_at=func.coalesce(Batch.cancel_requested_at, utcnow())),
         commit=False)
     if stopped:
-        cancel_queued(batch_id, "budget reached", commit=False)
+        cancel_queued(batch_id, note, commit=False)
     db.session.commit()
     return stopped
+
+
+# -- economy: articles at the provider's Batch API ----------------------------------------
+
+def claim_for_provider(batch_id: int, token: str, first: int, last: int,
+                       until: datetime) -> int:
+    """The batch's queued articles at positions first..last go into one provider batch:
+    running under its token, with a lease past the provider's 24 h (the reconciler leaves
+    them alone). Part of the caller's transaction; how many."""
+    now = utcnow()
+    return _run(update(Article)
+                .where(Article.batch_id == batch_id, Article.status == A.QUEUED,
+                       Article.position.between(first, last))
+                .values(status=A.RUNNING, claim_token=token, attempts=Article.attempts + 1,
+                        lease_expires_at=until, note=None, error=None, updated_at=now,
+                        started_at=func.coalesce(Article.started_at, now)), commit=False)
+
+
+def end_unanswered(batch_id: int, token: str, error: Optional[str]) -> int:
+    """A provider batch's articles that got no result: failed with `error`, or cancelled
+    when there is none (the batch was cancelled). How many."""
+    values = _failed(error) if error else _ended(A.CANCELLED)
+    return _run(update(Article).where(Article.batch_id == batch_id,
+                                      Article.claim_token == token,
+                                      Article.status.in_(A.ACTIVE)).values(**values), True)
+
+
+def provider_batch_seen(provider_batch_row: int, status: str, **fields) -> bool:
+    """What the provider says of its batch (state, counts, files), until it is imported."""
+    return _apply(update(ProviderBatch)
+                  .where(ProviderBatch.id == provider_batch_row,
+                         ProviderBatch.imported_at.is_(None))
+                  .values(status=status, checked_at=utcnow(), **fields))
+
+
+def provider_batch_imported(provider_batch_row: int) -> bool:
+    """Its results are in; only the first import of an ended provider batch says so."""
+    return _apply(update(ProviderBatch)
+                  .where(ProviderBatch.id == provider_batch_row,
+                         ProviderBatch.imported_at.is_(None),
+                         ProviderBatch.status.in_(P.ENDED))
+                  .values(imported_at=utcnow()))

@@ -44,6 +44,19 @@ def price_for(config, provider: str, model: str) -> Optional[tuple[float, float]
     return price_table(config).get(model)
 
 
+def discount_for(config, model: str) -> float:
+    """What a Batch API token costs against a live one (0.5: half price)."""
+    raw = config.get("BATCH_DISCOUNTS") or ""
+    if raw:
+        try:
+            per_model = json.loads(raw)
+            if model in per_model:
+                return float(per_model[model])
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise ValueError(f"BATCH_DISCOUNTS must be JSON like {{\"model\": 0.5}}: {exc}")
+    return float(config.get("BATCH_DISCOUNT", 0.5))
+
+
 def cost_of(price: Optional[tuple[float, float]], prompt_tokens: int,
             completion_tokens: int) -> float:
     if not price:
@@ -59,6 +72,7 @@ class Estimate:
     cost: Optional[float]
     exact_prompt: bool
     free: bool = False
+    economy_cost: Optional[float] = None  # the same tokens through the Batch API
 
     @property
     def total_tokens(self) -> int:
@@ -77,4 +91,5 @@ def estimate(config, provider: str, model: str, prompts: list[Prompt]) -> Estima
     price = price_for(config, provider, model)
     cost = cost_of(price, prompt_tokens, completion_tokens) if price else None
     return Estimate(len(prompts), prompt_tokens, completion_tokens, cost, exact,
-                    free=provider == OFFLINE)
+                    free=provider == OFFLINE,
+                    economy_cost=cost * discount_for(config, model) if cost is not None else None)

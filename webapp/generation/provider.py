@@ -236,9 +236,7 @@ class OfflineProvider:
         pause = self.delay / max(1, len(pieces))
 
         def deltas():
-            header = (f"# {prompt.title}\n\n> **Offline placeholder.** Pressroom wrote this "
-                      f"without an LLM because no OPENAI_API_KEY is set.\n\n")
-            yield header
+            yield offline_header(prompt.title)
             for piece in pieces:
                 if stopped:
                     return
@@ -251,6 +249,28 @@ class OfflineProvider:
 
         result.deltas = deltas()
         return result
+
+
+def offline_header(title: str) -> str:
+    return (f"# {title}\n\n> **Offline placeholder.** Pressroom wrote this without an LLM "
+            "because no OPENAI_API_KEY is set.\n\n")
+
+
+def offline_text(prompt: Prompt) -> str:
+    """The whole placeholder article the offline provider writes for a prompt."""
+    return offline_header(prompt.title) + " ".join(_placeholder_words(prompt)) + " "
+
+
+def review_flag(refusal: str, text: str, finish_reason: Optional[str]) -> Optional[str]:
+    """Why a complete answer must not pass as a plain success (None when it may): the
+    same rule for a streamed answer and a Batch API result."""
+    if refusal:
+        return "refused"
+    if finish_reason in ("length", "content_filter"):
+        return finish_reason  # says why, even when it left nothing
+    if not text.strip():
+        return "empty"
+    return None
 
 
 _FILLER = ("editors readers story draft source context detail example evidence point "

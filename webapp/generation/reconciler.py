@@ -15,7 +15,7 @@ from flask import current_app
 from sqlalchemy import exists, select
 
 from .. import installation, metrics
-from . import dispatch, lifecycle, ratelimit, webhooks
+from . import dispatch, economy, lifecycle, ratelimit, webhooks
 from ..extensions import db, get_redis
 from ..models import Article, ArticleStatus as A, Batch, BatchStatus as B, utcnow
 
@@ -62,6 +62,7 @@ def run_once() -> dict:
         "redispatched_stalled": redispatch_stalled(),
         "closed_batches": close_finished_batches(),
         "webhooks_scheduled": schedule_webhooks(),
+        "economy_parts_followed": economy.follow_lost(),
     }
 
 

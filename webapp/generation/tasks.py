@@ -16,7 +16,7 @@ from ..extensions import db, get_redis
 from ..models import Article, ArticleStatus as A, Batch, BatchStatus as B
 from .pricing import TOKENS_PER_WORD, cost_of, price_for
 from .prompts import TemplateRefused, build_prompt
-from .provider import ProviderError, get_provider, require_finish
+from .provider import ProviderError, get_provider, require_finish, review_flag
 from .tokencount import count_chat_tokens
 
 log = logging.getLogger(__name__)
@@ -196,24 +196,14 @@ def _generate(task, article_id: int, row, redis, prompt, wrap_up, probing: bool)
     stored = lifecycle.complete(
         article_id, token, body=text, words=words,
         prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
-        finish_reason=stream.finish_reason, review_flag=_review_flag(stream, text),
+        finish_reason=stream.finish_reason,
+        review_flag=review_flag(stream.refusal, text, stream.finish_reason),
         cost_usd=cost_of(price_for(cfg, row.provider, row.model),
                          usage.prompt_tokens, usage.completion_tokens))
     if row.budget_usd is not None:  # set at submission only; most batches have none
         lifecycle.enforce_budget(row.batch_id)
     _finalize(row.batch_id)
     return {"status": A.SUCCEEDED if stored else "lost-claim", "words": words}
-
-
-def _review_flag(stream, text: str) -> str | None:
-    """An answer that must not pass as a plain success, and why."""
-    if stream.refusal:
-        return "refused"
-    if not text.strip():
-        return "empty"
-    if stream.finish_reason in ("length", "content_filter"):
-        return stream.finish_reason
-    return None
 
 
 def _consume(task, stream, redis, batch_id, article_id, token, lease, attempt) -> str:

@@ -9,7 +9,7 @@ import redis
 from flask import current_app
 from sqlalchemy import func, select
 
-from ..generation import lifecycle, live, ratelimit
+from ..generation import economy, lifecycle, live, ratelimit
 from ..extensions import db, get_redis
 from ..models import Article, ArticleStatus as A, Batch, BatchStatus as B, Role, User
 from ..generation import dispatch as publish
@@ -55,6 +55,9 @@ def pause_batch(user: User, batch: Batch) -> None:
         raise Conflict("This batch has already finished.")
     if batch.status == B.CANCELLING:
         raise Conflict("This batch is being cancelled.")
+    if batch.is_economy:
+        raise Conflict("An economy batch cannot be paused: the provider's Batch API has no "
+                       "pause. Cancel it instead (results that arrived are kept).")
     if lifecycle.pause_batch(batch.id, f"Paused by {user.email}.", by="user"):
         audit.record("batch_paused", user=user, target=f"batch:{batch.id}")
 
@@ -134,6 +137,10 @@ def cancel_batch(user: User, batch: Batch) -> None:
                  detail=f"{len(queued_ids)} queued articles cancelled", commit=False)
     db.session.commit()
     _revoke(queued_ids)
+    if batch.is_economy:
+        # The provider takes minutes to cancel: the batch shows "cancelling" until it has,
+        # and the results that arrived meanwhile are kept (economy.import_part).
+        economy.cancel_parts.apply_async((batch.id,), queue="generation")
     lifecycle.finalize_batch(batch.id)
 
 
@@ -151,6 +158,10 @@ def cancel_article(user: User, article: Article) -> None:
         _revoke([article.task_id])
     else:
         lifecycle.request_cancel_article(article.id)
+        if batch.is_economy:
+            # No worker holds it: it is cancelled now, and its result, if one comes, is
+            # kept as a version (economy.import_part).
+            lifecycle.mark_cancelled(article.id)
     lifecycle.finalize_batch(batch.id)
 
 

@@ -39,6 +39,11 @@ class Invalid(ServiceError):
         self.fields = fields
 
 
+class Unavailable(Invalid):
+    """The input is well formed, but this installation cannot do what it asks (economy mode
+    with a provider that has no Batch API); `fields` says why."""
+
+
 def _messages(fields: FieldErrors) -> list[str]:
     out: list[str] = []
     for value in fields.values():

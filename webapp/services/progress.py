@@ -18,8 +18,8 @@ from sqlalchemy.orm import joinedload
 
 from ..generation import live, ratelimit, webhooks
 from ..extensions import db, get_redis
-from ..models import (Article, ArticleStatus as A, Batch, BatchStatus as B, Role,
-                      User, utcnow)
+from ..models import (Article, ArticleStatus as A, Batch, BatchStatus as B, ProviderBatch,
+                      ProviderBatchStatus as P, Role, User, BatchMode, utcnow)
 from . import pollcache
 from .listing import BatchFilter, page_of_batches
 from .control import can_manage
@@ -62,10 +62,57 @@ class BatchView:
     changed_ids: set[int] = field(default_factory=set)
     waiting: int = 0
     recent_429s: int = 0
+    parts: list["PartView"] = field(default_factory=list)  # an economy batch's
 
     @property
     def is_final(self) -> bool:
         return self.batch.status in B.FINAL
+
+
+# What the batch page says of each state of a provider batch.
+PART_STATES = {P.PREPARING: "being sent", P.VALIDATING: "validating at the provider",
+               P.IN_PROGRESS: "being written at the provider",
+               P.FINALIZING: "finalizing at the provider", P.COMPLETED: "completed",
+               P.EXPIRED: "expired (the 24-hour window ran out)",
+               P.CANCELLING: "being cancelled at the provider", P.CANCELLED: "cancelled",
+               P.FAILED: "failed at the provider"}
+
+
+@dataclass(frozen=True)
+class PartView:
+    """One provider batch of an economy batch, as its page shows it."""
+    row: ProviderBatch
+    imported: bool
+    percent: int
+    expires_in_s: Optional[float]
+
+    @property
+    def label(self) -> str:
+        return PART_STATES.get(self.row.status, self.row.status)
+
+
+def provider_batches(batch_id: int) -> list[ProviderBatch]:
+    return db.session.scalars(select(ProviderBatch).where(ProviderBatch.batch_id == batch_id)
+                              .order_by(ProviderBatch.id)).all()
+
+
+def _parts(view: "BatchView", now: datetime) -> None:
+    """An economy batch's provider batches; until their results are imported, their
+    request counts drive the bar."""
+    answered = 0
+    for pb in provider_batches(view.batch.id):
+        settled = pb.completed + pb.failed
+        imported = pb.imported_at is not None
+        if not imported:
+            answered += settled
+        left = (pb.expires_at - now).total_seconds() if pb.expires_at and not pb.is_ended \
+            else None
+        view.parts.append(PartView(pb, imported,
+                                   percent(pb.requests if imported else settled, pb.requests,
+                                           imported), left))
+    if not view.is_final and view.counts.total:
+        view.percent = percent(min(view.counts.done + answered, view.counts.total),
+                               view.counts.total, False)
 
     @property
     def paused_reason(self) -> Optional[str]:
@@ -81,6 +128,8 @@ class BatchActions:
     can_cancel: bool = False
     dispatch_error: Optional[str] = None  # the batch waits for the queue: say why
     can_retry_dispatch: bool = False
+    # Why there is no Pause button on an open batch that has none (economy mode).
+    no_pause: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -93,15 +142,20 @@ class BatchFacts:
     status: str
     paused_by: Optional[str]
     dispatch_error: Optional[str]
+    mode: str = BatchMode.STANDARD
 
     @classmethod
     def of(cls, batch: Batch) -> "BatchFacts":
         return cls(batch.id, batch.name, batch.user_id, batch.status, batch.paused_by,
-                   batch.dispatch_error)
+                   batch.dispatch_error, batch.mode)
 
     @property
     def is_final(self) -> bool:
         return self.status in B.FINAL
+
+    @property
+    def is_economy(self) -> bool:
+        return self.mode == BatchMode.ECONOMY
 
 
 def actions(user: User, batch: Union[Batch, BatchFacts]) -> BatchActions:
@@ -111,11 +165,17 @@ def actions(user: User, batch: Union[Batch, BatchFacts]) -> BatchActions:
     # Only an admin resumes what the provider circuit breaker paused (a key or quota fix).
     resumable = paused and (batch.paused_by != "provider" or user.role == Role.ADMIN)
     waiting = batch.dispatch_error if not batch.is_final else None
+    economy = batch.is_economy
     return BatchActions(cancelling=batch.status == B.CANCELLING,
-                        can_pause=manager and open_ and not paused,
+                        can_pause=manager and open_ and not paused and not economy,
+                        no_pause=NO_PAUSE if manager and open_ and economy else None,
                         can_resume=manager and open_ and resumable,
                         can_cancel=manager and open_, dispatch_error=waiting,
                         can_retry_dispatch=manager and waiting is not None)
+
+
+NO_PAUSE = ("Economy batches cannot be paused: the provider's Batch API has no pause. "
+            "Cancel keeps every article already written.")
 
 
 def percent(done: int, total: int, final: bool) -> int:
@@ -213,6 +273,8 @@ def batch_view(batch_id: int, since: Optional[datetime] = None, *, with_rows: bo
     elapsed, eta = timings(batch, counts, now)
     view = BatchView(batch, counts, percent_done(batch, counts), elapsed, eta,
                      rendered_at=now.isoformat())
+    if batch.is_economy:
+        _parts(view, now)
     if not with_rows:
         return view
     params = {"batch_id": batch_id, "first": first, "last": last}
@@ -230,8 +292,10 @@ def batch_view(batch_id: int, since: Optional[datetime] = None, *, with_rows: bo
     view.changed_rows = [r for r in rows if changed_since is None or r.updated_at >= changed_since]
     view.changed_ids = {r.id for r in view.changed_rows}
     running = [r for r in rows if r.status in A.ACTIVE]
-    if batch.status in B.FINAL:
-        return view  # finished batches render from the database alone
+    if batch.status in B.FINAL or batch.is_economy:
+        # Finished batches render from the database alone; an economy batch's articles
+        # are written at the provider, with nothing live in Redis.
+        return view
     if not with_live:
         view.live_error = True
         return view

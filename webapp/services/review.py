@@ -3,11 +3,13 @@ from __future__ import annotations
 
 from typing import Optional
 
+from flask import current_app
 from sqlalchemy import select
 
-from ..generation import dispatch as publish, lifecycle, live
+from ..generation import dispatch as publish, economy, lifecycle, live
 from ..extensions import db, get_redis
-from ..models import (Article, ArticleStatus as A, ArticleVersion, Batch, ReviewStatus as R, Role,
+from ..models import (Article, ArticleStatus as A, ArticleVersion, Batch, BatchMode,
+                      ReviewStatus as R, Role,
                       User, utcnow)
 from . import audit
 from .control import can_manage
@@ -137,9 +139,18 @@ def regenerate(user: User, article: Article, extra_instructions: str = "") -> Ou
                         _send([(article.id, task_id)], article.batch_id, reopened))
 
 
-def regenerate_many(user: User, batch: Batch, which: str) -> Outcome:
-    """Write again every failed, or every rejected, article of a batch."""
+def regenerate_many(user: User, batch: Batch, which: str, mode: str = "") -> Outcome:
+    """Write again every failed, or every rejected, article of a batch: by the workers
+    now, or (`mode` economy, the default of an economy batch) through the provider's Batch
+    API again."""
     _require_owner(user, batch)
+    mode = mode or batch.mode
+    if mode not in BatchMode.ALL:
+        raise Invalid({"mode": "Send them again now (standard) or in economy mode."})
+    if mode == BatchMode.ECONOMY:
+        available, why = economy.availability(current_app.config, batch.provider)
+        if not available:
+            raise Conflict(why)
     if which == "failed":
         state, cond = A.FAILED, Article.status == A.FAILED
     elif which == "rejected":
@@ -159,6 +170,10 @@ def regenerate_many(user: User, batch: Batch, which: str) -> Outcome:
     count = len(pairs)
     done = (f"Writing {count} {which} article{'s' if count != 1 else ''} again." if count
             else f"There are no {which} articles.")
+    if count and mode == BatchMode.ECONOMY:
+        sent = publish.send(batch.id, lambda: economy.send_batch.apply_async(
+            (batch.id,), queue="generation"))
+        return Outcome.sent(done + " They go to the provider's Batch API.", sent, "success")
     return Outcome.sent(done, _send(pairs, batch.id, reopened), "success" if count else "info")
 
 

@@ -12,13 +12,14 @@ from typing import Optional
 from flask import current_app
 from sqlalchemy import func, insert, select, update
 
-from ..generation import lifecycle, pricing
+from ..generation import economy, lifecycle, pricing
 from ..extensions import db
-from ..models import Article, ArticleStatus as A, Batch, BatchStatus as B, Role, User, utcnow
+from ..models import (Article, ArticleStatus as A, Batch, BatchMode, BatchStatus as B, Role, User,
+                      utcnow)
 from ..generation.prompts import ROWS_RENDER_SECONDS, RowRefused, TemplateRefused, build_prompt
 from ..generation.provider import provider_label
 from . import audit, imports, templates
-from .errors import Conflict, Invalid, NotAllowed
+from .errors import Conflict, Invalid, NotAllowed, Unavailable
 from .outcomes import Outcome
 from .validation import BatchInput, Errors, Row, validate_batch
 from .control import can_manage, dispatch
@@ -126,6 +127,11 @@ def validate(data: dict, rows: Optional[list] = None) -> BatchInput:
     clean, errors = _validate_fields(data, rows)
     if clean is None:
         raise Invalid(errors.fields, "The batch was not created; see fields.")
+    if clean.mode == BatchMode.ECONOMY:
+        available, why = economy.availability(current_app.config,
+                                              provider_label(current_app.config))
+        if not available:
+            raise Unavailable({"mode": [why]}, why)
     label = _row_label(data, rows)
     try:
         _prompts(clean, label)
@@ -268,7 +274,7 @@ def _create(user: User, clean: BatchInput, template_text: Optional[str] = None) 
                   template_id=clean.template_id,
                   template_text=(template_text if template_text is not None
                                  else templates.text_for(clean.template_id)),
-                  webhook_url=clean.webhook_url,
+                  webhook_url=clean.webhook_url, mode=clean.mode,
                   total=len(clean.rows), status=B.QUEUED, created_at=now)
     db.session.add(batch)
     db.session.flush()
@@ -304,7 +310,8 @@ def create_copy(user: User, batch: Batch) -> Batch:
                        target_words=batch.target_words, tone=batch.tone,
                        language=batch.language, instructions=batch.instructions,
                        budget_usd=batch.budget_usd, template_id=batch.template_id,
-                       webhook_url=batch.webhook_url if can_manage(user, batch) else None)
+                       webhook_url=batch.webhook_url if can_manage(user, batch) else None,
+                       mode=batch.mode)
     copy = _create(user, clean, template_text=batch.template_text)
     dispatch(copy.id)
     return copy
@@ -374,6 +381,11 @@ def _with_estimate(filename: str, pre: imports.Preflight, data: dict) -> ImportC
     return ImportCheck(filename=filename, rows=pre.rows, file_error=pre.file_error,
                        row_errors=pre.row_errors, missing_columns=pre.missing_columns,
                        ignored_columns=pre.ignored_columns, text=pre.text, estimate=estimate)
+
+
+def economy_availability() -> tuple[bool, str]:
+    """Whether the new-batch form may offer economy mode, and why not."""
+    return economy.availability(current_app.config, current_provider())
 
 
 def estimate_for(data: dict, rows: Optional[list] = None) -> Optional[pricing.Estimate]:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from .. import netguard
+from ..models import BatchMode
 
 TONES = ("neutral", "friendly", "formal", "persuasive", "playful", "authoritative")
 MIN_WORDS, MAX_WORDS = 50, 5000
@@ -37,6 +38,7 @@ class BatchInput:
     budget_usd: float | None = None
     template_id: int | None = None
     webhook_url: str | None = None
+    mode: str = BatchMode.STANDARD
 
     @property
     def titles(self) -> list[str]:
@@ -163,12 +165,16 @@ def validate_batch(data: dict, *, default_model: str, allowed_models: list[str],
         except ValueError:
             template_id = None
             errors.add("template_id", "Choose a template from the list.")
+    mode = data.get("mode") or BatchMode.STANDARD
+    if mode not in BatchMode.ALL:
+        errors.add("mode", "Mode must be “standard” (written now) or “economy” (the "
+                           "provider's Batch API, within 24 h).")
     if errors:
         return None, errors
     return BatchInput(name=name, rows=rows, model=model, target_words=target_words,
                       tone=tone, language=language, instructions=instructions,
                       budget_usd=budget, template_id=template_id,
-                      webhook_url=webhook_url), errors
+                      webhook_url=webhook_url, mode=mode), errors
 
 
 def _webhook(raw, errors: Errors, allowed_hosts: str = "") -> str | None:
