@@ -174,6 +174,8 @@ def worker(_app, database_url, redis_url, fake_server, artifacts):
         # Economy parts are asked about often here (the fake's batches take seconds).
         "ECONOMY_POLL_SECONDS": str(ECONOMY_POLL_SECONDS),
         "ECONOMY_POLL_MAX_SECONDS": "1",
+        "OFFLINE_BATCH_STAGE_SECONDS": "0.5",
+        "OFFLINE_BATCH_SECONDS_PER_REQUEST": "0.1",
     })
     celery_bin = Path(sys.executable).with_name("celery")
     # Named after this pytest process: sessions run side by side keep their own logs.

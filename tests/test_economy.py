@@ -284,3 +284,58 @@ def test_parts_stay_within_the_providers_limits(app, client, api_headers, fake):
             app.config["ECONOMY_MAX_FILE_BYTES"] = 190 * 1024 * 1024
         assert all(p.size <= plan[0].size // 3 * 2 for p in by_size) and len(by_size) >= 4
         assert sum(p.count for p in by_size) == 7
+
+
+def test_an_article_cancelled_while_at_the_provider_keeps_its_late_result_as_a_version(
+        app, client, api_headers, fake):
+    fake.batches.hold()
+    batch_id = submit_api(client, api_headers, TITLES[:2]).get_json()["id"]
+    wait_until(lambda: parts(app, batch_id) and parts(app, batch_id)[0]["provider_batch_id"],
+               20, "the provider batch to be created")
+    first = articles_state(app, batch_id)[0]
+    from tests.helpers import page_csrf
+    token = page_csrf(client, f"/batches/{batch_id}")
+    assert client.post(f"/articles/{first['id']}/cancel",
+                       data={"csrf_token": token}).status_code == 303
+    assert articles_state(app, batch_id)[0]["status"] == "cancelled"
+    fake.batches.release()
+    fake.batches.advance(60)
+    batch = wait_batch_final(app, batch_id)
+    assert batch["status"] == "succeeded"
+    cancelled, written = articles_state(app, batch_id)
+    # Paid for and delivered: kept as a version of the cancelled article, not its body.
+    assert cancelled["status"] == "cancelled" and not cancelled["body"]
+    assert versions_of(app, cancelled["id"]) == 1
+    assert written["status"] == "succeeded" and versions_of(app, written["id"]) == 1
+
+
+def test_failed_articles_can_be_written_now_in_standard_mode(app, client, api_headers, fake):
+    fake.batches.outcome(TITLES[0], "error")
+    batch_id = submit_api(client, api_headers, TITLES[:2]).get_json()["id"]
+    assert wait_batch_final(app, batch_id)["status"] == "failed"
+    from tests.helpers import page_csrf
+    token = page_csrf(client, f"/batches/{batch_id}")
+    client.post(f"/batches/{batch_id}/regenerate",
+                data={"which": "failed", "mode": "standard", "csrf_token": token})
+    assert wait_batch_final(app, batch_id)["status"] == "succeeded"
+    # Written by the workers through one live request; no second provider batch.
+    assert len(fake.requests_for(TITLES[0])) == 1 and len(fake.batches.created) == 1
+
+
+def test_without_a_key_the_offline_provider_imitates_a_batch_api(app, make_app, fake):
+    """`make run` on a fresh machine (no OPENAI_API_KEY) can show economy mode."""
+    offline = make_app(OPENAI_API_KEY="")
+    client = offline.test_client()
+    from tests.helpers import login
+    from tests.support import ACCOUNTS
+    login(client, *ACCOUNTS["editor"])
+    page = client.get("/batches/new").get_data(as_text=True)
+    assert 'value="economy"' in page and "economy-unavailable" not in page
+    response = submit_form(client, "Offline economy", TITLES[:2], mode="economy")
+    batch_id = batch_id_from_location(response)
+    batch = wait_batch_final(app, batch_id)
+    assert batch["status"] == "succeeded" and batch["provider"] == "offline"
+    for article in articles_state(app, batch_id):
+        assert "Offline placeholder" in article["body"] and article["cost_usd"] == 0
+    assert fake.batches.calls == [] and fake.request_count() == 0
+    assert parts(app, batch_id)[0]["status"] == "completed"

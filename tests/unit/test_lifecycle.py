@@ -67,6 +67,59 @@ def _unchanged(model, row_id: int, transition) -> None:
     assert _row(model, row_id) == before
 
 
+
+# -- economy ---------------------------------------------------------------------------------
+
+def _queued_at(batch_id: int, position: int) -> int:
+    article = Article(batch_id=batch_id, position=position, title=f"Title {position}",
+                      status=A.QUEUED, task_id=str(uuid.uuid4()))
+    db.session.add(article)
+    db.session.commit()
+    return article.id
+
+
+def test_claim_for_provider_takes_the_queued_articles_of_its_positions_only():
+    batch = _batch()
+    ids = [_queued_at(batch, p) for p in (1, 2, 3)]
+    taken = _queued_at(batch, 4)
+    db.session.execute(db.update(Article).where(Article.id == taken).values(
+        status=A.CANCELLED))  # a test's own setup, not app code
+    db.session.commit()
+    until = utcnow() + timedelta(hours=48)
+    assert lifecycle.claim_for_provider(batch, "part-1", 1, 2, until) == 2
+    db.session.commit()
+    rows = [_row(Article, i) for i in ids]
+    assert [(r["status"], r["claim_token"], r["attempts"]) for r in rows] == [
+        (A.RUNNING, "part-1", 1), (A.RUNNING, "part-1", 1), (A.QUEUED, None, 0)]
+    assert rows[0]["lease_expires_at"] == until
+    assert lifecycle.claim_for_provider(batch, "part-2", 1, 4, until) == 1  # only the 3rd
+    db.session.commit()
+
+
+def test_end_unanswered_fails_or_cancels_only_its_own_parts_open_articles():
+    batch = _batch()
+    mine, other = _running(batch, "part-1"), _running(batch, "part-2")
+    written = _article(batch, A.SUCCEEDED, claim_token="part-1")
+    assert lifecycle.end_unanswered(batch, "part-1", "expired") == 1
+    assert (_row(Article, mine)["status"], _row(Article, mine)["error"]) == (A.FAILED, "expired")
+    assert _row(Article, other)["status"] == A.RUNNING
+    assert _row(Article, written)["status"] == A.SUCCEEDED
+    assert lifecycle.end_unanswered(batch, "part-2", None) == 1
+    assert _row(Article, other)["status"] == A.CANCELLED
+
+
+def test_a_provider_batch_is_imported_once_and_not_changed_after():
+    from webapp.models import ProviderBatch
+    batch = _batch()
+    pb = ProviderBatch(batch_id=batch, token="part-1")
+    db.session.add(pb)
+    db.session.commit()
+    assert not lifecycle.provider_batch_imported(pb.id)  # not ended yet
+    assert lifecycle.provider_batch_seen(pb.id, "completed", completed=3)
+    assert lifecycle.provider_batch_imported(pb.id)
+    assert not lifecycle.provider_batch_imported(pb.id)
+    _unchanged(ProviderBatch, pb.id, lambda: lifecycle.provider_batch_seen(pb.id, "expired"))
+
 # -- articles --------------------------------------------------------------------------------
 
 def test_claim_takes_a_queued_article():
