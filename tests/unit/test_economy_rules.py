@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from webapp.generation import economy
+from webapp.generation import economy, economy_import
 from webapp.generation.pricing import discount_for
 
 
@@ -30,11 +30,11 @@ def test_questions_back_off_while_nothing_changes_and_never_exceed_the_maximum(b
 
 @pytest.mark.parametrize("article_id, attempt", [(1, 1), (123456, 3)])
 def test_a_custom_id_names_the_article_and_its_attempt(article_id, attempt):
-    custom = economy.custom_id(article_id, attempt)
+    custom = economy_import.custom_id(article_id, attempt)
     assert custom == f"article-{article_id}-attempt-{attempt}"
-    assert economy.article_of(custom) == article_id
+    assert economy_import.article_of(custom) == article_id
 
 
 @pytest.mark.parametrize("custom", ["", None, "article-x-attempt-1", "request-1", "article-1"])
 def test_a_custom_id_that_is_not_ours_names_no_article(custom):
-    assert economy.article_of(custom) is None
+    assert economy_import.article_of(custom) is None

@@ -15,7 +15,7 @@ from wtforms.fields.choices import SelectChoice
 from ..extensions import db
 from ..forms import NewBatchForm
 from ..models import Batch, Role
-from ..services import control, exports, progress, review, submission, templates
+from ..services import control, exports, polls, progress, review, submission, templates
 from ..services.errors import Invalid
 from ..services.outcomes import Outcome
 from .access import int_arg, limited_per_user, roles_required
@@ -111,7 +111,7 @@ def batch_detail(batch_id: int):
 def batch_progress(batch_id: int):
     """The polled progress of a batch: this tick's render, shared by all its viewers, with
     this user's buttons; or nothing, to a viewer who has it already."""
-    poll = progress.batch_poll(current_user, batch_id, _since(), int_arg("first", 1),
+    poll = polls.batch_poll(current_user, batch_id, _since(), int_arg("first", 1),
                                int_arg("last", progress.ARTICLES_PER_PAGE),
                                request.args.get("seen", ""), render=_shared_progress)
     if poll.unchanged:

@@ -32,16 +32,17 @@ from typing import Iterator, Optional
 
 from celery import shared_task
 from flask import current_app
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 
 from . import lifecycle
 from ..extensions import db, get_redis
-from ..models import (Article, ArticleStatus as A, ArticleVersion, Batch, BatchStatus as B,
+from ..models import (Article, ArticleStatus as A, Batch, BatchStatus as B,
                       ProviderBatch, ProviderBatchStatus as P, utcnow)
 from .batchapi import BatchAPIError, client_for
+from .economy_import import custom_id, import_part
 from .pricing import TOKENS_PER_WORD, cost_of, discount_for, price_for
 from .prompts import TemplateRefused, build_prompt
-from .provider import CUT_OFF, OFFLINE, review_flag
+from .provider import OFFLINE
 from .tokencount import count_chat_tokens
 
 log = logging.getLogger(__name__)
@@ -99,17 +100,6 @@ _ROWS = (select(Article.id, Article.position, Article.title, Article.attempts,
                 func.coalesce(Article.target_words, Batch.target_words).label("target_words"),
                 Batch.model, Batch.instructions, Batch.template_text)
          .join(Batch, Batch.id == Article.batch_id).order_by(Article.position))
-
-
-def custom_id(article_id: int, attempt: int) -> str:
-    return f"article-{article_id}-attempt-{attempt}"
-
-
-def article_of(custom: str) -> Optional[int]:
-    parts = (custom or "").split("-")
-    if len(parts) == 4 and parts[0] == "article" and parts[1].isdigit():
-        return int(parts[1])
-    return None
 
 
 def _line(row, attempt: int) -> bytes:
@@ -338,110 +328,6 @@ def cancel_parts(batch_id: int) -> dict:
                                       unchanged_checks=0)
         asked += 1
     return {"asked": asked}
-
-
-# -- results ----------------------------------------------------------------------------
-
-EXPIRED = ("The provider's batch expired (its 24-hour window ran out) before this article "
-           "was written. Send it again.")
-NO_RESULT = "The provider returned no result for this article. Send it again."
-
-
-def import_part(pb_id: int) -> dict:
-    """Give each article of an ended provider batch its result; safe to run twice."""
-    pb = db.session.get(ProviderBatch, pb_id)
-    if pb is None or pb.imported_at is not None:
-        return {"status": "done"}
-    batch = db.session.get(Batch, pb.batch_id)
-    cfg = current_app.config
-    price = price_for(cfg, batch.provider, batch.model)
-    discount = discount_for(cfg, batch.model)
-    token, batch_id, status = pb.token, pb.batch_id, pb.status
-    files = [f for f in (pb.output_file_id, pb.error_file_id) if f]
-    db.session.rollback()
-    api = client_for(cfg, batch.provider)
-    counted = {"written": 0, "failed": 0, "kept": 0}
-    for file_id in files:
-        for line in api.lines(file_id):
-            counted[_apply(line, batch_id, token, price, discount)] += 1
-    if status == P.CANCELLED:
-        left = lifecycle.end_unanswered(batch_id, token, None)
-    else:
-        left = lifecycle.end_unanswered(batch_id, token, EXPIRED if status == P.EXPIRED else (
-            f"The provider's batch failed: {pb.error}" if status == P.FAILED and pb.error
-            else NO_RESULT))
-    if cfg["ECONOMY_DELETE_FILES"]:
-        _delete_files(api, pb_id, [pb.input_file_id, *files])
-    lifecycle.provider_batch_imported(pb_id)
-    if batch.budget_usd is not None:
-        lifecycle.enforce_budget(batch_id)
-    from .tasks import _finalize  # the same close-and-webhook step as a live article
-    _finalize(batch_id)
-    return {"status": status, **counted, "without_result": left}
-
-
-def _delete_files(api, pb_id: int, file_ids) -> None:
-    for file_id in filter(None, file_ids):
-        try:
-            api.delete(file_id)
-        except BatchAPIError as exc:  # the results are in: a file left behind is harmless
-            log.warning("provider file %s not deleted: %s", file_id, exc)
-    db.session.execute(update(ProviderBatch).where(ProviderBatch.id == pb_id)
-                       .values(files_deleted_at=utcnow()))
-    db.session.commit()
-
-
-def _apply(line: dict, batch_id: int, token: str, price, discount: float) -> str:
-    """One line of a result file: written, failed or kept (as a version only)."""
-    article_id = article_of(line.get("custom_id"))
-    if article_id is None:
-        return "failed"
-    response = line.get("response") or {}
-    error = line.get("error") or {}
-    if response.get("status_code") == 200:
-        return _store(article_id, token, response.get("body") or {}, price, discount)
-    code = error.get("code")
-    if code == "batch_cancelled":
-        lifecycle.mark_cancelled(article_id, token)
-        return "failed"
-    if code == "batch_expired":
-        lifecycle.fail(article_id, token, EXPIRED)
-        return "failed"
-    detail = ((response.get("body") or {}).get("error") or {}).get("message") \
-        or error.get("message") or f"status {response.get('status_code')}"
-    lifecycle.fail(article_id, token, f"The provider could not write this article: {detail}")
-    return "failed"
-
-
-def _store(article_id: int, token: str, body: dict, price, discount: float) -> str:
-    choice = (body.get("choices") or [{}])[0]
-    message = choice.get("message") or {}
-    text = message.get("content") or ""
-    finish = choice.get("finish_reason")
-    if finish is None:
-        lifecycle.fail(article_id, token, f"{CUT_OFF}: the provider's result has no finish "
-                                          "reason, so it may be incomplete. Send it again.")
-        return "failed"
-    usage = body.get("usage") or {}
-    prompt_tokens = int(usage.get("prompt_tokens") or 0)
-    completion_tokens = int(usage.get("completion_tokens") or 0)
-    if lifecycle.complete(article_id, token, body=text, words=len(text.split()),
-                          prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                          finish_reason=finish, cost_usd=cost_of(price, prompt_tokens,
-                                                                 completion_tokens) * discount,
-                          review_flag=review_flag(message.get("refusal") or "", text, finish)):
-        return "written"
-    # The article was cancelled meanwhile (or this is a second import). A body paid for is
-    # kept as a version of a cancelled article, never dropped; a second import keeps none.
-    status = db.session.scalar(select(Article.status).where(Article.id == article_id))
-    if status == A.CANCELLED and text.strip() and not db.session.scalar(
-            select(ArticleVersion.id).where(ArticleVersion.article_id == article_id,
-                                            ArticleVersion.body == text).limit(1)):
-        ArticleVersion.keep(article_id, text, "economy (after cancel)", None)
-        db.session.commit()
-        return "kept"
-    db.session.rollback()
-    return "failed"
 
 
 def follow_lost() -> int:

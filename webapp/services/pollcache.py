@@ -15,7 +15,7 @@ others with the same window share.
 
 A render never takes a viewer back in time: it is read after its tick began, so after the
 `since` of any viewer of an earlier tick; a viewer whose `since` is that of this render, or
-later, is told that nothing is new (progress.batch_poll).
+later, is told that nothing is new (polls.batch_poll).
 
 Only what is the same for everyone is kept: access checks and a user's buttons are worked
 out per request from the facts stored with the render (the batch's owner and status).
