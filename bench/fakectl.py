@@ -10,6 +10,14 @@ a line on stdin, answering one JSON line on stdout:
     {"cmd": "fail_rate", "rate": 0.2, "retry_after": 0}         429 for a random share of requests
     {"cmd": "stats"}                                            counts and per-request times
     {"cmd": "stats", "records": false}                          counts only
+    {"cmd": "batch_api", "seconds_per_request": 0, "hold": true}  the Batch API's pace
+    {"cmd": "batch_stats"}                                      its batches and files
+
+`batch_api` sets any of validate_seconds, seconds_per_request, finalize_seconds and
+cancel_seconds (tests/fakeai_batches.py), then holds, releases or advances every batch's
+clock if asked ("hold": true/false, "advance": seconds), and answers the settings as they
+were before, so that a phase can put them back ({"cmd": "reset"} does not: it forgets the
+batches and files but keeps the pace).
 
 Times in the answers are time.monotonic() of this process; on Linux that is
 CLOCK_MONOTONIC, the same clock in every process, so the benchmark can compare them.
@@ -75,7 +83,36 @@ def handle(fake: FakeAI, cmd: dict) -> dict:
                          "title": r.title}
                         for r in records] if cmd.get("records", True) else [],
         }
+    if cmd["cmd"] == "batch_api":
+        return batch_api(fake, cmd)
+    if cmd["cmd"] == "batch_stats":
+        return {"batches": [{"id": b.id, "status": b.status, "total": b.total,
+                             "completed": b.completed, "failed": b.failed,
+                             "output_file_id": b.output_file_id,
+                             "error_file_id": b.error_file_id}
+                            for b in fake.batches.created],
+                "files": [{"id": f.id, "purpose": f.purpose, "bytes": len(f.data),
+                           "deleted": f.deleted} for f in fake.batches.files]}
     raise ValueError(f"unknown command {cmd['cmd']!r}")
+
+
+BATCH_API_SETTINGS = ("validate_seconds", "seconds_per_request", "finalize_seconds",
+                      "cancel_seconds")
+
+
+def batch_api(fake: FakeAI, cmd: dict) -> dict:
+    batches = fake.batches
+    before = {name: getattr(batches, name) for name in BATCH_API_SETTINGS}
+    for name in BATCH_API_SETTINGS:
+        if name in cmd:
+            setattr(batches, name, float(cmd[name]))
+    if cmd.get("hold") is True:
+        batches.hold()
+    elif cmd.get("hold") is False:
+        batches.release()
+    if cmd.get("advance"):
+        batches.advance(float(cmd["advance"]))
+    return {"ok": True, "before": before}
 
 
 if __name__ == "__main__":

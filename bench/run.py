@@ -5,12 +5,14 @@ limits; issue 5: scale (a 10,000-row submission, 50 viewers, worker memory); iss
 dashboard over 10,000 batches and 1,000,000 articles; issue 12: the worker's own CPU per
 article and per streamed chunk, and 64 streams at once in one worker process; issue 12
 too, growth: submit, page, polls, exports, dashboard and API on one batch of 1,000, 10,000
-and 100,000 articles (`--only growth`, about 3 minutes).
+and 100,000 articles (`--only growth`, about 3 minutes); economy mode: importing the
+provider's output file of a 1,000- and a 10,000-article economy batch, time and peak
+memory (`--only economy`).
 
     .venv/bin/python bench/run.py             # everything, about 9-10 minutes
     .venv/bin/python bench/run.py --no-find   # without the 1,000,000-article dashboard (-45 s)
     .venv/bin/python bench/run.py --only provider   # a group: issue2, provider, scale, worker,
-                                                    # find
+                                                    # economy, find
     .venv/bin/python bench/run.py --only rpm,memory # or single phases (see --help)
     .venv/bin/python bench/run.py --quick    # seed baseline on 40 titles, extrapolated
     .venv/bin/python bench/run.py --only makespan,pipeline --profile-worker   # investigate
@@ -53,8 +55,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script: make `webapp` and `bench` importable
 
-from bench import (phases_find as find, phases_polls as polls,  # noqa: E402
-                   phases_provider as provider, phases_scale as scale,
+from bench import (phases_economy as economy, phases_find as find,  # noqa: E402
+                   phases_polls as polls, phases_provider as provider, phases_scale as scale,
                    phases_throughput as throughput, phases_worker as worker)
 from bench.procs import VENV_BIN, Procs  # noqa: E402
 from bench.stack import DEFAULT_WORKERS, Bench, log  # noqa: E402
@@ -80,12 +82,14 @@ PHASES = {
     "worker_cost": (worker.worker_cost, worker.COST_WORKERS),
     "streams64": (worker.streams64, worker.STREAM_WORKERS),
     "growth": (scale.growth, scale.GROWTH_WORKERS),
+    # None, but the phase stops any workers left running: it sends and imports itself.
+    "economy": (economy.economy, None),
     "find": (find.find, None),
 }
 GROUPS = {"issue2": ("makespan", "seed", "pipeline", "poll", "load", "cancel"),
           "provider": ("faults", "rpm"), "scale": ("submit", "viewers", "memory"),
           "worker": ("worker_cost", "streams64"),
-          "find": ("find",)}
+          "economy": ("economy",), "find": ("find",)}
 
 # Which "details" sections each phase writes, so that a phase not run keeps its old ones.
 DETAIL_SECTIONS = {"makespan": ("makespan",), "seed": ("seed",), "pipeline": ("pipeline_vs_bare",),
@@ -93,7 +97,7 @@ DETAIL_SECTIONS = {"makespan": ("makespan",), "seed": ("seed",), "pipeline": ("p
                    "faults": ("faults_429",), "rpm": ("rpm",), "submit": ("submit_10k",),
                    "viewers": ("viewers50",), "memory": ("worker_memory",), "find": ("find",),
                    "growth": ("growth",), "worker_cost": ("worker_cost",),
-                   "streams64": ("streams64",)}
+                   "streams64": ("streams64",), "economy": ("economy_import",)}
 
 # figure -> (phase, goal text, test); test None: reported for scale, no goal.
 GOALS = {
@@ -125,6 +129,10 @@ GOALS = {
     "growth_poll_100k_over_1k": ("growth", "(info: 1 = flat)", None),
     "growth_export_100k_peak_mb": ("growth", "<= 20 (flat)", lambda v: v <= 20),
     "growth_dashboard_100k_ms": ("growth", "<= 200", lambda v: v <= 200),
+    "economy_import_10k_s": ("economy", "(info: 10,000 articles)", None),
+    "economy_import_10k_peak_mb": ("economy", "<= 50 (flat)", lambda v: v <= 50),
+    "economy_import_1k_s": ("economy", "(info: 1,000 articles)", None),
+    "economy_import_1k_peak_mb": ("economy", "(info: 1,000 articles)", None),
     "find_dashboard_p50_ms": ("find", "(no goal set)", None),
     "find_text_title_ms": ("find", "<= 200 (slow above)", lambda v: v <= 200),
 }

@@ -503,6 +503,9 @@ def test_pause_stops_new_requests_and_resume_finishes_each_once(app, client, fak
     assert f"/batches/{batch_id}/resume" in response.get_data(as_text=True)
     state = batch_state(app, batch_id)
     assert state["status"] == "paused" and state["paused_by"] == "user"
+    # The page says who paused it.
+    page = client.get(f"/batches/{batch_id}").get_data(as_text=True)
+    assert 'class="flash flash-error paused-reason"' in page and "Paused by " in page
     sent_before = fake.request_count()
 
     # The running articles finish; the queued ones wait.

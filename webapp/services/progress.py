@@ -67,6 +67,10 @@ class BatchView:
     def is_final(self) -> bool:
         return self.batch.status in B.FINAL
 
+    @property
+    def paused_reason(self) -> Optional[str]:
+        return self.batch.paused_reason if self.batch.status == B.PAUSED else None
+
 
 # What the batch page says of each state of a provider batch.
 PART_STATES = {P.PREPARING: "being sent", P.VALIDATING: "validating at the provider",
@@ -112,10 +116,6 @@ def _parts(view: "BatchView", now: datetime) -> None:
     if not view.is_final and view.counts.total:
         view.percent = percent(min(view.counts.done + answered, view.counts.total),
                                view.counts.total, False)
-
-    @property
-    def paused_reason(self) -> Optional[str]:
-        return self.batch.paused_reason if self.batch.status == B.PAUSED else None
 
 
 @dataclass(frozen=True)
