@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from tests.helpers import (articles_state, batch_id_from_location, submit_form,
                            wait_batch_final, wait_until)
 from webapp.extensions import db
-from webapp.generation import economy
+from webapp.generation import economy, economy_requests
 from webapp.generation.pricing import cost_of, price_table
 from webapp.models import ArticleVersion, ProviderBatch
 
@@ -207,7 +207,11 @@ def test_the_estimate_shows_both_prices_and_the_budget_is_checked_before_sending
     estimate = client.post("/batches/estimate", data={"name": "E", "titles": "\n".join(TITLES),
                                                       "csrf_token": token},
                            headers={"HX-Request": "true"}).get_data(as_text=True)
-    assert "in economy mode" in estimate
+    import re
+    standard, cheaper = map(float, re.search(
+        r"= <strong>\$([\d.]+)</strong>\.</p>\s*<p[^>]*>The same in economy mode: "
+        r"<strong>\$([\d.]+)</strong>", estimate).groups())
+    assert 0 < cheaper < standard and abs(cheaper - standard / 2) <= 0.0001
 
     response = submit_api(client, api_headers, TITLES, budget_usd=0.000001)
     batch_id = response.get_json()["id"]
@@ -230,7 +234,7 @@ def test_a_provider_batch_made_just_before_a_crash_is_found_not_made_twice(
         [pb_id] = economy.store_parts(batch_id)
         pb = db.session.get(ProviderBatch, pb_id)
         api = OpenAIBatches(app.config)
-        path = economy.write_requests(pb)
+        path = economy_requests.write_requests(pb)
         try:
             file_id = api.upload(path)
         finally:
@@ -273,13 +277,13 @@ def test_parts_stay_within_the_providers_limits(app, client, api_headers, fake):
     with app.app_context():
         app.config["ECONOMY_MAX_REQUESTS"] = 3
         try:
-            plan = economy.plan(held["id"])
+            plan = economy_requests.plan(held["id"])
         finally:
             app.config["ECONOMY_MAX_REQUESTS"] = 50_000
         assert [p.count for p in plan] == [3, 3, 1]
         app.config["ECONOMY_MAX_FILE_BYTES"] = plan[0].size // 3 * 2
         try:
-            by_size = economy.plan(held["id"])
+            by_size = economy_requests.plan(held["id"])
         finally:
             app.config["ECONOMY_MAX_FILE_BYTES"] = 190 * 1024 * 1024
         assert all(p.size <= plan[0].size // 3 * 2 for p in by_size) and len(by_size) >= 4
@@ -339,3 +343,47 @@ def test_without_a_key_the_offline_provider_imitates_a_batch_api(app, make_app, 
         assert "Offline placeholder" in article["body"] and article["cost_usd"] == 0
     assert fake.batches.calls == [] and fake.request_count() == 0
     assert parts(app, batch_id)[0]["status"] == "completed"
+
+
+def test_a_cancel_before_the_provider_batch_exists_sends_nothing(app, client, api_headers,
+                                                                 fake):
+    held = client.post("/api/v1/batches", headers=api_headers,
+                       json={"name": "Held", "titles": TITLES[:2], "mode": "economy",
+                             "paused": True}).get_json()
+    batch_id = held["id"]
+    with app.app_context():
+        [pb_id] = economy.store_parts(batch_id)
+    assert client.post(f"/api/v1/batches/{batch_id}/cancel",
+                       headers=api_headers).status_code == 202
+    with app.app_context():
+        economy.send_part.apply(args=(pb_id,)).get()
+    batch = wait_batch_final(app, batch_id)
+    assert batch["status"] == "cancelled"
+    assert fake.batches.created == [] and fake.batches.files == []
+    assert {a["status"] for a in articles_state(app, batch_id)} == {"cancelled"}
+    [part] = parts(app, batch_id)
+    assert part["status"] == "cancelled" and part["imported_at"] is not None
+
+
+def test_the_reconciler_leaves_articles_at_the_provider_alone(app, client, api_headers, fake):
+    """Economy articles are `running` under their provider batch's token; even past their
+    lease they are not the articles of a dead worker, and are not sent again live."""
+    from sqlalchemy import update
+
+    from webapp.generation import reconciler
+    from webapp.models import Article, utcnow
+    fake.batches.hold()
+    batch_id = submit_api(client, api_headers, TITLES[:2]).get_json()["id"]
+    wait_until(lambda: parts(app, batch_id) and parts(app, batch_id)[0]["provider_batch_id"],
+               20, "the provider batch to be created")
+    with app.app_context():
+        db.session.execute(update(Article).where(Article.batch_id == batch_id)
+                           .values(lease_expires_at=utcnow()))  # as if 48 h had passed
+        db.session.commit()
+        done = reconciler.run_once()
+    assert done["requeued_lost_running"] == 0 and done["failed_lost_running"] == 0
+    assert {a["status"] for a in articles_state(app, batch_id)} == {"running"}
+    assert fake.request_count() == 0
+    fake.batches.release()
+    fake.batches.advance(60)
+    assert wait_batch_final(app, batch_id)["status"] == "succeeded"

@@ -21,8 +21,8 @@ from tests.fakeai import build_chunks
 from tests.helpers import FINISH_TIMEOUT, articles_state, batch_state
 
 TITLES = ["Tides of the northern coast", "A guide to winter cycling", "Bread, slowly"]
-# "= $0.0012; in economy mode $0.0006 (the provider's Batch API, within 24 h)."
-PRICES = re.compile(r"= \$([\d.]+); in economy mode \$([\d.]+)")
+# "= $0.0012." then "The same in economy mode: $0.0006 (the provider's Batch API, …)."
+PRICES = re.compile(r"= \$([\d.]+)\.\s+The same in economy mode: \$([\d.]+)")
 # How much the worker's polls (every 0.2 s, backing off to 1 s) and the page's (0.5 s)
 # may take to show a step of the provider batch.
 STEP_TIMEOUT = 20.0

@@ -6,6 +6,7 @@ Errors come out as BatchAPIError, which says whether trying again later may help
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 from dataclasses import dataclass
@@ -13,13 +14,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator, Optional
 
+import httpx2 as httpx  # what the openai SDK is built on (errors mid-body)
 import openai
 
 from ..extensions import get_redis
 from ..installation import prefix
 from .provider import OFFLINE, OpenAIProvider, Prompt, offline_text
 
+log = logging.getLogger(__name__)
+
 ENDPOINT = "/v1/chat/completions"
+PROBE_TIMEOUT = 5.0
 WINDOW = "24h"
 # Where a provider batch's metadata names the part of a Pressroom batch it holds: how a
 # provider batch made just before a crash is found again rather than made twice.
@@ -67,11 +72,10 @@ def _failure(exc: Exception) -> BatchAPIError:
         except AttributeError:
             detail = None
         message = f"The provider's Batch API answered {status}: {detail or exc.message}"
-        return BatchAPIError(message, retryable=status == 429 or status >= 500,
+        return BatchAPIError(message, retryable=status in (408, 409, 429) or status >= 500,
                              unsupported=status in (404, 405))
-    if isinstance(exc, (openai.APIConnectionError, openai.APITimeoutError)):
-        return BatchAPIError("The provider's Batch API could not be reached.", retryable=True)
-    return BatchAPIError(f"The provider's Batch API failed: {type(exc).__name__}",
+    # Connection errors, timeouts, and a body that broke off mid-file.
+    return BatchAPIError(f"The provider's Batch API could not be reached ({type(exc).__name__}).",
                          retryable=True)
 
 
@@ -82,13 +86,15 @@ class OpenAIBatches:
     def _call(self, fn, *args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except openai.APIError as exc:
+        except (openai.APIError, httpx.HTTPError, httpx.StreamError) as exc:
             raise _failure(exc) from exc
 
     def probe(self) -> None:
-        """Raises BatchAPIError(unsupported=True) when the server has no Batch API."""
-        self._call(self.client.files.list, limit=1)
-        self._call(self.client.batches.list, limit=1)
+        """Raises BatchAPIError(unsupported=True) when the server has no Batch API. Asked
+        with a short timeout: a page waits for the answer."""
+        quick = self.client.with_options(timeout=PROBE_TIMEOUT)
+        self._call(quick.files.list, limit=1)
+        self._call(quick.batches.list, limit=1)
 
     def upload(self, path: Path) -> str:
         with path.open("rb") as handle:
@@ -102,13 +108,15 @@ class OpenAIBatches:
 
     def find(self, tag: str, look_at: int = 300) -> Optional[RemoteBatch]:
         """A recent provider batch tagged `tag` (made just before a crash), or None."""
-        page = self._call(self.client.batches.list, limit=100)
-        for n, remote in enumerate(page):  # the SDK fetches later pages as needed
-            if (remote.metadata or {}).get(TAG) == tag:
-                return _remote(remote)
-            if n >= look_at:
-                break
-        return None
+        def look() -> Optional[RemoteBatch]:
+            page = self.client.batches.list(limit=100)
+            for n, remote in enumerate(page):  # the SDK fetches later pages as needed
+                if (remote.metadata or {}).get(TAG) == tag:
+                    return _remote(remote)
+                if n >= look_at:
+                    break
+            return None
+        return self._call(look)
 
     def retrieve(self, provider_batch_id: str) -> RemoteBatch:
         return _remote(self._call(self.client.batches.retrieve, provider_batch_id))
@@ -120,10 +128,15 @@ class OpenAIBatches:
         """A result file's lines, read as they arrive (never the whole file at once)."""
         try:
             with self.client.files.with_streaming_response.content(file_id) as response:
-                for line in response.iter_lines():
-                    if line.strip():
+                for n, line in enumerate(response.iter_lines(), 1):
+                    if not line.strip():
+                        continue
+                    try:
                         yield json.loads(line)
-        except openai.APIError as exc:
+                    except ValueError:  # its article gets no result, and can be sent again
+                        log.warning("line %d of provider file %s is not JSON; skipped", n,
+                                    file_id)
+        except (openai.APIError, httpx.HTTPError, httpx.StreamError) as exc:
             raise _failure(exc) from exc
 
     def delete(self, file_id: str) -> None:
@@ -134,8 +147,9 @@ def _remote(batch) -> RemoteBatch:
     counts = batch.request_counts
     errors = None
     if getattr(batch, "errors", None) and batch.errors.data:
-        errors = "; ".join(f"line {e.line}: {e.message}" if e.line else (e.message or e.code)
-                           for e in batch.errors.data[:5])
+        errors = "; ".join(
+            (f"line {e.line}: " if e.line else "") + (e.message or e.code or "invalid")
+            for e in batch.errors.data[:5])
     return RemoteBatch(batch.id, batch.status, counts.total if counts else 0,
                        counts.completed if counts else 0, counts.failed if counts else 0,
                        _when(batch.expires_at), batch.output_file_id, batch.error_file_id,

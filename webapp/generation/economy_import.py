@@ -8,12 +8,14 @@ the next import (any number of them, even at once) finishes the rest and writes 
 from __future__ import annotations
 
 import logging
+import uuid
 
 from flask import current_app
 from sqlalchemy import select, update
 
 from . import lifecycle
-from ..extensions import db
+from ..extensions import db, get_redis
+from ..installation import prefix
 from ..models import (Article, ArticleStatus as A, ArticleVersion, Batch, ProviderBatch,
                       ProviderBatchStatus as P, utcnow)
 from .batchapi import BatchAPIError, client_for
@@ -42,8 +44,34 @@ EXPIRED = ("The provider's batch expired (its 24-hour window ran out) before thi
 NO_RESULT = "The provider returned no result for this article. Send it again."
 
 
+def lock(kind: str, pb_id: int, seconds: int) -> "str | None":
+    """One holder at a time of a part's sending, following or importing (a Redis lock
+    that expires if its holder dies); the holder's token, or None when it is taken."""
+    token = str(uuid.uuid4())
+    key = f"{prefix()}economy:{kind}:{pb_id}"
+    return token if get_redis().set(key, token, nx=True, ex=seconds) else None
+
+
+def unlock(kind: str, pb_id: int, token: str) -> None:
+    key = f"{prefix()}economy:{kind}:{pb_id}"
+    if get_redis().get(key) == token.encode():
+        get_redis().delete(key)
+
+
 def import_part(pb_id: int) -> dict:
-    """Give each article of an ended provider batch its result; safe to run twice."""
+    """Give each article of an ended provider batch its result; safe to run twice, and two
+    at once leave it to one of them. Raises BatchAPIError when the files cannot be read
+    now (nothing is lost: the next try reads them again)."""
+    held = lock("import", pb_id, 3600)
+    if held is None:
+        return {"status": "imported elsewhere"}
+    try:
+        return _import_part(pb_id)
+    finally:
+        unlock("import", pb_id, held)
+
+
+def _import_part(pb_id: int) -> dict:
     pb = db.session.get(ProviderBatch, pb_id)
     if pb is None or pb.imported_at is not None:
         return {"status": "done"}
@@ -51,10 +79,12 @@ def import_part(pb_id: int) -> dict:
     cfg = current_app.config
     price = price_for(cfg, batch.provider, batch.model)
     discount = discount_for(cfg, batch.model)
-    token, batch_id, status = pb.token, pb.batch_id, pb.status
+    provider, budget = batch.provider, batch.budget_usd
+    token, batch_id, status, error = pb.token, pb.batch_id, pb.status, pb.error
     files = [f for f in (pb.output_file_id, pb.error_file_id) if f]
+    input_file = pb.input_file_id
     db.session.rollback()
-    api = client_for(cfg, batch.provider)
+    api = client_for(cfg, provider)
     counted = {"written": 0, "failed": 0, "kept": 0}
     for file_id in files:
         for line in api.lines(file_id):
@@ -63,12 +93,14 @@ def import_part(pb_id: int) -> dict:
         left = lifecycle.end_unanswered(batch_id, token, None)
     else:
         left = lifecycle.end_unanswered(batch_id, token, EXPIRED if status == P.EXPIRED else (
-            f"The provider's batch failed: {pb.error}" if status == P.FAILED and pb.error
+            f"The provider's batch failed: {error}" if status == P.FAILED and error
             else NO_RESULT))
-    if cfg["ECONOMY_DELETE_FILES"]:
-        _delete_files(api, pb_id, [pb.input_file_id, *files])
+    # Marked imported before its files go: a crash in between leaves files behind, never
+    # an import that would find its files gone.
     lifecycle.provider_batch_imported(pb_id)
-    if batch.budget_usd is not None:
+    if cfg["ECONOMY_DELETE_FILES"]:
+        _delete_files(api, pb_id, [input_file, *files])
+    if budget is not None:
         lifecycle.enforce_budget(batch_id)
     from .tasks import _finalize  # the same close-and-webhook step as a live article
     _finalize(batch_id)

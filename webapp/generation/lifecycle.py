@@ -444,10 +444,13 @@ def end_unanswered(batch_id: int, token: str, error: Optional[str]) -> int:
 
 
 def provider_batch_seen(provider_batch_row: int, status: str, **fields) -> bool:
-    """What the provider says of its batch (state, counts, files), until it is imported."""
+    """What the provider says of its batch (state, counts, files), until it is imported.
+    An ended state is never taken back (a late answer to a cancel says "cancelling" after
+    the follow has seen "cancelled")."""
+    guard = [] if status in P.ENDED else [ProviderBatch.status.not_in(P.ENDED)]
     return _apply(update(ProviderBatch)
                   .where(ProviderBatch.id == provider_batch_row,
-                         ProviderBatch.imported_at.is_(None))
+                         ProviderBatch.imported_at.is_(None), *guard)
                   .values(status=status, checked_at=utcnow(), **fields))
 
 

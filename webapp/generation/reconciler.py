@@ -17,7 +17,7 @@ from sqlalchemy import exists, select
 from .. import installation, metrics
 from . import dispatch, economy, lifecycle, ratelimit, webhooks
 from ..extensions import db, get_redis
-from ..models import Article, ArticleStatus as A, Batch, BatchStatus as B, utcnow
+from ..models import Article, ArticleStatus as A, Batch, BatchStatus as B, ProviderBatch, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,11 @@ def run_once() -> dict:
     }
 
 
+# Articles claimed by a provider batch (economy mode) have no worker: their results come
+# from the provider's files (economy.py), however long it takes.
+AT_PROVIDER = exists().where(ProviderBatch.token == Article.claim_token)
+
+
 def requeue_lost_running() -> tuple[int, int]:
     """Articles whose worker stopped renewing the lease: back to the queue, or failed
     after too many attempts. Returns (re-queued, failed): counted apart, and only when the
@@ -75,7 +80,7 @@ def requeue_lost_running() -> tuple[int, int]:
     max_attempts = current_app.config["GENERATION_MAX_ATTEMPTS"]
     lost = db.session.execute(
         select(Article.id, Article.batch_id, Article.attempts)
-        .where(Article.status == A.RUNNING, Article.lease_expires_at < now)).all()
+        .where(Article.status == A.RUNNING, Article.lease_expires_at < now, ~AT_PROVIDER)).all()
     db.session.rollback()
     requeued = []
     failed = 0
@@ -101,7 +106,8 @@ def cancel_lost_cancelling() -> int:
     now = utcnow()
     rows = db.session.execute(
         select(Article.id, Article.batch_id)
-        .where(Article.status == A.CANCELLING, Article.lease_expires_at < now)).all()
+        .where(Article.status == A.CANCELLING, Article.lease_expires_at < now,
+               ~AT_PROVIDER)).all()
     db.session.rollback()
     for article_id, batch_id in rows:
         lifecycle.mark_cancelled(article_id)

@@ -139,8 +139,12 @@ def cancel_batch(user: User, batch: Batch) -> None:
     _revoke(queued_ids)
     if batch.is_economy:
         # The provider takes minutes to cancel: the batch shows "cancelling" until it has,
-        # and the results that arrived meanwhile are kept (economy.import_part).
-        economy.cancel_parts.apply_async((batch.id,), queue="generation")
+        # and the results that arrived meanwhile are kept (economy.import_part). If the
+        # queue cannot take this now, each part's next follow asks the provider itself.
+        try:
+            economy.cancel_parts.apply_async((batch.id,), queue="generation")
+        except Exception as exc:  # kombu and redis raise several types for a broker down
+            log.warning("cancel of batch %s's provider batches postponed: %s", batch.id, exc)
     lifecycle.finalize_batch(batch.id)
 
 

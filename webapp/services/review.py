@@ -6,14 +6,13 @@ from typing import Optional
 from flask import current_app
 from sqlalchemy import select
 
-from ..generation import dispatch as publish, economy, lifecycle, live
+from ..generation import dispatch as publish, economy, economy_requests, lifecycle, live
 from ..extensions import db, get_redis
 from ..models import (Article, ArticleStatus as A, ArticleVersion, Batch, BatchMode,
-                      ReviewStatus as R, Role,
-                      User, utcnow)
+                      BatchStatus as B, ReviewStatus as R, Role, User, utcnow)
 from . import audit
 from .control import can_manage
-from .submission import create_copy
+from .submission import create_copy, economy_availability
 from .errors import Conflict, Invalid, NotAllowed, NotFound
 from .outcomes import Outcome
 
@@ -145,10 +144,13 @@ def regenerate_many(user: User, batch: Batch, which: str, mode: str = "") -> Out
     API again."""
     _require_owner(user, batch)
     mode = mode or batch.mode
+    if batch.status == B.CANCELLING:
+        raise Conflict("This batch is being cancelled; send its articles again once it has "
+                       "stopped.")
     if mode not in BatchMode.ALL:
         raise Invalid({"mode": "Send them again now (standard) or in economy mode."})
     if mode == BatchMode.ECONOMY:
-        available, why = economy.availability(current_app.config, batch.provider)
+        available, why = economy_requests.availability(current_app.config, batch.provider)
         if not available:
             raise Conflict(why)
     if which == "failed":
@@ -190,6 +192,10 @@ def duplicate(user: User, batch: Batch) -> Batch:
     """A new batch with the same titles, per-row settings, template text and settings."""
     if user.role == Role.VIEWER:
         raise NotAllowed("Viewers cannot submit batches.")
+    if batch.is_economy:
+        available, why = economy_availability()  # of the provider the copy will use
+        if not available:
+            raise Conflict(f"{why} Submit a copy in standard mode from the form instead.")
     copy = create_copy(user, batch)
     audit.record("batch_duplicated", user=user, target=f"batch:{copy.id}",
                  detail=f"copy of batch {batch.id}")

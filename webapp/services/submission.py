@@ -12,7 +12,7 @@ from typing import Optional
 from flask import current_app
 from sqlalchemy import func, insert, select, update
 
-from ..generation import economy, lifecycle, pricing
+from ..generation import economy_requests, lifecycle, pricing
 from ..extensions import db
 from ..models import (Article, ArticleStatus as A, Batch, BatchMode, BatchStatus as B, Role, User,
                       utcnow)
@@ -128,7 +128,7 @@ def validate(data: dict, rows: Optional[list] = None) -> BatchInput:
     if clean is None:
         raise Invalid(errors.fields, "The batch was not created; see fields.")
     if clean.mode == BatchMode.ECONOMY:
-        available, why = economy.availability(current_app.config,
+        available, why = economy_requests.availability(current_app.config,
                                               provider_label(current_app.config))
         if not available:
             raise Unavailable({"mode": [why]}, why)
@@ -385,7 +385,7 @@ def _with_estimate(filename: str, pre: imports.Preflight, data: dict) -> ImportC
 
 def economy_availability() -> tuple[bool, str]:
     """Whether the new-batch form may offer economy mode, and why not."""
-    return economy.availability(current_app.config, current_provider())
+    return economy_requests.availability(current_app.config, current_provider())
 
 
 def estimate_for(data: dict, rows: Optional[list] = None) -> Optional[pricing.Estimate]:
