@@ -142,11 +142,15 @@ def test_metrics_after_a_batch_show_provider_histograms(env):
     assert wait_batch_final(env.app, batch_id)["status"] == "succeeded"
 
     def scraped():
-        # The batch's own figures are written just after its final status is committed.
+        # The batch's own figures are written just after its final status is committed, and
+        # each article's provider figures in its task's last round trip, after the article's
+        # status (the last article's can land after the batch's).
         text = env.app.test_client().get("/metrics", environ_base=OUTSIDE,
                                          headers=BEARER).get_data(as_text=True)
-        return text if "pressroom_batch_duration_seconds_count 1.0" in text.splitlines() \
-            else None
+        lines = text.splitlines()
+        done = ("pressroom_batch_duration_seconds_count 1.0" in lines
+                and 'pressroom_provider_request_seconds_count{model="gpt-4o-mini"} 2.0' in lines)
+        return text if done else None
     text = wait_until(scraped, FINISH_TIMEOUT, "the finished batch's metrics")
     lines = text.splitlines()
     assert 'pressroom_articles{status="succeeded"} 2.0' in lines
