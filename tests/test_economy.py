@@ -22,6 +22,13 @@ def submit_api(client, headers, titles, **extra):
                        json={"name": "Economy", "titles": titles, "mode": "economy", **extra})
 
 
+def held_economy_batch(client, headers, titles) -> int:
+    """An economy batch stored and held (not sent): the test sends it step by step."""
+    return client.post("/api/v1/batches", headers=headers,
+                       json={"name": "Held", "titles": titles, "mode": "economy",
+                             "paused": True}).get_json()["id"]
+
+
 def parts(app, batch_id: int) -> list[dict]:
     with app.app_context():
         rows = db.session.scalars(select(ProviderBatch).where(ProviderBatch.batch_id == batch_id)
@@ -226,10 +233,7 @@ def test_a_provider_batch_made_just_before_a_crash_is_found_not_made_twice(
     """The worker dies after creating the provider batch and before storing its id: the
     part is sent again, finds its batch by the tag in its metadata, and makes no second."""
     from webapp.generation.batchapi import OpenAIBatches
-    held = client.post("/api/v1/batches", headers=api_headers,
-                       json={"name": "Held", "titles": TITLES[:2], "mode": "economy",
-                             "paused": True}).get_json()
-    batch_id = held["id"]
+    batch_id = held_economy_batch(client, api_headers, TITLES[:2])
     with app.app_context():
         [pb_id] = economy.store_parts(batch_id)
         pb = db.session.get(ProviderBatch, pb_id)
@@ -271,19 +275,17 @@ def test_importing_twice_at_once_writes_each_article_once(app, client, api_heade
 
 def test_parts_stay_within_the_providers_limits(app, client, api_headers, fake):
     titles = [f"Part test {i}" for i in range(7)]
-    held = client.post("/api/v1/batches", headers=api_headers,
-                       json={"name": "Parts", "titles": titles, "mode": "economy",
-                             "paused": True}).get_json()
+    batch_id = held_economy_batch(client, api_headers, titles)
     with app.app_context():
         app.config["ECONOMY_MAX_REQUESTS"] = 3
         try:
-            plan = economy_requests.plan(held["id"])
+            plan = economy_requests.plan(batch_id)
         finally:
             app.config["ECONOMY_MAX_REQUESTS"] = 50_000
         assert [p.count for p in plan] == [3, 3, 1]
         app.config["ECONOMY_MAX_FILE_BYTES"] = plan[0].size // 3 * 2
         try:
-            by_size = economy_requests.plan(held["id"])
+            by_size = economy_requests.plan(batch_id)
         finally:
             app.config["ECONOMY_MAX_FILE_BYTES"] = 190 * 1024 * 1024
         assert all(p.size <= plan[0].size // 3 * 2 for p in by_size) and len(by_size) >= 4
@@ -347,10 +349,7 @@ def test_without_a_key_the_offline_provider_imitates_a_batch_api(app, make_app, 
 
 def test_a_cancel_before_the_provider_batch_exists_sends_nothing(app, client, api_headers,
                                                                  fake):
-    held = client.post("/api/v1/batches", headers=api_headers,
-                       json={"name": "Held", "titles": TITLES[:2], "mode": "economy",
-                             "paused": True}).get_json()
-    batch_id = held["id"]
+    batch_id = held_economy_batch(client, api_headers, TITLES[:2])
     with app.app_context():
         [pb_id] = economy.store_parts(batch_id)
     assert client.post(f"/api/v1/batches/{batch_id}/cancel",

@@ -34,7 +34,7 @@ from ..installation import prefix
 from ..models import (Batch, BatchStatus as B,
                       ProviderBatch, ProviderBatchStatus as P, utcnow)
 from .batchapi import BatchAPIError, client_for
-from .economy_import import import_part, lock, unlock
+from .economy_import import import_part, only_one
 from .economy_requests import estimated_cost, plan, write_requests
 
 log = logging.getLogger(__name__)
@@ -107,13 +107,8 @@ def send_part(self, pb_id: int) -> dict:
     """Upload a part's requests and create its provider batch (once)."""
     # One sender at a time, whatever was sent twice (a redelivery, the reconciler): two
     # could each create a provider batch.
-    held = lock("send", pb_id, 900)
-    if held is None:
-        return {"status": "being sent elsewhere"}
-    try:
-        return _send_part(self, pb_id)
-    finally:
-        unlock("send", pb_id, held)
+    with only_one("send", pb_id, 900) as mine:
+        return _send_part(self, pb_id) if mine else {"status": "being sent elsewhere"}
 
 
 def _send_part(task, pb_id: int) -> dict:
@@ -204,13 +199,8 @@ def follow_part(self, pb_id: int) -> dict:
     """Ask the provider about a part; import it once it has ended, else ask again later."""
     if _early(pb_id):
         return {"status": "another follow is due later"}
-    held = lock("follow", pb_id, 3600)
-    if held is None:
-        return {"status": "followed elsewhere"}
-    try:
-        return _follow_part(pb_id)
-    finally:
-        unlock("follow", pb_id, held)
+    with only_one("follow", pb_id, 3600) as mine:
+        return _follow_part(pb_id) if mine else {"status": "followed elsewhere"}
 
 
 def _follow_part(pb_id: int) -> dict:

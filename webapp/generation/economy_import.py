@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import uuid
+from contextlib import contextmanager
+from typing import Iterator
 
 from flask import current_app
 from sqlalchemy import select, update
@@ -44,31 +46,26 @@ EXPIRED = ("The provider's batch expired (its 24-hour window ran out) before thi
 NO_RESULT = "The provider returned no result for this article. Send it again."
 
 
-def lock(kind: str, pb_id: int, seconds: int) -> "str | None":
-    """One holder at a time of a part's sending, following or importing (a Redis lock
-    that expires if its holder dies); the holder's token, or None when it is taken."""
+@contextmanager
+def only_one(kind: str, pb_id: int, seconds: int) -> Iterator[bool]:
+    """One holder at a time of a part's sending, following or importing: a Redis lock that
+    expires if its holder dies. Yields whether this caller holds it."""
     token = str(uuid.uuid4())
     key = f"{prefix()}economy:{kind}:{pb_id}"
-    return token if get_redis().set(key, token, nx=True, ex=seconds) else None
-
-
-def unlock(kind: str, pb_id: int, token: str) -> None:
-    key = f"{prefix()}economy:{kind}:{pb_id}"
-    if get_redis().get(key) == token.encode():
-        get_redis().delete(key)
+    mine = bool(get_redis().set(key, token, nx=True, ex=seconds))
+    try:
+        yield mine
+    finally:
+        if mine and get_redis().get(key) == token.encode():
+            get_redis().delete(key)
 
 
 def import_part(pb_id: int) -> dict:
     """Give each article of an ended provider batch its result; safe to run twice, and two
     at once leave it to one of them. Raises BatchAPIError when the files cannot be read
     now (nothing is lost: the next try reads them again)."""
-    held = lock("import", pb_id, 3600)
-    if held is None:
-        return {"status": "imported elsewhere"}
-    try:
-        return _import_part(pb_id)
-    finally:
-        unlock("import", pb_id, held)
+    with only_one("import", pb_id, 3600) as mine:
+        return _import_part(pb_id) if mine else {"status": "imported elsewhere"}
 
 
 def _import_part(pb_id: int) -> dict:
