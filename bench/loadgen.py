@@ -5,12 +5,14 @@ its forked workers, from /proc), the steadier figure when the machine is shared.
 """
 from __future__ import annotations
 
+import asyncio
 import random
 import re
 import subprocess
 import time
 import urllib.request
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from bench.procs import cpu_seconds
 
@@ -78,28 +80,34 @@ def paced_viewers(base: str, path_fn, cookie: str, server_pid: int, *, viewers: 
     waiting for the request (what a buffering proxy in front prevents), so wrk would
     measure that wait, not Pressroom.
     """
-    import asyncio
-    from urllib.parse import urlsplit
     host, port = urlsplit(base).hostname, urlsplit(base).port
     latencies: list[float] = []
     failures: list[str] = []
 
     async def poll_once(_state) -> None:  # no state: each URL is made up
-        t = time.perf_counter()
-        reader, writer = await asyncio.open_connection(host, port)
-        writer.write((f"GET {path_fn()} HTTP/1.1\r\nHost: {host}:{port}\r\n"
-                      f"Cookie: {cookie}\r\nHX-Request: true\r\n"
-                      "Connection: close\r\n\r\n").encode())
-        await writer.drain()
-        status_line = await reader.readline()
-        await reader.read()  # to the end: the server closes the connection
-        latencies.append((time.perf_counter() - t) * 1000)
-        writer.close()
-        if status_line.split()[1:2] not in ([b"200"], [b"286"]):
-            failures.append(status_line.decode(errors="replace").strip())
+        status, head, _ = await htmx_get(host, port, path_fn(), cookie, latencies)
+        if status not in (200, 286):
+            failures.append(head.split(b"\r\n", 1)[0].decode(errors="replace"))
 
     return drive_viewers(poll_once, None, viewers=viewers, seconds=seconds, seed=5,
                          server_pid=server_pid, latencies=latencies, failures=failures)
+
+
+async def htmx_get(host: str, port: int, path: str, cookie: str,
+                   latencies: list) -> tuple[int, bytes, bytes]:
+    """One poll as htmx sends it, on a connection of its own (gunicorn's sync workers close
+    it after the answer): (status, head, body); its milliseconds go to `latencies`."""
+    t = time.perf_counter()
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write((f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+                  f"Cookie: {cookie}\r\nHX-Request: true\r\n"
+                  "Connection: close\r\n\r\n").encode())
+    await writer.drain()
+    answer = await reader.read()  # to the end: the server closes the connection
+    latencies.append((time.perf_counter() - t) * 1000)
+    writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), head, body
 
 
 def drive_viewers(poll_once, first, *, viewers: int, seconds: float, seed: int,
@@ -109,7 +117,6 @@ def drive_viewers(poll_once, first, *, viewers: int, seconds: float, seed: int,
     poll_once(state)` (from `first`) one second after each answer. `poll_once` appends to
     `latencies` and `failures`; the figures of the run are returned, with the server's
     CPU per request."""
-    import asyncio
 
     async def viewer(stop_at: float, rng: random.Random) -> None:
         await asyncio.sleep(rng.uniform(0, 1.0))

@@ -18,7 +18,6 @@ answer, one second after it, out of step).
 """
 from __future__ import annotations
 
-import asyncio
 import html
 import re
 import statistics
@@ -27,7 +26,7 @@ import uuid
 from datetime import timedelta
 from urllib.parse import parse_qsl, urlsplit
 
-from bench.loadgen import drive_viewers, poll_script, warm_gunicorn, wrk
+from bench.loadgen import drive_viewers, htmx_get, poll_script, warm_gunicorn, wrk
 from bench.procs import ROOT
 from bench.stack import CONCURRENCY, DEFAULT_WORKERS, Bench, log, utcnow, wait_until
 from webapp.services.progress import ARTICLES_PER_PAGE
@@ -229,17 +228,7 @@ def paced_following(base: str, first_path: str, cookie: str, server_pid: int, *,
     statuses: dict[int, int] = {}
 
     async def poll_once(path: str) -> str:
-        t = time.perf_counter()
-        reader, writer = await asyncio.open_connection(host, port)
-        writer.write((f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
-                      f"Cookie: {cookie}\r\nHX-Request: true\r\n"
-                      "Connection: close\r\n\r\n").encode())
-        await writer.drain()
-        answer = await reader.read()  # to the end: the server closes the connection
-        latencies.append((time.perf_counter() - t) * 1000)
-        writer.close()
-        head, _, body = answer.partition(b"\r\n\r\n")
-        status = int(head.split(b" ", 2)[1])
+        status, head, body = await htmx_get(host, port, path, cookie, latencies)
         statuses[status] = statuses.get(status, 0) + 1
         if status not in (200, 204, 286):
             failures.append(head.split(b"\r\n", 1)[0].decode(errors="replace"))

@@ -3,15 +3,19 @@
 """
 from __future__ import annotations
 
-import pytest
-from sqlalchemy import func, select
+import re
 
-from tests.helpers import (articles_state, batch_id_from_location, submit_form,
-                           wait_batch_final, wait_until)
+import pytest
+from sqlalchemy import func, select, update
+
+from tests.helpers import (articles_state, batch_id_from_location, login, page_csrf,
+                           submit_form, wait_batch_final, wait_until)
+from tests.support import ACCOUNTS
 from webapp.extensions import db
-from webapp.generation import economy, economy_requests
+from webapp.generation import economy, economy_requests, reconciler
+from webapp.generation.batchapi import OpenAIBatches
 from webapp.generation.pricing import cost_of, price_table
-from webapp.models import ArticleVersion, ProviderBatch
+from webapp.models import Article, ArticleVersion, ProviderBatch, utcnow
 
 TITLES = ["Tides of the northern coast", "A guide to winter cycling",
           "The last lighthouse keeper", "Bread, slowly"]
@@ -151,7 +155,6 @@ def test_an_expired_batch_keeps_what_was_written_and_the_rest_can_be_sent_again(
 
     page = client.get(f"/batches/{batch_id}").get_data(as_text=True)
     assert "Send all failed again (economy)" in page and "Write all failed now (standard)" in page
-    from tests.helpers import page_csrf
     token = page_csrf(client, f"/batches/{batch_id}")
     again = client.post(f"/batches/{batch_id}/regenerate",
                         data={"which": "failed", "mode": "economy", "csrf_token": token})
@@ -209,12 +212,10 @@ def test_economy_is_refused_with_a_reason_where_the_server_has_no_batch_api(
 
 def test_the_estimate_shows_both_prices_and_the_budget_is_checked_before_sending(
         app, client, api_headers, fake):
-    from tests.helpers import page_csrf
     token = page_csrf(client)
     estimate = client.post("/batches/estimate", data={"name": "E", "titles": "\n".join(TITLES),
                                                       "csrf_token": token},
                            headers={"HX-Request": "true"}).get_data(as_text=True)
-    import re
     standard, cheaper = map(float, re.search(
         r"= <strong>\$([\d.]+)</strong>\.</p>\s*<p[^>]*>The same in economy mode: "
         r"<strong>\$([\d.]+)</strong>", estimate).groups())
@@ -232,7 +233,6 @@ def test_a_provider_batch_made_just_before_a_crash_is_found_not_made_twice(
         app, client, api_headers, fake):
     """The worker dies after creating the provider batch and before storing its id: the
     part is sent again, finds its batch by the tag in its metadata, and makes no second."""
-    from webapp.generation.batchapi import OpenAIBatches
     batch_id = held_economy_batch(client, api_headers, TITLES[:2])
     with app.app_context():
         [pb_id] = economy.store_parts(batch_id)
@@ -299,7 +299,6 @@ def test_an_article_cancelled_while_at_the_provider_keeps_its_late_result_as_a_v
     wait_until(lambda: parts(app, batch_id) and parts(app, batch_id)[0]["provider_batch_id"],
                20, "the provider batch to be created")
     first = articles_state(app, batch_id)[0]
-    from tests.helpers import page_csrf
     token = page_csrf(client, f"/batches/{batch_id}")
     assert client.post(f"/articles/{first['id']}/cancel",
                        data={"csrf_token": token}).status_code == 303
@@ -319,7 +318,6 @@ def test_failed_articles_can_be_written_now_in_standard_mode(app, client, api_he
     fake.batches.outcome(TITLES[0], "error")
     batch_id = submit_api(client, api_headers, TITLES[:2]).get_json()["id"]
     assert wait_batch_final(app, batch_id)["status"] == "failed"
-    from tests.helpers import page_csrf
     token = page_csrf(client, f"/batches/{batch_id}")
     client.post(f"/batches/{batch_id}/regenerate",
                 data={"which": "failed", "mode": "standard", "csrf_token": token})
@@ -332,8 +330,6 @@ def test_without_a_key_the_offline_provider_imitates_a_batch_api(app, make_app, 
     """`make run` on a fresh machine (no OPENAI_API_KEY) can show economy mode."""
     offline = make_app(OPENAI_API_KEY="")
     client = offline.test_client()
-    from tests.helpers import login
-    from tests.support import ACCOUNTS
     login(client, *ACCOUNTS["editor"])
     page = client.get("/batches/new").get_data(as_text=True)
     assert 'value="economy"' in page and "economy-unavailable" not in page
@@ -367,10 +363,6 @@ def test_a_cancel_before_the_provider_batch_exists_sends_nothing(app, client, ap
 def test_the_reconciler_leaves_articles_at_the_provider_alone(app, client, api_headers, fake):
     """Economy articles are `running` under their provider batch's token; even past their
     lease they are not the articles of a dead worker, and are not sent again live."""
-    from sqlalchemy import update
-
-    from webapp.generation import reconciler
-    from webapp.models import Article, utcnow
     fake.batches.hold()
     batch_id = submit_api(client, api_headers, TITLES[:2]).get_json()["id"]
     wait_until(lambda: parts(app, batch_id) and parts(app, batch_id)[0]["provider_batch_id"],

@@ -149,7 +149,20 @@ class UserSession(db.Model):
     ip: Mapped[str] = mapped_column(String(64), default="")
 
 
-class Batch(db.Model):
+class BatchFlags:
+    """What a batch's status and mode say of it, for the model and for the facts a shared
+    progress render keeps (services/progress.BatchFacts); both have `status` and `mode`."""
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in BatchStatus.FINAL
+
+    @property
+    def is_economy(self) -> bool:
+        return self.mode == BatchMode.ECONOMY
+
+
+class Batch(BatchFlags, db.Model):
     __tablename__ = "batches"
     __table_args__ = (Index("ix_batches_status_created", "status", "created_at"),)
 
@@ -194,14 +207,6 @@ class Batch(db.Model):
     articles: Mapped[list["Article"]] = relationship(
         back_populates="batch", order_by="Article.position"
     )
-
-    @property
-    def is_final(self) -> bool:
-        return self.status in BatchStatus.FINAL
-
-    @property
-    def is_economy(self) -> bool:
-        return self.mode == BatchMode.ECONOMY
 
 
 class ProviderBatch(db.Model):

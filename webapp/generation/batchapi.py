@@ -32,9 +32,14 @@ TAG = "pressroom_part"
 
 
 class BatchAPIError(Exception):
-    def __init__(self, message: str, *, retryable: bool, unsupported: bool = False):
+    def __init__(self, message: str, *, retryable: bool, status: Optional[int] = None):
         super().__init__(message)
-        self.message, self.retryable, self.unsupported = message, retryable, unsupported
+        self.message, self.retryable, self.status = message, retryable, status
+
+    @property
+    def unsupported(self) -> bool:
+        """The server has no such route (or no longer knows the batch)."""
+        return self.status in (404, 405)
 
 
 @dataclass(frozen=True)
@@ -73,7 +78,7 @@ def _failure(exc: Exception) -> BatchAPIError:
             detail = None
         message = f"The provider's Batch API answered {status}: {detail or exc.message}"
         return BatchAPIError(message, retryable=status in (408, 409, 429) or status >= 500,
-                             unsupported=status in (404, 405))
+                             status=status)
     # Connection errors, timeouts, and a body that broke off mid-file.
     return BatchAPIError(f"The provider's Batch API could not be reached ({type(exc).__name__}).",
                          retryable=True)
@@ -90,8 +95,8 @@ class OpenAIBatches:
             raise _failure(exc) from exc
 
     def probe(self) -> None:
-        """Raises BatchAPIError(unsupported=True) when the server has no Batch API. Asked
-        with a short timeout: a page waits for the answer."""
+        """Raises BatchAPIError (`unsupported`: 404 or 405) when the server has no Batch
+        API. Asked with a short timeout: a page waits for the answer."""
         quick = self.client.with_options(timeout=PROBE_TIMEOUT)
         self._call(quick.files.list, limit=1)
         self._call(quick.batches.list, limit=1)

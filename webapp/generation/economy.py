@@ -283,9 +283,9 @@ def follow_lost() -> int:
         .where(ProviderBatch.imported_at.is_(None),
                func.coalesce(ProviderBatch.checked_at, ProviderBatch.created_at) < now - stale)
     ).all()
-    for pb_id, _ in rows:
-        # Not a status: the time of the last look, so the next pass leaves it alone.
-        db.session.execute(update(ProviderBatch).where(ProviderBatch.id == pb_id)
+    if rows:
+        # Not a status: the time of the last look, so the next pass leaves them alone.
+        db.session.execute(update(ProviderBatch).where(ProviderBatch.id.in_([r.id for r in rows]))
                            .values(checked_at=now))
     db.session.commit()
     for pb_id, provider_batch_id in rows:

@@ -8,10 +8,10 @@ the next import (any number of them, even at once) finishes the rest and writes 
 from __future__ import annotations
 
 import logging
-import uuid
 from contextlib import contextmanager
 from typing import Iterator
 
+import redis
 from flask import current_app
 from sqlalchemy import select, update
 
@@ -22,7 +22,7 @@ from ..models import (Article, ArticleStatus as A, ArticleVersion, Batch, Provid
                       ProviderBatchStatus as P, utcnow)
 from .batchapi import BatchAPIError, client_for
 from .pricing import cost_of, discount_for, price_for
-from .provider import CUT_OFF, review_flag
+from .provider import cut_off, review_flag
 
 log = logging.getLogger(__name__)
 
@@ -48,16 +48,21 @@ NO_RESULT = "The provider returned no result for this article. Send it again."
 
 @contextmanager
 def only_one(kind: str, pb_id: int, seconds: int) -> Iterator[bool]:
-    """One holder at a time of a part's sending, following or importing: a Redis lock that
-    expires if its holder dies. Yields whether this caller holds it."""
-    token = str(uuid.uuid4())
-    key = f"{prefix()}economy:{kind}:{pb_id}"
-    mine = bool(get_redis().set(key, token, nx=True, ex=seconds))
+    """One holder at a time of a part's sending, following or importing: redis-py's Lock
+    (as webhooks.deliver uses), which expires if its holder dies and is released only by
+    its holder. Yields whether this caller holds it."""
+    held = get_redis().lock(f"{prefix()}economy:{kind}:{pb_id}", timeout=seconds,
+                            blocking=False)
+    mine = held.acquire()
     try:
         yield mine
     finally:
-        if mine and get_redis().get(key) == token.encode():
-            get_redis().delete(key)
+        if mine:
+            try:
+                held.release()
+            except redis.exceptions.LockError:  # it expired, and may be another's by now
+                log.warning("economy %s lock of part %s expired before its work ended",
+                            kind, pb_id)
 
 
 def import_part(pb_id: int) -> dict:
@@ -142,9 +147,10 @@ def _store(article_id: int, token: str, body: dict, price, discount: float) -> s
     message = choice.get("message") or {}
     text = message.get("content") or ""
     finish = choice.get("finish_reason")
-    if finish is None:
-        lifecycle.fail(article_id, token, f"{CUT_OFF}: the provider's result has no finish "
-                                          "reason, so it may be incomplete. Send it again.")
+    if finish is None:  # the same rule as a stream's (provider.require_finish)
+        lifecycle.fail(article_id, token, cut_off(
+            "the provider's result has no finish reason, so it may be incomplete").message
+            + " Send it again.")
         return "failed"
     usage = body.get("usage") or {}
     prompt_tokens = int(usage.get("prompt_tokens") or 0)

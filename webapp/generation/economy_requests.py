@@ -13,17 +13,15 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 from flask import current_app
-from sqlalchemy import func, select
+from sqlalchemy import select
 
-from . import lifecycle
+from . import lifecycle, pricing
 from ..extensions import db, get_redis
 from ..models import Article, ArticleStatus as A, Batch, ProviderBatch
 from .batchapi import BatchAPIError, client_for
 from .economy_import import custom_id
-from .pricing import TOKENS_PER_WORD, cost_of, discount_for, price_for
-from .prompts import TemplateRefused, build_prompt
+from .prompts import ROW_COLUMNS, TemplateRefused, prompt_for
 from .provider import OFFLINE
-from .tokencount import count_chat_tokens
 
 UNSUPPORTED = ("Economy mode is not available: the provider at {url} has no Batch API "
                "(/v1/files or /v1/batches answered {status}).")
@@ -53,8 +51,7 @@ def availability(config, provider_label: str) -> tuple[bool, str]:
         answer = (True, "")
     except BatchAPIError as exc:
         if exc.unsupported:
-            status = exc.message.split("answered ", 1)[-1].split(":")[0]
-            answer = (False, UNSUPPORTED.format(url=url, status=status))
+            answer = (False, UNSUPPORTED.format(url=url, status=exc.status))
         else:
             # Remembered for a minute only: pages do not wait on a provider that is down.
             answer, ttl = (False, "Economy mode cannot be offered right now: the provider "
@@ -69,21 +66,13 @@ def availability(config, provider_label: str) -> tuple[bool, str]:
 
 # -- requests ---------------------------------------------------------------------------
 
-_ROWS = (select(Article.id, Article.position, Article.title, Article.attempts,
-                Article.keywords, Article.notes, Article.extra_instructions,
-                func.coalesce(Article.tone, Batch.tone).label("tone"),
-                func.coalesce(Article.language, Batch.language).label("language"),
-                func.coalesce(Article.target_words, Batch.target_words).label("target_words"),
-                Batch.model, Batch.instructions, Batch.template_text)
+_ROWS = (select(Article.id, Article.position, Article.attempts, Batch.model, *ROW_COLUMNS)
          .join(Batch, Batch.id == Article.batch_id).order_by(Article.position))
 
 
 def _line(row, attempt: int) -> bytes:
     """One request of the input file; raises TemplateRefused for a row it cannot make."""
-    prompt = build_prompt(row.template_text, title=row.title, words=row.target_words,
-                          tone=row.tone, language=row.language, keywords=row.keywords or "",
-                          notes=row.notes or "", instructions=row.instructions or "",
-                          extra_instructions=row.extra_instructions or "")
+    prompt = prompt_for(row)
     return json.dumps({"custom_id": custom_id(row.id, attempt), "method": "POST",
                        "url": "/v1/chat/completions",
                        "body": {"model": row.model, "messages": prompt.messages(),
@@ -140,18 +129,14 @@ def write_requests(pb: ProviderBatch) -> Path:
 
 
 def estimated_cost(batch: Batch) -> Optional[float]:
-    """What the batch's queued articles would cost at the discount (None: no price)."""
-    cfg = current_app.config
-    price = price_for(cfg, batch.provider, batch.model)
-    if not price:
-        return None
-    prompt_tokens = completion_tokens = 0
-    for row in _rows(Article.batch_id == batch.id, Article.status == A.QUEUED):
-        try:
-            body = json.loads(_line(row, 1))["body"]
-        except TemplateRefused:
-            continue
-        prompt_tokens += count_chat_tokens(batch.model, body["messages"])[0]
-        completion_tokens += int(row.target_words * TOKENS_PER_WORD)
+    """What the batch's queued articles would cost at the discount (None: no price); rows
+    the template refuses cost nothing (they are failed, not sent)."""
+    def prompts():
+        for row in _rows(Article.batch_id == batch.id, Article.status == A.QUEUED):
+            try:
+                yield prompt_for(row)
+            except TemplateRefused:
+                continue
+    estimate = pricing.estimate(current_app.config, batch.provider, batch.model, prompts())
     db.session.rollback()
-    return cost_of(price, prompt_tokens, completion_tokens) * discount_for(cfg, batch.model)
+    return estimate.economy_cost

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Optional
+from typing import Iterable, Optional
 
 from .provider import OFFLINE, Prompt
 from .tokencount import count_chat_tokens
@@ -79,17 +79,19 @@ class Estimate:
         return self.prompt_tokens + self.completion_tokens
 
 
-def estimate(config, provider: str, model: str, prompts: list[Prompt]) -> Estimate:
-    """Tokens and cost before submitting: prompts counted, completions from the target length."""
+def estimate(config, provider: str, model: str, prompts: Iterable[Prompt]) -> Estimate:
+    """Tokens and cost before submitting: prompts counted, completions from the target
+    length. `prompts` is read once (a generator keeps a large batch out of memory)."""
     prompt_tokens, exact = 0, True
-    completion_tokens = 0
+    completion_tokens = articles = 0
     for prompt in prompts:
+        articles += 1
         count, is_exact = count_chat_tokens(model, prompt.messages())
         prompt_tokens += count
         exact = exact and is_exact
         completion_tokens += int(prompt.words * TOKENS_PER_WORD)
     price = price_for(config, provider, model)
     cost = cost_of(price, prompt_tokens, completion_tokens) if price else None
-    return Estimate(len(prompts), prompt_tokens, completion_tokens, cost, exact,
+    return Estimate(articles, prompt_tokens, completion_tokens, cost, exact,
                     free=provider == OFFLINE,
                     economy_cost=cost * discount_for(config, model) if cost is not None else None)

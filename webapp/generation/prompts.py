@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from typing import Optional
 
+from sqlalchemy import func
+
 from . import templating
+from ..models import Article, Batch
 from .provider import Prompt
 from .template_check import FILTERS, METHODS, TemplateRefused
 from .templating import (MAX_LOOP_ITERATIONS, MAX_TEMPLATE_LENGTH, OUTPUT_BUDGET,
@@ -74,3 +77,20 @@ def build_prompt(template_text: str, *, title: str, words: int, tone: str, langu
     if extra_instructions:
         text += f"\n\nInstructions for this version: {extra_instructions}"
     return Prompt(title=title, words=words, user_text=text)
+
+
+# What an article's prompt is made of, read in the statement that loads it (select these
+# from Article joined to Batch): the row's own settings, else its batch's.
+ROW_COLUMNS = (Article.title, Article.keywords, Article.notes, Article.extra_instructions,
+               func.coalesce(Article.tone, Batch.tone).label("tone"),
+               func.coalesce(Article.language, Batch.language).label("language"),
+               func.coalesce(Article.target_words, Batch.target_words).label("target_words"),
+               Batch.instructions, Batch.template_text)
+
+
+def prompt_for(row) -> Prompt:
+    """The prompt of an article loaded with ROW_COLUMNS; raises TemplateRefused."""
+    return build_prompt(row.template_text, title=row.title, words=row.target_words,
+                        tone=row.tone, language=row.language, keywords=row.keywords or "",
+                        notes=row.notes or "", instructions=row.instructions or "",
+                        extra_instructions=row.extra_instructions or "")

@@ -8,14 +8,14 @@ import uuid
 
 from celery import shared_task
 from flask import current_app
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import bindparam, select
 
 from .. import metrics, workerstate
 from . import admission, lifecycle, live, ratelimit, webhooks
 from ..extensions import db, get_redis
 from ..models import Article, ArticleStatus as A, Batch, BatchStatus as B
 from .pricing import TOKENS_PER_WORD, cost_of, price_for
-from .prompts import TemplateRefused, build_prompt
+from .prompts import ROW_COLUMNS, TemplateRefused, prompt_for
 from .provider import ProviderError, get_provider, require_finish, review_flag
 from .tokencount import count_chat_tokens
 
@@ -34,13 +34,8 @@ class _Cancelled(Exception):
 
 # What a task needs to write its article, in one statement built once (see lifecycle.py).
 _ARTICLE_TO_WRITE = (
-    select(Article.status, Article.batch_id, Article.title, Article.attempts,
-           Article.keywords, Article.notes, Article.extra_instructions,
-           func.coalesce(Article.tone, Batch.tone).label("tone"),
-           func.coalesce(Article.language, Batch.language).label("language"),
-           func.coalesce(Article.target_words, Batch.target_words).label("target_words"),
-           Batch.status.label("batch_status"), Batch.provider, Batch.model,
-           Batch.instructions, Batch.template_text, Batch.budget_usd)
+    select(Article.status, Article.batch_id, Article.attempts, *ROW_COLUMNS,
+           Batch.status.label("batch_status"), Batch.provider, Batch.model, Batch.budget_usd)
     .join(Batch, Batch.id == Article.batch_id).where(Article.id == bindparam("article_id")))
 
 
@@ -80,11 +75,7 @@ def _write(task, article_id: int, redis, wrap_up) -> dict:
         return {"status": "paused"}
 
     try:
-        prompt = build_prompt(row.template_text, title=row.title, words=row.target_words,
-                              tone=row.tone, language=row.language,
-                              keywords=row.keywords or "", notes=row.notes or "",
-                              instructions=row.instructions or "",
-                              extra_instructions=row.extra_instructions or "")
+        prompt = prompt_for(row)
     except TemplateRefused as refused:
         # The batch's template over its budget for this row (or one kept from before the
         # budget): the render stopped within a second, the article fails saying why, and

@@ -19,7 +19,7 @@ from sqlalchemy.orm import joinedload
 from ..generation import live, ratelimit, webhooks
 from ..extensions import db, get_redis
 from ..models import (Article, ArticleStatus as A, Batch, BatchStatus as B, ProviderBatch,
-                      ProviderBatchStatus as P, Role, User, BatchMode, utcnow)
+                      ProviderBatchStatus as P, Role, User, BatchFlags, BatchMode, utcnow)
 from .listing import BatchFilter, page_of_batches
 from .control import can_manage
 from .errors import NotFound
@@ -85,9 +85,12 @@ PART_STATES = {P.PREPARING: "being sent", P.VALIDATING: "validating at the provi
 class PartView:
     """One provider batch of an economy batch, as its page shows it."""
     row: ProviderBatch
-    imported: bool
     percent: int
     expires_in_s: Optional[float]
+
+    @property
+    def imported(self) -> bool:
+        return self.row.imported_at is not None
 
     @property
     def label(self) -> str:
@@ -110,9 +113,8 @@ def _parts(view: "BatchView", now: datetime) -> None:
             answered += settled
         left = (pb.expires_at - now).total_seconds() if pb.expires_at and not pb.is_ended \
             else None
-        view.parts.append(PartView(pb, imported,
-                                   percent(pb.requests if imported else settled, pb.requests,
-                                           imported), left))
+        view.parts.append(PartView(pb, percent(pb.requests if imported else settled,
+                                               pb.requests, imported), left))
     if not view.is_final and view.counts.total:
         view.percent = percent(min(view.counts.done + answered, view.counts.total),
                                view.counts.total, False)
@@ -132,7 +134,7 @@ class BatchActions:
 
 
 @dataclass(frozen=True)
-class BatchFacts:
+class BatchFacts(BatchFlags):
     """What the buttons and the checks of a poll need of a batch, kept with a shared
     render so that a poll answered from it reads no database."""
     id: int
@@ -147,14 +149,6 @@ class BatchFacts:
     def of(cls, batch: Batch) -> "BatchFacts":
         return cls(batch.id, batch.name, batch.user_id, batch.status, batch.paused_by,
                    batch.dispatch_error, batch.mode)
-
-    @property
-    def is_final(self) -> bool:
-        return self.status in B.FINAL
-
-    @property
-    def is_economy(self) -> bool:
-        return self.mode == BatchMode.ECONOMY
 
 
 def actions(user: User, batch: Union[Batch, BatchFacts]) -> BatchActions:
