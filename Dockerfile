@@ -21,6 +21,8 @@ COPY requirements.txt .
 RUN python -m venv /opt/venv && pip install -r requirements.txt
 
 COPY . .
+# The interface's translations (.po) compiled to what Flask-Babel reads (.mo).
+RUN pybabel -q compile -d webapp/translations
 # The code stays owned by root (read-only to the app). instance/ is the one place the app
 # writes: the tiktoken cache, celery beat's schedule, and a fallback secret key (production
 # sets SECRET_KEY, so that one is never used there).

@@ -15,7 +15,7 @@ PROCESSES   := web worker webhooks beat $(if $(filter-out 0,$(FLOWER)),flower)
 export FLASK_APP := wsgi
 export PORT
 
-.PHONY: help run test bench migrate clean
+.PHONY: help run test bench migrate messages clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -40,6 +40,14 @@ bench: ## run the benchmarks in bench/
 migrate: ## apply database migrations (flask db upgrade)
 	$(SETUP) venv
 	$(FLASK) db upgrade
+
+messages: ## extract the interface's strings and merge them into every language's catalog
+	$(SETUP) venv
+	$(VENV)/bin/pybabel extract -F webapp/translations/babel.cfg -k _l -k lazy_gettext \
+		--no-location --sort-output -o webapp/translations/messages.pot .
+	$(VENV)/bin/pybabel update -i webapp/translations/messages.pot -d webapp/translations \
+		--no-location --omit-header --ignore-obsolete
+	$(VENV)/bin/pybabel compile -d webapp/translations
 
 clean: ## remove caches and test artefacts (keeps .venv and instance/)
 	find . -path ./$(VENV) -prune -o -path ./.git -prune -o -type d -name __pycache__ -exec rm -rf {} +

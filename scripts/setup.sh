@@ -107,6 +107,13 @@ cmd_venv() {
         make_venv
     fi
     pip_sync requirements.txt "$VENV/.req-stamp" "$(sha256_of requirements.txt)"
+    compile_catalogs
+}
+
+# The interface's translations: .po files are the source, .mo what Flask-Babel reads.
+compile_catalogs() {
+    "$VENV/bin/pybabel" -q compile -d "$ROOT/webapp/translations" \
+        || die "could not compile the translations in webapp/translations"
 }
 
 cmd_venv_dev() {

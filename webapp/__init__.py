@@ -10,7 +10,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.routing import IntegerConverter
 
 from .config import load_config
-from .extensions import csrf, db, limiter, login_manager, migrate
+from .extensions import babel, csrf, db, limiter, login_manager, migrate
 
 INSECURE_KEYS = {"", "dev", "change-me", "changeme", "secret", "secret-key"}
 
@@ -35,6 +35,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
 
     register_extensions(app)
+    register_i18n(app)
     register_blueprints(app)
     register_errorhandlers(app)
     register_input_guard(app)
@@ -140,6 +141,28 @@ def register_extensions(app: Flask) -> None:
     if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
         with app.app_context():
             event.listen(db.engine, "connect", _sqlite_pragmas)
+
+
+def register_i18n(app: Flask) -> None:
+    """Pages in English, 简体中文 or 繁體中文 (webapp/i18n.py says which, and why)."""
+    from flask_login import current_user
+
+    from . import i18n
+    from .services.users import remember_language
+
+    app.config.setdefault("BABEL_TRANSLATION_DIRECTORIES", i18n.TRANSLATIONS)
+    app.config.setdefault("BABEL_DEFAULT_TIMEZONE", "UTC")
+    babel.init_app(app, locale_selector=i18n.select_locale)
+
+    @app.after_request
+    def remember_chosen_language(response):
+        chosen = i18n.from_tag(request.args.get("lang"))
+        if chosen and not request.path.startswith("/api/"):
+            response.set_cookie(i18n.COOKIE, i18n.tag_of(chosen), max_age=i18n.COOKIE_MAX_AGE,
+                                httponly=True, samesite="Lax")
+            if current_user.is_authenticated:
+                remember_language(current_user, chosen)
+        return response
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
@@ -330,6 +353,10 @@ def register_commands(app: Flask) -> None:
 def register_template_helpers(app: Flask) -> None:
     from flask_login import current_user
 
+    from flask_babel import get_locale
+
+    from . import i18n
+    from .labels import label
     from .rendering import render_markdown
     from .services.users import permissions
 
@@ -339,20 +366,16 @@ def register_template_helpers(app: Flask) -> None:
         return {"perms": permissions(current_user)}
 
     app.jinja_env.filters["markdown"] = render_markdown
-    app.jinja_env.filters["duration"] = _duration
+    app.jinja_env.filters["duration"] = i18n.duration
+    app.jinja_env.filters["number"] = i18n.number
+    app.jinja_env.filters["money"] = i18n.money
+    app.jinja_env.filters["when"] = i18n.when
+    app.jinja_env.filters["day"] = i18n.day
     app.jinja_env.filters["dict_without_page"] = lambda d: {k: v for k, v in d.items()
                                                             if k != "page"}
     app.jinja_env.globals["poll_interval"] = lambda: app.config["POLL_INTERVAL"]
-
-
-def _duration(seconds) -> str:
-    if seconds is None:
-        return "—"
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds} s"
-    minutes, seconds = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes} min {seconds:02d} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min"
+    app.jinja_env.globals["html_lang"] = lambda: i18n.tag_of(get_locale())
+    app.jinja_env.globals["languages"] = [(tag, name) for tag, name in i18n.LANGUAGES.values()]
+    app.jinja_env.globals["language_url"] = i18n.language_url
+    app.jinja_env.globals["label"] = label
+    app.jinja_env.globals["role_label"] = lambda code: label("role", code)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import redis
 from flask import current_app
+from flask_babel import Babel
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_login import LoginManager
@@ -21,6 +22,8 @@ db = SQLAlchemy(model_class=Base)
 migrate = Migrate()
 login_manager = LoginManager()
 csrf = CSRFProtect()
+# Interface language: configured by the factory with webapp.i18n's selector.
+babel = Babel()
 # Storage (Redis) and limits are configured by the factory; see register_extensions.
 limiter = Limiter(key_func=get_remote_address)
 

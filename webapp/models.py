@@ -89,6 +89,9 @@ class User(UserMixin, db.Model):
     # Raised to end every session of the user at once (on disable); the session names
     # it, so even a copied cookie stops working, and re-enabling does not revive it.
     session_version: Mapped[int] = mapped_column(default=0, server_default="0")
+    # The interface language the person last chose (a Babel locale: en, zh_Hans, zh_Hant);
+    # None: the browser's cookie or Accept-Language decides.
+    ui_language: Mapped[Optional[str]] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     tokens: Mapped[list["ApiToken"]] = relationship(back_populates="user")

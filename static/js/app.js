@@ -40,7 +40,9 @@
 
   function retryLater(elt) {
     backoff = Math.min(backoff ? backoff * 2 : 1, 30);
-    banner("Connection to Pressroom lost — retrying in " + backoff + " s. What you see may be out of date.");
+    // The words come from the page, in its language.
+    var words = document.body.getAttribute("data-connection-lost") || "";
+    banner(words.replace("{seconds}", backoff));
     clearTimeout(retryTimer);
     retryTimer = setTimeout(function () {
       if (document.body.contains(elt)) htmx.trigger(elt, RESUME);

@@ -31,6 +31,7 @@ from typing import Optional
 
 import redis
 from flask import current_app
+from flask_babel import get_locale
 
 from ..extensions import get_redis
 from ..installation import prefix
@@ -103,7 +104,8 @@ class Shared:
 
 
 def _key(batch_id: int, first: int, last: int, w: Window) -> str:
-    return f"{prefix()}poll:{batch_id}:{first}-{last}:{w.tick}:{w.since_tick}"
+    # Renders are shared by viewers who read the same language.
+    return f"{prefix()}poll:{batch_id}:{first}-{last}:{w.tick}:{w.since_tick}:{get_locale()}"
 
 
 def lookup(batch_id: int, first: int, last: int,

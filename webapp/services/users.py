@@ -174,6 +174,15 @@ def user_for_session(session_id: str) -> Optional[User]:
     return user
 
 
+def remember_language(user: User, locale: str) -> None:
+    """Keep the interface language a person chose, for every device they sign in on."""
+    if user.ui_language == locale:
+        return
+    db.session.execute(update(User).where(User.id == user.id).values(ui_language=locale))
+    db.session.commit()
+    user.ui_language = locale
+
+
 def end_session(user: User) -> None:
     """Sign out: the session (and any copy of its cookies) no longer signs anyone in."""
     audit.record("sign_out", user=user, commit=False)
