@@ -44,9 +44,9 @@ migrate: ## apply database migrations (flask db upgrade)
 messages: ## extract the interface's strings and merge them into every language's catalog
 	$(SETUP) venv
 	$(VENV)/bin/pybabel extract -F webapp/translations/babel.cfg -k _l -k lazy_gettext \
-		--no-location --sort-output -o webapp/translations/messages.pot .
+		-k lazy_ngettext:1,2 --no-location --sort-output -o webapp/translations/messages.pot .
 	$(VENV)/bin/pybabel update -i webapp/translations/messages.pot -d webapp/translations \
-		--no-location --omit-header --ignore-obsolete
+		--no-fuzzy-matching --ignore-obsolete
 	$(VENV)/bin/pybabel compile -d webapp/translations
 
 clean: ## remove caches and test artefacts (keeps .venv and instance/)

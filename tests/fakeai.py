@@ -7,7 +7,9 @@ client at ``fake.base_url`` and it answers ``POST /v1/chat/completions``
 
 The generated "article" is Markdown: ``# <title>`` followed by ``words`` words
 of filler paragraphs.  The title comes from the last user message: a line
-``Title: <x>`` if there is one, otherwise the message's first line.
+``Title: <x>`` if there is one, otherwise the message's first line.  A test
+can give one title a text of its own instead (``fake.answer(title, text)``),
+e.g. an answer in Chinese.
 
 Settings (``latency``, ``chunks``, ``words``) can be changed while it runs, and
 faults (rate limits, server errors, hangs, cut streams, ...) can be queued,
@@ -556,12 +558,19 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
 
         finish_reason = "stop"
-        if record.max_tokens is not None and 0 <= record.max_tokens < words:
+        answer = settings["answer"]
+        if answer is not None:
+            # A text given by the test: whole, with a token a character (as Chinese is).
+            words = len(answer)
+        elif record.max_tokens is not None and 0 <= record.max_tokens < words:
             words, finish_reason = record.max_tokens, "length"
         if fault is not None and fault.kind == "finish":
             finish_reason = fault.finish_reason or "length"
         if fault is not None and fault.kind == "empty":
             pieces, words = [""], 0
+        elif answer is not None:
+            size = -(-len(answer) // chunks) or 1
+            pieces = [answer[i:i + size] for i in range(0, len(answer), size)] or [""]
         else:
             pieces = build_chunks(record.title or "", words, chunks)
         record.completion_tokens = words
@@ -838,6 +847,7 @@ class FakeAI:
         # Caller holds the lock (or we are in __init__).
         self._requests: list[RequestRecord] = []
         self._script: list[Fault] = []
+        self._answers: dict[str, str] = {}
         self._default_fault: Fault | None = None
         self._fail_rate = 0.0
         self._fail_fault: Fault | None = None
@@ -936,6 +946,12 @@ class FakeAI:
         with self._lock:
             self._script.extend(faults)
 
+    def answer(self, title: str, text: str) -> None:
+        """Answer requests for ``title`` with ``text`` (streamed in ``chunks``
+        pieces) instead of filler, until reset()."""
+        with self._lock:
+            self._answers[title] = text
+
     def set_default_fault(self, fault: Fault | None) -> None:
         """Fault for every request not covered by script() or fail_rate()."""
         with self._lock:
@@ -1027,7 +1043,8 @@ class FakeAI:
             self._requests.append(record)
             self._in_flight += 1
             self._max_concurrent = max(self._max_concurrent, self._in_flight)
-            settings = {"latency": self._latency, "chunks": self._chunks, "words": self._words}
+            settings = {"latency": self._latency, "chunks": self._chunks, "words": self._words,
+                        "answer": self._answers.get(record.title)}
             self._changed.notify_all()
             return fault, settings
 

@@ -22,8 +22,10 @@ TITLES = ["Tides of the northern coast", "A guide to winter cycling",
 
 
 def submit_api(client, headers, titles, **extra):
+    # A target that FakeAI's answers (120 words) meet: under half of it they are "short".
     return client.post("/api/v1/batches", headers=headers,
-                       json={"name": "Economy", "titles": titles, "mode": "economy", **extra})
+                       json={"name": "Economy", "titles": titles, "mode": "economy",
+                             "target_words": 200, **extra})
 
 
 def held_economy_batch(client, headers, titles) -> int:

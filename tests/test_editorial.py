@@ -192,8 +192,8 @@ def test_import_file_errors_are_one_clear_message(app, client, monkeypatch, case
             "The file is larger than the limit of 1,000 bytes."
     elif case == "not_utf8":
         content, expected = "title\nCafé society\n".encode("latin-1"), \
-            ("The file is not UTF-8 text (byte 10 cannot be read). Save it as “CSV UTF-8” "
-                                 "and try again.")
+            ("The file is not UTF-8, UTF-16, GB18030 or Big5 text: byte 10 (line 2) is not "
+             "UTF-8. Save it as “CSV UTF-8” and try again.")
     elif case == "binary":
         content, expected = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00", \
             "This is a binary file, not CSV or JSON text."
@@ -385,8 +385,9 @@ def test_review_edit_restore_and_regenerate(app, client, fake):
     assert versions[0]["body"] == originals["Edit me"] and versions[1]["body"] == edited
     assert versions[1]["created_at"] is not None
     page = client.get(path).get_data(as_text=True)
-    assert re.search(r"v2</a>\s*· edited · \d{4}-\d\d-\d\d \d\d:\d\d UTC · editor@example.test",
-                     page), "the version list does not say who edited when"
+    # The time as the page's locale writes it (English: "12/6/26, 9:05 PM").
+    assert re.search(r"v2</a>\s*· edited · \d{1,2}/\d{1,2}/\d\d, \d{1,2}:\d\d\s[AP]M UTC · "
+                     r"editor@example.test", page), "the version list does not say who edited when"
 
     # Restore the generated version: it becomes the text again, as version 3.
     response = _post(client, f"{path}/versions/{versions[0]['id']}/restore", path)
@@ -546,9 +547,10 @@ def test_exports_escape_formulas_and_stream(app, client, fake):
         return response.get_data()
 
     # CSV: approved only by default; every cell a spreadsheet would run is quoted.
-    rows = list(csv.DictReader(io.StringIO(export("csv").decode("utf-8"))))
+    # The CSV starts with a byte-order mark, for Excel.
+    rows = list(csv.DictReader(io.StringIO(export("csv").decode("utf-8-sig"))))
     assert [r["title"] for r in rows] == ["'=HYPERLINK(\"x\")", "Plain title"]
-    rows = list(csv.DictReader(io.StringIO(export("csv", everything=True).decode("utf-8"))))
+    rows = list(csv.DictReader(io.StringIO(export("csv", everything=True).decode("utf-8-sig"))))
     assert [r["title"] for r in rows] == ["'=HYPERLINK(\"x\")", "'+1", "'-2", "'@SUM(A1)",
                                           "Plain title"]
     by_id = {int(r["id"]): r for r in rows}

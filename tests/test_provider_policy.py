@@ -28,6 +28,7 @@ from webapp.extensions import db
 from webapp.models import ArticleVersion
 from webapp.generation.pricing import DEFAULT_PRICES, TOKENS_PER_WORD
 from webapp.generation.tokencount import count_chat_tokens
+from webapp.labels import FLAG
 
 CONCURRENCY = 16  # the session worker's --concurrency
 MODEL = "gpt-4o-mini"
@@ -291,7 +292,7 @@ def test_truncated_filtered_and_empty_answers_are_flagged(app, client, api_heade
     assert "<dt>flagged for review</dt><dd>3</dd>" in page
     for article in flagged:
         detail = client.get(f"/articles/{article['id']}").get_data(as_text=True)
-        assert f"flag: {article['review_flag'].replace('_', ' ')}" in detail
+        assert f"flag: {FLAG[article['review_flag']]}" in detail  # its label, in English
     data = client.get(f"/api/v1/batches/{batch_id}", headers=api_headers).get_json()
     assert data["flagged"] == 3
     assert {a["title"]: a["review_flag"] for a in data["articles"]} == expected

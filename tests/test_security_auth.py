@@ -19,12 +19,15 @@ from tests.helpers import batch_id_from_location, csrf_from, login, submit_form,
 from tests.sec_support import (active_content_problems, bearer, clean_login_limits,  # noqa: F401
                                csrf_of, make_account, signed_in)
 from webapp.extensions import db
+from webapp.labels import AUDIT
 from webapp.models import ApiToken, Article, AuditEvent, Role, User
 
 ROOT = Path(__file__).resolve().parent.parent
 _SECRET = re.compile(r"<dt>([^<]+)</dt><dd><code class=\"secret\">([^<]+)</code></dd>")
 _AUDIT_ROW = re.compile(r"<tr><td>([^<]*)</td><td>([^<]*)</td><td>([^<]*)</td><td>([^<]*)</td>"
                         r"<td>([^<]*)</td><td>([^<]*)</td></tr>")
+# The log shows each action's label (webapp/labels.py, English here); the checks name codes.
+_ACTION_OF = {str(words): code for code, words in AUDIT.items()}
 
 
 def _secrets(page: str) -> dict[str, str]:
@@ -500,8 +503,10 @@ def test_production_starts_with_a_long_random_secret_key(redis_url, tmp_path):
 def _audit_rows(admin, **params) -> list[tuple[str, ...]]:
     response = admin.get("/admin/audit", query_string=params)
     assert response.status_code == 200
-    return [tuple(html.unescape(cell) for cell in row)
+    rows = [[html.unescape(cell) for cell in row]
             for row in _AUDIT_ROW.findall(response.get_data(as_text=True))]
+    return [(when, who, _ACTION_OF.get(action, action), *rest)
+            for when, who, action, *rest in rows]
 
 
 def test_audit_log_records_who_did_what_when_and_from_where(app, fake, clean_login_limits):
@@ -562,7 +567,8 @@ def test_audit_log_records_who_did_what_when_and_from_where(app, fake, clean_log
                        "token_created", "token_revoked", "sign_out"}
     assert expected_editor <= set(by_action), sorted(by_action)
     for when, who, action, target, detail, ip in rows:
-        assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", when), when
+        # To the second, as the page's locale writes it (English: "Dec 6, 2026, 9:05:03 PM").
+        assert re.fullmatch(r"[A-Z][a-z]{2} \d{1,2}, \d{4}, \d{1,2}:\d\d:\d\d\s[AP]M", when), when
         assert who == editor_account.email
         assert ip == ("198.51.100.9" if action == "sign_in_failed"
                       else "198.51.100.8"), (action, ip)

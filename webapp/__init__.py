@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 
 from flask import Flask, g, render_template, request, template_rendered
+from flask_babel import gettext as _, lazy_gettext as _l
 from flask_wtf.csrf import CSRFError
 from sqlalchemy import event
 from werkzeug.exceptions import HTTPException
@@ -110,7 +111,7 @@ def register_extensions(app: Flask) -> None:
     csrf.init_app(app)
     login_manager.init_app(app)
     login_manager.login_view = "auth.login"
-    login_manager.login_message = "Please sign in to continue."
+    login_manager.login_message = _l("Please sign in to continue.")
     login_manager.login_message_category = "info"
 
     from .services.users import user_for_session
@@ -212,7 +213,8 @@ def register_errorhandlers(app: Flask) -> None:
 
     @app.errorhandler(CSRFError)
     def csrf_error(exc: CSRFError):
-        message = "The form expired or was sent from elsewhere; reload the page and try again."
+        message = _("The form expired or was sent from elsewhere; reload the page and try "
+                    "again.")
         if wants_json():
             return error_response(400, "csrf", message)
         return render_template("error.html", code=400, message=message), 400
@@ -223,15 +225,16 @@ def register_errorhandlers(app: Flask) -> None:
             return exc.response  # a ready answer (a rate limit's on_breach partial)
         code = exc.code or 500
         custom = exc.description and exc.description != type(exc).description
-        limit_mb = (app.config.get("MAX_CONTENT_LENGTH") or 0) / (1024 * 1024)
-        message = exc.description if custom else {
-            400: "The request could not be understood.",
-            403: "You do not have permission to do that.",
-            404: "There is nothing here.",
-            405: "That action is not allowed here.",
-            413: f"The request is too large: the limit is {limit_mb:g} MB.",
-            429: "Too many requests; wait a moment and try again.",
-        }.get(code, "Something went wrong.")
+        limit_mb = "{:g}".format((app.config.get("MAX_CONTENT_LENGTH") or 0) / (1024 * 1024))
+        message = str(exc.description) if custom else {
+            400: _("The request could not be understood."),
+            403: _("You do not have permission to do that."),
+            404: _("There is nothing here."),
+            405: _("That action is not allowed here."),
+            413: _("The request is too large: the limit is %(limit)s MB.",
+                   limit=limit_mb),
+            429: _("Too many requests; wait a moment and try again."),
+        }.get(code) or _("Something went wrong.")
         if wants_json():
             return error_response(code, exc.name.lower().replace(" ", "_"), message)
         return render_template("error.html", code=code, message=message), code
@@ -240,7 +243,7 @@ def register_errorhandlers(app: Flask) -> None:
     def unexpected(exc: Exception):
         app.logger.exception("unhandled error on %s", request.path)
         db.session.rollback()
-        message = "Something went wrong on our side; the error was logged."
+        message = _("Something went wrong on our side; the error was logged.")
         if wants_json():
             return error_response(500, "internal", message)
         return render_template("error.html", code=500, message=message), 500
@@ -260,13 +263,13 @@ def register_input_guard(app: Flask) -> None:
         try:
             field = _unstorable_field()
         except RecursionError:  # what json.loads raises (not ValueError) for deep nesting
-            field = "(body)"
-            message = "The JSON body is nested too deeply to be read."
+            field = _("(body)")
+            message = _("The JSON body is nested too deeply to be read.")
         else:
             if field is None:
                 return None
-            message = (f"The field “{field}” contains a character that cannot be stored (a "
-                       "NUL or an unpaired surrogate). Remove it and try again.")
+            message = _("The field “%(field)s” contains a character that cannot be stored (a "
+                        "NUL or an unpaired surrogate). Remove it and try again.", field=field)
         if request.path.startswith("/api/"):
             return error_response(400, "invalid_text", message, {field: [message]})
         return render_template("error.html", code=400, message=message), 400
@@ -290,7 +293,7 @@ def _unstorable_field() -> str | None:
     for source in sources:
         for name, value in source.items(multi=True):
             if not _storable(name) or not _storable(value):
-                return name if _storable(name) else "(field name)"
+                return name if _storable(name) else _("(field name)")
     if request.is_json:
         return _unstorable_in_json(request.get_json(silent=True), "")
     return None
@@ -303,11 +306,11 @@ def _unstorable_in_json(body, path: str) -> str | None:
         value, path = pending.pop()
         if isinstance(value, str):
             if not _storable(value):
-                return path or "(body)"
+                return path or _("(body)")
         elif isinstance(value, dict):
             for key, item in value.items():
                 if not _storable(str(key)):
-                    return path or "(field name)"
+                    return path or _("(field name)")
                 pending.append((item, f"{path}.{key}" if path else str(key)))
         elif isinstance(value, list):
             pending.extend((item, f"{path}[{i}]") for i, item in enumerate(value))
@@ -356,7 +359,7 @@ def register_template_helpers(app: Flask) -> None:
     from flask_babel import get_locale
 
     from . import i18n
-    from .labels import label
+    from .labels import label, stored
     from .rendering import render_markdown
     from .services.users import permissions
 
@@ -371,6 +374,8 @@ def register_template_helpers(app: Flask) -> None:
     app.jinja_env.filters["money"] = i18n.money
     app.jinja_env.filters["when"] = i18n.when
     app.jinja_env.filters["day"] = i18n.day
+    # A note, error or reason stored in English, in the page's language (labels.stored).
+    app.jinja_env.filters["stored"] = stored
     app.jinja_env.filters["dict_without_page"] = lambda d: {k: v for k, v in d.items()
                                                             if k != "page"}
     app.jinja_env.globals["poll_interval"] = lambda: app.config["POLL_INTERVAL"]

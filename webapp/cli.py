@@ -89,7 +89,8 @@ def show_batch(batch_id: int) -> None:
         if reason:
             click.echo(reason)
     for row in progress.all_article_rows(b.id):
-        click.echo(f"  {row.id:>7} {row.status:<10} {row.words:>5} w  {row.title[:70]}"
+        unit = "c" if row.length_unit == "characters" else "w"  # characters or words
+        click.echo(f"  {row.id:>7} {row.status:<10} {row.words:>5} {unit}  {row.title[:70]}"
                    + (f"  [{row.error or row.note}]" if row.error or row.note else ""))
 
 

@@ -265,7 +265,10 @@ class Article(db.Model):
     # Pre-assigned before commit so the Celery result key is known before dispatch.
     task_id: Mapped[str] = mapped_column(String(36), unique=True)
     body: Mapped[Optional[str]] = mapped_column(Text)
+    # The body's length in `length_unit`: "words", or "characters" for Chinese and Japanese
+    # (generation/lengths.py); the name stays from when every length was in words.
     words: Mapped[int] = mapped_column(default=0)
+    length_unit: Mapped[Optional[str]] = mapped_column(String(10), server_default="words")
     error: Mapped[Optional[str]] = mapped_column(Text)
     note: Mapped[Optional[str]] = mapped_column(String(300))
     attempts: Mapped[int] = mapped_column(default=0)
@@ -277,7 +280,8 @@ class Article(db.Model):
     finish_reason: Mapped[Optional[str]] = mapped_column(String(32))
     cost_usd: Mapped[float] = mapped_column(default=0.0)
     # Set when the answer must not pass as a plain success: "length", "content_filter",
-    # "empty" or "refused"; the article is then flagged for review with this reason.
+    # "empty", "refused" or "short" (under half its target length); the article is then
+    # flagged for review with this reason.
     review_flag: Mapped[Optional[str]] = mapped_column(String(32))
     # Per-row settings from an import; None means the batch's setting.
     keywords: Mapped[Optional[str]] = mapped_column(String(500))

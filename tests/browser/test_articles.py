@@ -136,7 +136,8 @@ def test_review_edit_and_export(page, app, fake, browser_editor, shot):
     with page.expect_download() as download_info:
         page.locator("#batch-editorial").get_by_role("link", name="CSV").first.click()
     download = download_info.value
-    assert download.suggested_filename == f"batch-{batch_id}.csv"
+    # Named after the batch (its spaces made hyphens).
+    assert download.suggested_filename == f"batch-{batch_id}-For-review.csv"
     with open(download.path(), encoding="utf-8-sig") as handle:  # a BOM is fine too
         content = handle.read()
     rows = list(csv.DictReader(io.StringIO(content)))

@@ -12,8 +12,11 @@ from flask import Flask
 
 @pytest.fixture
 def bare_app():
-    """A Flask app with nothing but a config, for code that reads current_app.config."""
+    """A Flask app with nothing but a config (and Flask-Babel, which every app has: messages
+    are made through it), for code that reads current_app.config."""
+    from flask_babel import Babel
     app = Flask(__name__)
+    Babel(app)
     with app.app_context():
         yield app
 

@@ -47,7 +47,8 @@ def test_version_instructions_alone():
 def test_every_variable_reaches_the_template():
     text = prompts.build_prompt(" ".join(f"[{{{{ {name} }}}}]" for name in prompts.VARIABLES),
                                 **ROW, keywords="k", notes="n").user_text
-    assert text == "[Tides] [k] [formal] [300] [English] [n]"
+    # `unit` is no column of the row: it follows from the language (lengths.py).
+    assert text == "[Tides] [k] [formal] [300] [English] [n] [words]"
 
 
 def test_the_prompt_asks_for_enough_tokens_for_the_length():

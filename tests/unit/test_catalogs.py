@@ -234,6 +234,19 @@ def test_page_facing_python_wraps_its_sentences():
                           + "\n".join(problems))
 
 
+def test_no_message_is_built_before_it_is_translated():
+    """`_(f"…{x}")` or `_("…" + x)` looks a message up by text that no catalog holds."""
+    problems = []
+    for path in sorted((ROOT / "webapp").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (isinstance(node, ast.Call) and _call_name(node) in WRAPPERS and node.args
+                    and (isinstance(node.args[0], (ast.JoinedStr, ast.BinOp))
+                         or isinstance(node.args[0], ast.Call)
+                         and _call_name(node.args[0]) == "format")):
+                problems.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert not problems, "messages built before translation:\n" + "\n".join(problems)
+
+
 def test_the_python_check_sees_what_it_should():
     source = '''
 """A docstring. Not shown."""

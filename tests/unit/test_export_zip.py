@@ -16,8 +16,8 @@ CREATED = datetime(2026, 3, 4, 5, 6, 7)
 def _article(position: int, body: str = "") -> SimpleNamespace:
     return SimpleNamespace(
         position=position, title=f"Article {position}: growth", keywords="", status="queued",
-        review_status=None, prompt_tokens=0, completion_tokens=0, cost_usd=0.0,
-        created_at=CREATED, finished_at=None, body=body)
+        review_status=None, words=0, length_unit="words", prompt_tokens=0,
+        completion_tokens=0, cost_usd=0.0, created_at=CREATED, finished_at=None, body=body)
 
 
 def _batch(total: int) -> SimpleNamespace:

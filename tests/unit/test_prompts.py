@@ -153,7 +153,7 @@ def test_the_allowed_subset_works():
 def test_an_unknown_variable_names_the_variables():
     error = prompts.check("Title: {{ title }}\nCover {{ topic }}.")
     assert error == ("The template does not render (line 2): 'topic' is undefined; the "
-                     "variables are title, keywords, tone, words, language, notes.")
+                     "variables are title, keywords, tone, words, language, notes, unit.")
 
 
 def test_a_row_value_that_breaks_the_template_is_a_row_refusal():

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask_babel import gettext as _
 from flask_login import current_user, login_required
 
 from ..services import users
@@ -30,13 +31,13 @@ def create_token():
     except Invalid as exc:  # the form again, saying why
         return render_template("tokens.html", tokens=users.tokens_of(current_user),
                                error=exc.message), 400
-    return render_template("secret_once.html", title="New API token",
-                           secrets=[("API token", token)], back=url_for("account.tokens"))
+    return render_template("secret_once.html", title=_("New API token"),
+                           secrets=[(_("API token"), token)], back=url_for("account.tokens"))
 
 
 @bp.post("/tokens/<int:token_id>/revoke")
 def revoke_token(token_id: int):
     """Revoke one of your tokens; it stops working at once."""
     users.revoke_token(current_user, token_id)
-    flash("The token is revoked.", "success")
+    flash(_("The token is revoked."), "success")
     return redirect(url_for("account.tokens"), code=303)

@@ -4,8 +4,10 @@ from __future__ import annotations
 from datetime import datetime
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask_babel import gettext as _, ngettext
 from flask_login import current_user, login_required
 
+from ..labels import label
 from ..models import Role
 from ..services import audit, system, users
 from ..services.errors import Invalid
@@ -45,8 +47,9 @@ def create_user():
         user, password, token = users.create_user(email, role)
     except Invalid as exc:  # the form again, with what was typed
         return _users_page(email, role, exc.message)
-    return render_template("secret_once.html", title=f"Account created: {user.email}",
-                           secrets=[("Password", password), ("API token", token)],
+    return render_template("secret_once.html",
+                           title=_("Account created: %(email)s", email=user.email),
+                           secrets=[(_("Password"), password), (_("API token"), token)],
                            back=url_for("admin.user_list"))
 
 
@@ -54,34 +57,39 @@ def create_user():
 def change_role(user_id: int):
     """Give a user another role."""
     user = users.set_role(current_user, user_id, request.form.get("role", ""))
-    return _back(f"{user.email} is now {user.role}.")
+    return _back(_("%(email)s is now %(role)s.", email=user.email,
+                   role=label("role", user.role)))
 
 
 @bp.post("/users/<int:user_id>/disable")
 def disable(user_id: int):
     """Disable an account: its sessions and tokens stop working at once."""
-    return _back(f"{users.set_disabled(current_user, user_id, True).email} is disabled.")
+    user = users.set_disabled(current_user, user_id, True)
+    return _back(_("%(email)s is disabled.", email=user.email))
 
 
 @bp.post("/users/<int:user_id>/enable")
 def enable(user_id: int):
     """Enable a disabled account again."""
-    return _back(f"{users.set_disabled(current_user, user_id, False).email} is enabled.")
+    user = users.set_disabled(current_user, user_id, False)
+    return _back(_("%(email)s is enabled.", email=user.email))
 
 
 @bp.post("/users/<int:user_id>/password")
 def reset_password(user_id: int):
     """Set a new random password (shown once); the user's sessions end, tokens are revoked."""
     user, password = users.reset_password(current_user, user_id)
-    return render_template("secret_once.html", title=f"New password for {user.email}",
-                           secrets=[("Password", password)], back=url_for("admin.user_list"))
+    return render_template("secret_once.html",
+                           title=_("New password for %(email)s", email=user.email),
+                           secrets=[(_("Password"), password)], back=url_for("admin.user_list"))
 
 
 @bp.post("/users/<int:user_id>/tokens/revoke")
 def revoke_tokens(user_id: int):
     """Revoke every API token of a user: scripts using them get 401 at once."""
     user, count = users.revoke_all_tokens(current_user, user_id)
-    return _back(f"{count} API token{'' if count == 1 else 's'} of {user.email} revoked.")
+    return _back(ngettext("%(num)d API token of %(email)s revoked.",
+                          "%(num)d API tokens of %(email)s revoked.", count, email=user.email))
 
 
 def _date(name: str) -> datetime | None:

@@ -73,6 +73,7 @@ def _batch_json(batch: Batch, with_articles: bool) -> dict:
     data = {
         "id": batch.id, "name": batch.name, "status": view.batch.status,
         "provider": batch.provider, "model": batch.model, "target_words": batch.target_words,
+        "target_unit": view.target_unit,
         "tone": batch.tone, "language": batch.language, "total": view.counts.total,
         "counts": view.counts.by_status, "done": view.counts.done, "percent": view.percent,
         "created_at": batch.created_at.isoformat() + "Z",
@@ -98,8 +99,15 @@ def _batch_json(batch: Batch, with_articles: bool) -> dict:
 
 def _article_item(r) -> dict:
     return {"id": r.id, "position": r.position, "title": r.title, "status": r.status,
-            "words": r.words, "error": r.error, "note": r.note, "review_flag": r.review_flag,
+            "words": r.words, **_length(r.words, r.length_unit), "error": r.error,
+            "note": r.note, "review_flag": r.review_flag,
             "url": url_for("api.get_article", article_id=r.id)}
+
+
+def _length(count: int, unit) -> dict:
+    """An article's length and its unit. `words` stays beside them for older scripts,
+    with the same number: a word count only where the unit is words."""
+    return {"length": count, "length_unit": unit or "words"}
 
 
 def _json_object() -> dict:
@@ -225,6 +233,7 @@ def get_article(article_id: int):
     return jsonify({
         "id": article.id, "batch_id": article.batch_id, "position": article.position,
         "title": article.title, "status": article.status, "words": article.words,
+        **_length(article.words, article.length_unit),
         "body": article.body, "error": article.error, "note": article.note,
         "attempts": article.attempts, "finish_reason": article.finish_reason,
         "prompt_tokens": article.prompt_tokens, "completion_tokens": article.completion_tokens,

@@ -3,10 +3,11 @@ regenerate, and its earlier versions."""
 from __future__ import annotations
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask_babel import gettext as _
 from flask_login import current_user, login_required
 
 from ..extensions import db
-from ..models import Article, Role
+from ..models import Article, ReviewStatus as R, Role
 from ..services import article_page, control, progress, review
 from ..services.errors import Invalid
 from .access import roles_required
@@ -49,7 +50,7 @@ def cancel_article(article_id: int):
     if is_htmx():
         return render_template("_partials/_article_row.html", row=progress.article_row(article_id),
                                can_manage=True, live_words={})
-    flash("Cancelling the article.", "info")
+    flash(_("Cancelling the article."), "info")
     return redirect(url_for("batches.batch_detail", batch_id=article.batch_id), code=303)
 
 
@@ -59,7 +60,8 @@ def article_review(article_id: int):
     decision = request.form.get("decision", "")
     review.decide(current_user, db.get_or_404(Article, article_id), decision,
                   request.form.get("reason", ""))
-    flash(f"Article {decision}.", "success")
+    flash(_("Article approved.") if decision == R.APPROVED else _("Article rejected."),
+          "success")
     return _to_article(article_id)
 
 
@@ -77,7 +79,8 @@ def article_edit(article_id: int):
     except Invalid as exc:  # the form again, with what was typed
         return render_template("article_edit.html", article=article, body=body,
                                error=exc.message), 400
-    flash(f"Saved as version {number}." if number else "No changes to save.", "success")
+    flash(_("Saved as version %(number)s.", number=number) if number
+          else _("No changes to save."), "success")
     return _to_article(article_id)
 
 
@@ -94,7 +97,7 @@ def article_regenerate(article_id: int):
 def version_restore(article_id: int, version_id: int):
     """Make an earlier version the current text again."""
     review.restore(current_user, db.get_or_404(Article, article_id), version_id)
-    flash("Version restored.", "success")
+    flash(_("Version restored."), "success")
     return _to_article(article_id)
 
 

@@ -5,25 +5,18 @@ from urllib.parse import urlsplit
 
 from flask import (Blueprint, current_app, flash, redirect, render_template, request, session,
                    url_for)
+from flask_babel import gettext as _
 from flask_limiter.util import get_remote_address
 from flask_login import current_user, login_required, login_user, logout_user
-from flask_wtf import FlaskForm
-from wtforms import BooleanField, EmailField, PasswordField
-from wtforms.validators import DataRequired, Length
 
 from ..extensions import limiter
+from ..forms import LoginForm
 from ..services import users
 from ..services.errors import Invalid
 
 bp = Blueprint("auth", __name__)
 
 FAILED = 401
-
-
-class LoginForm(FlaskForm):
-    email = EmailField("Email", validators=[DataRequired(), Length(max=255)])
-    password = PasswordField("Password", validators=[DataRequired(), Length(max=200)])
-    remember = BooleanField("Keep me signed in")
 
 
 def safe_next(target: str | None) -> str:
@@ -49,14 +42,15 @@ def _failed(response) -> bool:
     return response.status_code == FAILED
 
 
-_TOO_MANY = "Too many failed sign-ins. Wait a few minutes before trying again."
+def _too_many() -> str:
+    return _("Too many failed sign-ins. Wait a few minutes before trying again.")
 
 
 @bp.route("/login", methods=["GET", "POST"])
 @limiter.limit(lambda: current_app.config["LOGIN_LIMIT_IP"], methods=["POST"],
-               deduct_when=_failed, error_message=_TOO_MANY)
+               deduct_when=_failed, error_message=_too_many)
 @limiter.limit(lambda: current_app.config["LOGIN_LIMIT_ACCOUNT"], methods=["POST"],
-               key_func=_account_address_key, deduct_when=_failed, error_message=_TOO_MANY)
+               key_func=_account_address_key, deduct_when=_failed, error_message=_too_many)
 def login():
     """Show the sign-in form and sign a user in."""
     if current_user.is_authenticated:
@@ -66,7 +60,7 @@ def login():
         return render_template("login.html", form=form, error=None)
     if not form.validate_on_submit():
         return render_template("login.html", form=form,
-                               error="Enter your email and password."), FAILED
+                               error=_("Enter your email and password.")), FAILED
     try:
         user = users.sign_in(form.email.data, form.password.data)
     except Invalid as exc:  # the form again, with the one message for every failure
@@ -84,5 +78,5 @@ def logout():
     users.end_session(current_user)
     logout_user()
     session.clear()
-    flash("You are signed out.", "info")
+    flash(_("You are signed out."), "info")
     return redirect(url_for("auth.login"), code=303)

@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 
 from flask import (Blueprint, Response, current_app, flash, redirect,
                    render_template, request, stream_with_context, url_for)
+from flask_babel import gettext as _, lazy_gettext as _l
 from flask_login import current_user, login_required
 from flask_wtf.csrf import generate_csrf
 from markupsafe import Markup
@@ -65,7 +66,7 @@ def batch_table():
 
 def _new_batch_form() -> NewBatchForm:
     form = NewBatchForm()
-    form.template_id.choices = [SelectChoice("", "Default template")] + [
+    form.template_id.choices = [SelectChoice("", _("Default template"))] + [
         SelectChoice(str(t.id), t.name) for t in templates.active()]
     form.model.data = form.model.data or current_app.config["OPENAI_MODEL"]
     return form
@@ -87,7 +88,7 @@ def new_batch():
     if request.method == "GET":
         return _new_batch_page(form)
     if not form.validate_on_submit():  # only CSRF is checked by WTForms
-        return _new_batch_page(form, {"form": ["The form expired; please submit it again."]})
+        return _new_batch_page(form, {"form": [_("The form expired; please submit it again.")]})
     data = form.raw_data()
     check = submission.check_import(data, request.files.get("import_file"))
     if check is not None and not check.confirmed:  # shown to be checked; nothing is stored
@@ -169,14 +170,14 @@ def _after_action(batch_id: int, outcome: Outcome):
 def cancel_batch(batch_id: int):
     """Cancel a whole batch."""
     control.cancel_batch(current_user, db.get_or_404(Batch, batch_id))
-    return _after_action(batch_id, Outcome("Cancelling the batch.", "info"))
+    return _after_action(batch_id, Outcome(_("Cancelling the batch."), "info"))
 
 
 @bp.post("/batches/<int:batch_id>/pause")
 def pause_batch(batch_id: int):
     """Pause a batch: nothing new is sent until it is resumed."""
     control.pause_batch(current_user, db.get_or_404(Batch, batch_id))
-    return _after_action(batch_id, Outcome("The batch is paused.", "info"))
+    return _after_action(batch_id, Outcome(_("The batch is paused."), "info"))
 
 
 @bp.post("/batches/<int:batch_id>/resume")
@@ -193,7 +194,8 @@ def retry_dispatch(batch_id: int):
                                                       db.get_or_404(Batch, batch_id)))
 
 
-TOO_MANY_ESTIMATES = "Too many estimates in a short time; the estimate resumes in a minute."
+TOO_MANY_ESTIMATES = _l("Too many estimates in a short time; the estimate resumes in a "
+                        "minute.")
 
 
 @bp.post("/batches/estimate")
@@ -221,7 +223,7 @@ def batch_regenerate(batch_id: int):
 def batch_duplicate(batch_id: int):
     """Submit a copy of the batch: same titles and settings."""
     copy = review.duplicate(current_user, db.get_or_404(Batch, batch_id))
-    flash(f"Copied as “{copy.name}”.", "success")
+    flash(_("Copied as “%(name)s”.", name=copy.name), "success")
     return redirect(url_for("batches.batch_detail", batch_id=copy.id), code=303)
 
 
@@ -232,4 +234,4 @@ def batch_export(batch_id: int, fmt: str):
     download = exports.download(current_user, db.get_or_404(Batch, batch_id), fmt,
                                 include_all=request.args.get("all") == "1")
     return Response(stream_with_context(download.body), mimetype=download.mimetype,
-                    headers={"Content-Disposition": f'attachment; filename="{download.filename}"'})
+                    headers={"Content-Disposition": download.content_disposition})

@@ -8,6 +8,7 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from flask import Blueprint, flash, redirect, render_template, request
+from flask_babel import gettext as _
 
 from ..extensions import db
 from ..services.errors import Conflict, Invalid, NotAllowed, NotFound
@@ -23,12 +24,12 @@ def _page(code: int, message: str):
 
 @bp.app_errorhandler(NotAllowed)
 def not_allowed(exc: NotAllowed):
-    return _page(403, exc.message or "You do not have permission to do that.")
+    return _page(403, exc.message or _("You do not have permission to do that."))
 
 
 @bp.app_errorhandler(NotFound)
 def not_found(exc: NotFound):
-    return _page(404, exc.message or "There is nothing here.")
+    return _page(404, exc.message or _("There is nothing here."))
 
 
 @bp.app_errorhandler(Conflict)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from flask import (Blueprint, flash, redirect, render_template,
                    request, url_for)
+from flask_babel import gettext as _, lazy_gettext as _l
 from flask_login import current_user, login_required
 
 from ..models import Role
@@ -32,7 +33,7 @@ def _form(tpl=None, name: str = "", body: str = "", errors: dict | None = None):
 
 
 def _saved(name: str):
-    flash(f"Template “{name.strip()}” saved.", "success")
+    flash(_("Template “%(name)s” saved.", name=name.strip()), "success")
     return redirect(url_for("templates.template_list"), code=303)
 
 
@@ -73,12 +74,13 @@ def template_archive(template_id: int):
     """Archive (or restore) a template: it leaves (or rejoins) the new-batch list."""
     restore = request.form.get("restore") == "1"
     tpl = template_service.archive(current_user, template_id, archived=not restore)
-    flash(f"Template “{tpl.name}” {'restored' if restore else 'archived'}.", "success")
+    flash(_("Template “%(name)s” restored.", name=tpl.name) if restore
+          else _("Template “%(name)s” archived.", name=tpl.name), "success")
     return redirect(url_for("templates.template_list"), code=303)
 
 
-TOO_MANY_PREVIEWS = ("Too many previews in a short time; the preview resumes in a minute. "
-                     "Your text is not lost.")
+TOO_MANY_PREVIEWS = _l("Too many previews in a short time; the preview resumes in a minute. "
+                       "Your text is not lost.")
 
 
 @bp.post("/templates/preview")

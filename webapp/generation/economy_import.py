@@ -13,7 +13,7 @@ from typing import Iterator
 
 import redis
 from flask import current_app
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from . import lifecycle
 from ..extensions import db, get_redis
@@ -21,6 +21,7 @@ from ..installation import prefix
 from ..models import (Article, ArticleStatus as A, ArticleVersion, Batch, ProviderBatch,
                       ProviderBatchStatus as P, utcnow)
 from .batchapi import BatchAPIError, client_for
+from .lengths import measure
 from .pricing import cost_of, discount_for, price_for
 from .provider import cut_off, review_flag
 
@@ -85,12 +86,19 @@ def _import_part(pb_id: int) -> dict:
     token, batch_id, status, error = pb.token, pb.batch_id, pb.status, pb.error
     files = [f for f in (pb.output_file_id, pb.error_file_id) if f]
     input_file = pb.input_file_id
+    # Each article's target length and language, for its length and the "short" flag: one
+    # read for the whole part, not one a line.
+    targets = {r.id: (r.target, r.language) for r in db.session.execute(
+        select(Article.id,
+               func.coalesce(Article.target_words, Batch.target_words).label("target"),
+               func.coalesce(Article.language, Batch.language).label("language"))
+        .join(Batch, Batch.id == Article.batch_id).where(Article.batch_id == batch_id))}
     db.session.rollback()
     api = client_for(cfg, provider)
     counted = {"written": 0, "failed": 0, "kept": 0}
     for file_id in files:
         for line in api.lines(file_id):
-            counted[_apply(line, batch_id, token, price, discount)] += 1
+            counted[_apply(line, batch_id, token, price, discount, targets)] += 1
     if status == P.CANCELLED:
         left = lifecycle.end_unanswered(batch_id, token, None)
     else:
@@ -120,15 +128,19 @@ def _delete_files(api, pb_id: int, file_ids) -> None:
     db.session.commit()
 
 
-def _apply(line: dict, batch_id: int, token: str, price, discount: float) -> str:
-    """One line of a result file: written, failed or kept (as a version only)."""
+def _apply(line: dict, batch_id: int, token: str, price, discount: float,
+           targets: dict) -> str:
+    """One line of a result file: written, failed or kept (as a version only). `targets`
+    holds each article's (target length, language)."""
     article_id = article_of(line.get("custom_id"))
     if article_id is None:
         return "failed"
     response = line.get("response") or {}
     error = line.get("error") or {}
     if response.get("status_code") == 200:
-        return _store(article_id, token, response.get("body") or {}, price, discount)
+        target, language = targets.get(article_id, (None, None))
+        return _store(article_id, token, response.get("body") or {}, price, discount,
+                      target, language)
     code = error.get("code")
     if code == "batch_cancelled":
         lifecycle.mark_cancelled(article_id, token)
@@ -142,7 +154,8 @@ def _apply(line: dict, batch_id: int, token: str, price, discount: float) -> str
     return "failed"
 
 
-def _store(article_id: int, token: str, body: dict, price, discount: float) -> str:
+def _store(article_id: int, token: str, body: dict, price, discount: float,
+           target: "int | None", language: "str | None") -> str:
     choice = (body.get("choices") or [{}])[0]
     message = choice.get("message") or {}
     text = message.get("content") or ""
@@ -155,11 +168,14 @@ def _store(article_id: int, token: str, body: dict, price, discount: float) -> s
     usage = body.get("usage") or {}
     prompt_tokens = int(usage.get("prompt_tokens") or 0)
     completion_tokens = int(usage.get("completion_tokens") or 0)
-    if lifecycle.complete(article_id, token, body=text, words=len(text.split()),
+    length = measure(text, language)
+    if lifecycle.complete(article_id, token, body=text, words=length.count,
+                          length_unit=length.unit,
                           prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
                           finish_reason=finish, cost_usd=cost_of(price, prompt_tokens,
                                                                  completion_tokens) * discount,
-                          review_flag=review_flag(message.get("refusal") or "", text, finish)):
+                          review_flag=review_flag(message.get("refusal") or "", text, finish,
+                                                  length, target)):
         return "written"
     # The article was cancelled meanwhile (or this is a second import). A body paid for is
     # kept as a version of a cancelled article, never dropped; a second import keeps none.

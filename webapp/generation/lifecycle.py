@@ -71,6 +71,7 @@ from .. import metrics
 from ..extensions import db
 from ..models import (Article, ArticleStatus as A, Batch, BatchStatus as B, ProviderBatch,
                       ProviderBatchStatus as P, ReviewStatus as R, utcnow)
+from .lengths import WORDS, measure
 
 # "Leave this column as it is" (None would clear it).
 KEEP = object()
@@ -135,6 +136,7 @@ _COMPLETE = (
     .where(_articles.c.id == _p("p_article"), _articles.c.claim_token == _p("p_token"),
            _articles.c.status.in_(A.ACTIVE))
     .values(status=A.SUCCEEDED, body=_p("p_body"), words=_p("p_words"),
+            length_unit=_p("p_unit"),
             prompt_tokens=_p("p_prompt"), completion_tokens=_p("p_completion"),
             finish_reason=_p("p_finish"), cost_usd=_p("p_cost"), review_flag=_p("p_flag"),
             review_status=R.NEEDS_REVIEW, review_reason=None, reviewed_by=None,
@@ -144,13 +146,15 @@ _COMPLETE = (
 
 def complete(article_id: int, token: str, *, body: str, words: int, prompt_tokens: int,
              completion_tokens: int, finish_reason: Optional[str], cost_usd: float,
-             review_flag: Optional[str]) -> bool:
+             review_flag: Optional[str], length_unit: str = WORDS) -> bool:
     """Store the body; only the delivery holding the claim can, so there is one body.
+    `words` is its length in `length_unit` (see lengths.py).
 
     One statement: the database keeps the body as the article's next version in the same
     UPDATE (the generated_version trigger, webapp/triggers.py)."""
     return _apply(_COMPLETE, params={
         "p_article": article_id, "p_token": token, "p_body": body, "p_words": words,
+        "p_unit": length_unit,
         "p_prompt": prompt_tokens, "p_completion": completion_tokens, "p_finish": finish_reason,
         "p_cost": cost_usd, "p_flag": review_flag, "p_now": utcnow()})
 
@@ -257,11 +261,15 @@ def requeue_lost(article_id: int, note: str,
     return values["task_id"] if moved else None
 
 
-def restore(article_id: int, body: str, *, commit: bool = True) -> bool:
-    """Make a finished article's current body an earlier one: written, to be reviewed again."""
+def restore(article_id: int, body: str, *, language: Optional[str] = None,
+            commit: bool = True) -> bool:
+    """Make a finished article's current body an earlier one: written, to be reviewed again.
+    `language` is the article's (its row's, else its batch's), for its length."""
+    length = measure(body, language)
     return _apply(update(Article)
                   .where(Article.id == article_id, Article.status.in_(A.FINAL))
-                  .values(status=A.SUCCEEDED, body=body, words=len(body.split()), error=None,
+                  .values(status=A.SUCCEEDED, body=body, words=length.count,
+                          length_unit=length.unit, error=None,
                           review_status=R.NEEDS_REVIEW, updated_at=utcnow()),
                   commit=commit)
 

@@ -12,6 +12,7 @@ from typing import Optional
 from sqlalchemy import func
 
 from . import templating
+from .lengths import unit_for_language
 from ..models import Article, Batch
 from .provider import Prompt
 from .template_check import FILTERS, METHODS, TemplateRefused
@@ -19,14 +20,19 @@ from .templating import (MAX_LOOP_ITERATIONS, MAX_TEMPLATE_LENGTH, OUTPUT_BUDGET
                          ROWS_RENDER_SECONDS, RowRefused, output_budget)
 
 __all__ = ["DEFAULT_TEMPLATE", "FILTERS", "MAX_LOOP_ITERATIONS", "MAX_TEMPLATE_LENGTH",
-           "METHODS", "OUTPUT_BUDGET", "ROWS_RENDER_SECONDS", "RowRefused", "SAMPLE_ROW",
-           "TemplateRefused", "VARIABLES", "build_prompt", "check", "output_budget", "render",
-           "validate"]
+           "METHODS", "OUTPUT_BUDGET", "ROWS_RENDER_SECONDS", "ROW_VARIABLES", "RowRefused",
+           "SAMPLE_ROW", "TemplateRefused", "VARIABLES", "build_prompt", "check",
+           "output_budget", "render", "validate"]
 
-VARIABLES = ("title", "keywords", "tone", "words", "language", "notes")
+# What a row gives a template, and what a template may name: those, and `unit`, which is
+# not typed anywhere but follows from the language ("words", or "characters" for Chinese
+# and Japanese: lengths.py), so that `{{ words }} {{ unit }}` says the target rightly.
+ROW_VARIABLES = ("title", "keywords", "tone", "words", "language", "notes")
+VARIABLES = ROW_VARIABLES + ("unit",)
 
 DEFAULT_TEMPLATE = """Title: {{ title }}
-Write a complete article of about {{ words }} words with this title.
+Write a complete article of about {{ words }} {{ unit }}\
+{% if unit == "characters" %} (字){% endif %} with this title.
 Tone: {{ tone }}
 Language: {{ language }}
 {% if keywords %}Keywords to work in naturally: {{ keywords }}
@@ -50,6 +56,7 @@ def render(template_text: str, row: dict, *, budget: Optional[int] = None,
 
     `deadline` (a time.monotonic() value) lets a caller rendering many rows share one
     time limit (ROWS_RENDER_SECONDS)."""
+    row = dict(row, unit=unit_for_language(row.get("language")))
     return templating.render(template_text, row, VARIABLES, budget=budget, deadline=deadline)
 
 

@@ -15,6 +15,7 @@ import httpx2 as httpx  # the HTTP library the openai SDK is built on (its error
 import openai
 
 from . import sse
+from .lengths import Length, is_short
 
 OFFLINE = "offline"
 
@@ -261,15 +262,20 @@ def offline_text(prompt: Prompt) -> str:
     return offline_header(prompt.title) + " ".join(_placeholder_words(prompt)) + " "
 
 
-def review_flag(refusal: str, text: str, finish_reason: Optional[str]) -> Optional[str]:
+def review_flag(refusal: str, text: str, finish_reason: Optional[str],
+                length: Optional[Length] = None, target: Optional[int] = None) -> Optional[str]:
     """Why a complete answer must not pass as a plain success (None when it may): the
-    same rule for a streamed answer and a Batch API result."""
+    same rule for a streamed answer and a Batch API result. "short" (the answer's
+    `length` under half its `target`) comes last: a cut-off or filtered answer is short
+    because of that, and its flag says so."""
     if refusal:
         return "refused"
     if finish_reason in ("length", "content_filter"):
         return finish_reason  # says why, even when it left nothing
     if not text.strip():
         return "empty"
+    if length is not None and is_short(length, target):
+        return "short"
     return None
 
 

@@ -14,6 +14,7 @@ from .. import metrics, workerstate
 from . import admission, lifecycle, live, ratelimit, webhooks
 from ..extensions import db, get_redis
 from ..models import Article, ArticleStatus as A, Batch, BatchStatus as B
+from .lengths import measure
 from .pricing import TOKENS_PER_WORD, cost_of, price_for
 from .prompts import ROW_COLUMNS, TemplateRefused, prompt_for
 from .provider import ProviderError, get_provider, require_finish, review_flag
@@ -167,7 +168,8 @@ def _generate(task, article_id: int, row, redis, prompt, wrap_up, probing: bool)
             ratelimit.probe_passed(redis, row.batch_id)
             probing = False
         ratelimit.adapt_to_headers(redis, row.model, stream.headers)
-        text = _consume(task, stream, redis, row.batch_id, article_id, token, lease, attempt)
+        text = _consume(task, stream, redis, row.batch_id, article_id, token, lease, attempt,
+                        row.language)
     except _Cancelled:
         if probing:
             ratelimit.probe_failed(redis, row.batch_id, tripped=False)
@@ -179,25 +181,27 @@ def _generate(task, article_id: int, row, redis, prompt, wrap_up, probing: bool)
             ratelimit.probe_failed(redis, row.batch_id, tripped=err.kind in BREAKER_KINDS)
         return _handle_error(task, err, article_id, row, token, attempt, redis)
 
-    words = len(text.split())
+    length = measure(text, row.language)
     usage = stream.usage
     metrics.queue_observations(wrap_up, [("provider_request_seconds", time.monotonic() - started),
                                          ("provider_completion_tokens", usage.completion_tokens)],
                                model=row.model)
     stored = lifecycle.complete(
-        article_id, token, body=text, words=words,
+        article_id, token, body=text, words=length.count, length_unit=length.unit,
         prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
         finish_reason=stream.finish_reason,
-        review_flag=review_flag(stream.refusal, text, stream.finish_reason),
+        review_flag=review_flag(stream.refusal, text, stream.finish_reason, length,
+                                row.target_words),
         cost_usd=cost_of(price_for(cfg, row.provider, row.model),
                          usage.prompt_tokens, usage.completion_tokens))
     if row.budget_usd is not None:  # set at submission only; most batches have none
         lifecycle.enforce_budget(row.batch_id)
     _finalize(row.batch_id)
-    return {"status": A.SUCCEEDED if stored else "lost-claim", "words": words}
+    return {"status": A.SUCCEEDED if stored else "lost-claim", "words": length.count}
 
 
-def _consume(task, stream, redis, batch_id, article_id, token, lease, attempt) -> str:
+def _consume(task, stream, redis, batch_id, article_id, token, lease, attempt,
+             language) -> str:
     """Read the stream, reporting progress and watching for a cancel; the whole answer
     must arrive within the provider timeout, however slowly it trickles."""
     parts: list[str] = []
@@ -218,11 +222,12 @@ def _consume(task, stream, redis, batch_id, article_id, token, lease, attempt) -
             last_report = now
             text = "".join(parts)
             # One round trip: the cancel flags, the text so far for the article page and
-            # the progress (words so far) for the batch page.
+            # the progress (the length so far, in the article's unit) for the batch page.
             pipe = redis.pipeline(transaction=False)
             live.queue_cancel_check(pipe, batch_id, article_id)
             pipe.set(live.text_key(article_id), text, ex=live.TEXT_TTL)
-            live.queue_progress(pipe, task, {"words": len(text.split()), "attempt": attempt})
+            live.queue_progress(pipe, task, {"words": measure(text, language).count,
+                                             "attempt": attempt})
             if any(pipe.execute()[0]):
                 raise _Cancelled()
             if now - last_renew > lease / 3:

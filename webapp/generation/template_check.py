@@ -12,11 +12,14 @@ The subset: `{{ }}` output of the row's variables, filters from FILTERS, methods
 slices, and `for` loops over the row's own values (bounded by the row's size). Nothing that
 repeats or pads text (`*`, `%`, `**`, `.format()`, `center`...), no `range`, no `set`,
 macros, blocks, imports or includes.
+
+The refusals are said in the language of the request that asked (English in a worker).
 """
 from __future__ import annotations
 
 from typing import Iterable
 
+from flask_babel import gettext as _, lazy_gettext as _l
 from jinja2 import nodes
 
 # Nesting limits: compiling is superlinear in depth, and Python refuses deeper blocks.
@@ -48,8 +51,8 @@ _STATEMENTS = {  # the tag a person wrote, for the messages
     "ScopedEvalContextModifier": "autoescape", "EvalContextModifier": "autoescape",
     "ExprStmt": "do", "Break": "break", "Continue": "continue",
 }
-_OPERATORS = {"Mul": ("*", "it repeats text"), "Mod": ("%", "it formats and pads text"),
-              "Pow": ("**", "it makes numbers of any size")}
+_OPERATORS = {"Mul": ("*", _l("it repeats text")), "Mod": ("%", _l("it formats and pads text")),
+              "Pow": ("**", _l("it makes numbers of any size"))}
 
 
 class TemplateRefused(Exception):
@@ -75,8 +78,13 @@ class _Checker:
         self.blocks = 0
         self.depth = 0
 
-    def refuse(self, node, why: str, prefix: str = "The template cannot be used") -> None:
-        raise TemplateRefused(f"{prefix} (line {node.lineno}): {why}.")
+    def refuse(self, node, why: str, *, undefined: bool = False) -> None:
+        """Refuse the template, saying where and why (`undefined`: a name it does not know)."""
+        if undefined:
+            raise TemplateRefused(_("The template does not render (line %(line)s): %(why)s.",
+                                    line=node.lineno, why=why))
+        raise TemplateRefused(_("The template cannot be used (line %(line)s): %(why)s.",
+                                line=node.lineno, why=why))
 
     # statements
     def statements(self, body) -> None:
@@ -86,8 +94,8 @@ class _Checker:
     def block(self, node, body) -> None:
         self.blocks += 1
         if self.blocks > MAX_BLOCK_DEPTH:
-            self.refuse(node, f"{{% if %}} and {{% for %}} may be nested at most "
-                              f"{MAX_BLOCK_DEPTH} deep")
+            self.refuse(node, _("{%% if %%} and {%% for %%} may be nested at most %(most)s deep",
+                                most=MAX_BLOCK_DEPTH))
         self.statements(body)
         self.blocks -= 1
 
@@ -107,18 +115,19 @@ class _Checker:
         else:
             kind = type(node).__name__
             tag = _STATEMENTS.get(kind, kind.lower())
-            self.refuse(node, f"{{% {tag} %}} is not allowed; templates use {{{{ }}}}, "
-                              "{% if %} and {% for %} over the row's values only")
+            self.refuse(node, _("{%% %(tag)s %%} is not allowed; templates use {{ }}, {%% if %%} "
+                                "and {%% for %%} over the row's values only", tag=tag))
 
     def loop(self, node: nodes.For) -> None:
         if node.recursive:
-            self.refuse(node, "recursive loops are not allowed")
+            self.refuse(node, _("recursive loops are not allowed"))
         targets = node.target.items if isinstance(node.target, nodes.Tuple) else [node.target]
         if not all(isinstance(t, nodes.Name) for t in targets):
-            self.refuse(node, "a loop variable must be a plain name")
+            self.refuse(node, _("a loop variable must be a plain name"))
         if not self.row_value(node.iter):
-            self.refuse(node, "loops may only go over the row's values (such as "
-                              f"keywords.split(',')), not {self.describe(node.iter)}")
+            self.refuse(node, _("loops may only go over the row's values (such as "
+                                "keywords.split(',')), not %(what)s",
+                                what=self.describe(node.iter)))
         self.expr(node.iter)
         names = {t.name for t in targets}
         self.loop_names.append(names)
@@ -148,19 +157,19 @@ class _Checker:
         if isinstance(node, nodes.Call) and isinstance(node.node, nodes.Name):
             return f"{node.node.name}(...)"
         if isinstance(node, (nodes.List, nodes.Tuple)):
-            return "a list written in the template"
+            return _("a list written in the template")
         if isinstance(node, nodes.Const):
-            return "a constant"
+            return _("a constant")
         if isinstance(node, nodes.Name):
             return f"'{node.name}'"
-        return "an expression"
+        return _("an expression")
 
     # expressions
     def expr(self, node) -> None:
         self.depth += 1
         if self.depth > MAX_EXPRESSION_DEPTH:
-            self.refuse(node, f"an expression may be nested at most {MAX_EXPRESSION_DEPTH} "
-                              "deep (filters, operators and brackets)")
+            self.refuse(node, _("an expression may be nested at most %(most)s deep (filters, "
+                                "operators and brackets)", most=MAX_EXPRESSION_DEPTH))
         self.one_expr(node)
         self.depth -= 1
 
@@ -184,7 +193,8 @@ class _Checker:
             self.expr(node.node)
         elif type(node).__name__ in _OPERATORS:
             symbol, why = _OPERATORS[type(node).__name__]
-            self.refuse(node, f"the operator '{symbol}' is not allowed ({why})")
+            self.refuse(node, _("the operator '%(operator)s' is not allowed (%(why)s)",
+                                operator=symbol, why=why))
         elif isinstance(node, nodes.Concat):
             for part in node.nodes:
                 self.expr(part)
@@ -195,21 +205,23 @@ class _Checker:
                 self.expr(node.expr2)
         elif isinstance(node, nodes.Filter):
             if node.name not in FILTERS:
-                self.refuse(node, f"the filter '{node.name}' is not allowed (the filters are: "
-                                  f"{', '.join(FILTERS)})")
+                self.refuse(node, _("the filter '%(name)s' is not allowed (the filters are: "
+                                    "%(filters)s)", name=node.name, filters=", ".join(FILTERS)))
             self.operation(node)
         elif isinstance(node, nodes.Test):
             if node.name not in TESTS:
-                self.refuse(node, f"the test 'is {node.name}' is not allowed")
+                self.refuse(node, _("the test 'is %(name)s' is not allowed", name=node.name))
             self.operation(node)
         elif isinstance(node, nodes.Getattr):
             if not (isinstance(node.node, nodes.Name) and node.node.name == "loop"
                     and node.attr in LOOP_ATTRIBUTES and self.in_scope("loop")):
-                self.refuse(node, f"the attribute '{node.attr}' is unsafe here: templates "
-                                  f"may call only {_methods_hint()} on the row's values")
+                self.refuse(node, _("the attribute '%(name)s' is unsafe here: templates may "
+                                    "call only %(methods)s on the row's values",
+                                    name=node.attr, methods=_methods_hint()))
         elif isinstance(node, nodes.Getitem):
             if isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
-                self.refuse(node, f"the item ['{node.arg.value}'] is unsafe here")
+                self.refuse(node, _("the item ['%(name)s'] is unsafe here",
+                                    name=node.arg.value))
             self.expr(node.node)
             if isinstance(node.arg, nodes.Slice):
                 for part in (node.arg.start, node.arg.stop, node.arg.step):
@@ -220,7 +232,8 @@ class _Checker:
         elif isinstance(node, nodes.Call):
             self.call(node)
         else:
-            self.refuse(node, f"this kind of expression ({type(node).__name__}) is not allowed")
+            self.refuse(node, _("this kind of expression (%(kind)s) is not allowed",
+                                kind=type(node).__name__))
 
     def in_scope(self, name: str) -> bool:
         return any(name in names for names in self.loop_names)
@@ -229,9 +242,10 @@ class _Checker:
         if node.name in self.variables or self.in_scope(node.name):
             return
         if node.name in _GLOBALS:
-            self.refuse(node, f"'{node.name}' is not available in templates")
-        self.refuse(node, f"'{node.name}' is undefined; the variables are "
-                          f"{', '.join(self.variables)}", prefix="The template does not render")
+            self.refuse(node, _("'%(name)s' is not available in templates", name=node.name))
+        self.refuse(node, _("'%(name)s' is undefined; the variables are %(variables)s",
+                            name=node.name, variables=", ".join(self.variables)),
+                    undefined=True)
 
     def operation(self, node) -> None:
         """A filter or test: the value it is applied to, then its arguments."""
@@ -241,7 +255,7 @@ class _Checker:
 
     def arguments(self, node) -> None:
         if node.dyn_args is not None or node.dyn_kwargs is not None:
-            self.refuse(node, "unpacking arguments with * or ** is not allowed")
+            self.refuse(node, _("unpacking arguments with * or ** is not allowed"))
         for arg in node.args:
             self.expr(arg)
         for keyword in node.kwargs:
@@ -251,13 +265,15 @@ class _Checker:
         target = node.node
         if isinstance(target, nodes.Getattr):
             if target.attr not in METHODS:
-                self.refuse(node, f"calling '.{target.attr}()' is not allowed; templates may "
-                                  f"call only {_methods_hint()}")
+                self.refuse(node, _("calling '.%(name)s()' is not allowed; templates may call "
+                                    "only %(methods)s", name=target.attr,
+                                    methods=_methods_hint()))
             self.expr(target.node)
             self.arguments(node)
             return
         if isinstance(target, nodes.Name) and target.name == "range":
-            self.refuse(node, "range() is not allowed: loops may only go over the row's values")
-        what = f"{target.name}()" if isinstance(target, nodes.Name) else "this call"
-        self.refuse(node, f"calling {what} is not allowed; templates may call only "
-                          f"{_methods_hint()}")
+            self.refuse(node, _("range() is not allowed: loops may only go over the row's "
+                                "values"))
+        what = f"{target.name}()" if isinstance(target, nodes.Name) else _("this call")
+        self.refuse(node, _("calling %(what)s is not allowed; templates may call only "
+                            "%(methods)s", what=what, methods=_methods_hint()))

@@ -5,6 +5,9 @@ A template is first held to the subset (template_check.py); what passes is compi
 every loop and every `~` routed through the budget, and renders in a sandbox whose hooks
 refuse what the subset leaves out (a second line behind the tree check). Nothing here knows
 what the row's values mean: the caller names the variables (prompts.VARIABLES).
+
+Its messages are said in the language of the request that asked (a preview, a save); a
+worker has none, and gets English.
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from functools import lru_cache, wraps
 from typing import Optional
 
 from flask import current_app, has_app_context
+from flask_babel import gettext as _
 from jinja2 import StrictUndefined, TemplateError, filters as jinja_filters, nodes
 from jinja2 import tests as jinja_tests
 from jinja2.exceptions import SecurityError
@@ -56,16 +60,25 @@ class _Budget:
 
     def check_time(self) -> None:
         if time.monotonic() > self.deadline:
-            raise RowRefused(
-                "The template takes too long to render (more than "
-                + (f"{ROWS_RENDER_SECONDS:g} s for all the rows together" if self.shared
-                   else f"{RENDER_SECONDS:g} s") + "); make it simpler.")
+            if self.shared:
+                seconds = format(ROWS_RENDER_SECONDS, "g")
+                raise RowRefused(_("The template takes too long to render (more than %(s)s s "
+                                   "for all the rows together); make it simpler.", s=seconds))
+            seconds = format(RENDER_SECONDS, "g")
+            raise RowRefused(_("The template takes too long to render (more than %(s)s s); "
+                               "make it simpler.", s=seconds))
 
     def check_size(self, size: int) -> None:
         if size > self.chars:
             raise RowRefused(
-                f"The template makes more than {self.chars:,} characters (its output budget) "
-                f"for this row; one expression alone would make {size:,}.")
+                _("The template makes more than %(most)s characters (its output budget) for "
+                  "this row; one expression alone would make %(size)s.",
+                  most=_grouped(self.chars), size=_grouped(size)))
+
+
+def _grouped(number: int) -> str:
+    """1,000 rather than 1000, as the messages have always written it."""
+    return format(number, ",")
 
 
 # Set for the duration of one render (per thread: each worker thread has its own context).
@@ -75,7 +88,7 @@ _current: ContextVar[Optional[_Budget]] = ContextVar("pressroom_template_budget"
 def _budget() -> _Budget:
     state = _current.get()
     if state is None:  # a template compiled here is only ever run by render()
-        raise RowRefused("A template rendered without a budget.")
+        raise RowRefused(_("A template rendered without a budget."))
     return state
 
 
@@ -128,8 +141,8 @@ def _loop_guard(iterable):
     for item in iterable:
         state.iterations += 1
         if state.iterations > MAX_LOOP_ITERATIONS:
-            raise RowRefused(f"The template's loops run more than "
-                             f"{MAX_LOOP_ITERATIONS:,} times for this row.")
+            raise RowRefused(_("The template's loops run more than %(most)s times for this "
+                               "row.", most=_grouped(MAX_LOOP_ITERATIONS)))
         state.check_time()
         yield item
 
@@ -148,7 +161,8 @@ class _Environment(SandboxedEnvironment):
 
     def call_binop(self, context, operator, left, right):
         if operator in ("*", "%", "**"):
-            raise SecurityError(f"the operator '{operator}' is not allowed")
+            raise SecurityError(_("the operator '%(operator)s' is not allowed",
+                                  operator=operator))
         if operator == "+" and _sized(left) is not None and _sized(right) is not None:
             _budget().check_size(len(left) + len(right))
         return super().call_binop(context, operator, left, right)
@@ -158,8 +172,8 @@ class _Environment(SandboxedEnvironment):
             return getattr(obj, attribute)
         if isinstance(obj, LoopContext) and attribute in LOOP_ATTRIBUTES:
             return getattr(obj, attribute)
-        raise SecurityError(f"access to attribute {attribute!r} of "
-                            f"{type(obj).__name__!r} object is unsafe")
+        raise SecurityError(_("access to attribute %(attribute)s of %(type)s object is unsafe",
+                              attribute=repr(attribute), type=repr(type(obj).__name__)))
 
     def getitem(self, obj, argument):
         if isinstance(argument, str):
@@ -173,7 +187,8 @@ class _Environment(SandboxedEnvironment):
         owner = getattr(__obj, "__self__", None)
         name = getattr(__obj, "__name__", "")
         if not (isinstance(owner, str) and name in METHODS):
-            raise SecurityError(f"calling {name or type(__obj).__name__!r} is not allowed")
+            raise SecurityError(_("calling %(name)s is not allowed",
+                                  name=repr(name or type(__obj).__name__)))
         state = _budget()
         state.check_time()
         result = __obj(*args, **kwargs)
@@ -225,17 +240,19 @@ def _compiled(template_text: str, variables: tuple[str, ...]):
         tree.set_environment(_env)
         return _env.from_string(tree)
     except TemplateError as exc:
-        raise TemplateRefused(f"The template does not render: {exc.message or exc}") from None
+        raise TemplateRefused(_("The template does not render: %(why)s",
+                                why=exc.message or exc)) from None
     except (RecursionError, MemoryError, SyntaxError):
-        raise TemplateRefused("The template is nested too deeply.") from None
+        raise TemplateRefused(_("The template is nested too deeply.")) from None
 
 
 def validate(template_text: str, variables: tuple[str, ...]) -> None:
     """Raise TemplateRefused when the text is not a template Pressroom runs."""
     if not template_text.strip():
-        raise TemplateRefused("The template is empty.")
+        raise TemplateRefused(_("The template is empty."))
     if len(template_text) > MAX_TEMPLATE_LENGTH:
-        raise TemplateRefused(f"A template may be at most {MAX_TEMPLATE_LENGTH:,} characters.")
+        raise TemplateRefused(_("A template may be at most %(most)s characters.",
+                                most=_grouped(MAX_TEMPLATE_LENGTH)))
     _compiled(template_text, tuple(variables))
 
 
@@ -268,20 +285,22 @@ def _run(template, values: dict, limit: int, deadline: Optional[float]) -> str:
         for chunk in chunks:
             size += len(chunk)
             if size > limit:
-                raise RowRefused(f"The template makes more than {limit:,} characters "
-                                 "(its output budget) for this row.")
+                raise RowRefused(_("The template makes more than %(most)s characters (its "
+                                   "output budget) for this row.", most=_grouped(limit)))
             state.check_time()
             parts.append(chunk)
     except RowRefused:
         raise
     except SecurityError as exc:
-        raise RowRefused(f"The template does not render: {exc}.") from None
+        raise RowRefused(_("The template does not render: %(why)s.", why=exc)) from None
     except TemplateError as exc:
-        raise RowRefused(f"The template does not render: {exc.message or exc}") from None
+        raise RowRefused(_("The template does not render: %(why)s",
+                           why=exc.message or exc)) from None
     except (RecursionError, MemoryError):
-        raise RowRefused("The template does not render: it is too complex.") from None
+        raise RowRefused(_("The template does not render: it is too complex.")) from None
     except Exception as exc:  # TypeError, ValueError, ZeroDivisionError… from the row's values
-        raise RowRefused(f"The template does not render for this row: {exc}") from None
+        raise RowRefused(_("The template does not render for this row: %(why)s",
+                           why=exc)) from None
     finally:
         chunks.close()
         _current.reset(token)

@@ -6,18 +6,20 @@ from dataclasses import dataclass
 from typing import Optional
 
 import redis
+from flask_babel import gettext as _, lazy_gettext as _l
 
 from ..extensions import get_redis
-from ..generation import live
+from ..generation import lengths, live
 from ..models import Article, ArticleStatus as A, ArticleVersion, User
 from . import review, users
 
 
 # Why an answer was flagged for review, as the article page says it.
-FLAGS = {"length": "the answer was cut off at the length limit",
-         "content_filter": "the provider’s content filter stopped the answer",
-         "empty": "the provider returned an empty answer",
-         "refused": "the model refused to write it"}
+FLAGS = {"length": _l("the answer was cut off at the length limit"),
+         "content_filter": _l("the provider’s content filter stopped the answer"),
+         "empty": _l("the provider returned an empty answer"),
+         "refused": _l("the model refused to write it"),
+         "short": _l("the answer is under half its target length")}
 
 
 @dataclass
@@ -33,18 +35,25 @@ class ArticleLive:
         return self.article.status in A.ACTIVE
 
     @property
+    def unit(self) -> str:
+        """What the shown length counts: "words" or "characters" (lengths.py)."""
+        return self.article.length_unit or lengths.WORDS
+
+    @property
     def flag(self) -> Optional[str]:
         flag = self.article.review_flag
-        return FLAGS.get(flag, flag) if flag else None
+        return str(FLAGS.get(flag, flag)) if flag else None
 
     @property
     def placeholder(self) -> Optional[str]:
         """What stands in for a body there is none of yet (or will never be)."""
         if self.article.body or self.text_so_far:
             return None
-        return {A.QUEUED: "Waiting for a worker…",
-                A.CANCELLED: "This article was cancelled before it was written."
-                }.get(self.article.status)
+        if self.article.status == A.QUEUED:
+            return _("Waiting for a worker…")
+        if self.article.status == A.CANCELLED:
+            return _("This article was cancelled before it was written.")
+        return None
 
 
 def article_live(article: Article) -> ArticleLive:
@@ -56,7 +65,9 @@ def article_live(article: Article) -> ArticleLive:
     except redis.RedisError:
         return ArticleLive(article, "", None, live_error=True)
     words = live.progress_words(meta)
-    return ArticleLive(article, text, words if words is not None else len(text.split()))
+    if words is None:  # no progress report yet: count the text the same way the task does
+        words = lengths.measure(text, article.language or article.batch.language).count
+    return ArticleLive(article, text, words)
 
 
 @dataclass(frozen=True)
@@ -83,8 +94,8 @@ def article_tools(user: User, article: Article) -> ArticleTools:
     again = may_review and article.is_final
     return ArticleTools(
         reviewable=article.status == A.SUCCEEDED, can_review=may_review, can_write_again=again,
-        reading_minutes=review.reading_minutes(article.words),
-        versions=[VersionRow(v, authors.get(v.created_by, f"user {v.created_by}")
+        reading_minutes=review.reading_minutes(article),
+        versions=[VersionRow(v, authors.get(v.created_by, _("user %(id)s", id=v.created_by))
                              if v.created_by else None, again and v.body != article.body)
                   for v in versions])
 

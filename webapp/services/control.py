@@ -7,10 +7,12 @@ from typing import Optional
 
 import redis
 from flask import current_app
+from flask_babel import gettext as _, lazy_gettext as _l
 from sqlalchemy import func, select
 
 from ..generation import economy, lifecycle, live, ratelimit
 from ..extensions import db, get_redis
+from ..labels import english, stored
 from ..models import Article, ArticleStatus as A, Batch, BatchStatus as B, Role, User
 from ..generation import dispatch as publish
 from ..generation.reconciler import dispatch_batch
@@ -19,6 +21,10 @@ from .errors import Conflict, NotAllowed
 from .outcomes import Outcome
 
 log = logging.getLogger(__name__)
+
+# Notes and reasons kept with the batch or article, in English (pages translate them).
+RESUMED_NOTE = _l("Sent again when the batch was resumed.")
+REQUEUED_NOTE = _l("Re-queued by an operator.")
 
 
 def dispatch(batch_id: int) -> Optional[str]:
@@ -40,37 +46,38 @@ def can_manage(user: User, batch: Batch) -> bool:
 def redispatch(user: User, batch: Batch) -> Outcome:
     """Send a batch's queued articles again (after the queue was unreachable)."""
     if not can_manage(user, batch):
-        raise NotAllowed("Only the batch's author or an admin can dispatch it.")
+        raise NotAllowed(_("Only the batch's author or an admin can dispatch it."))
     if batch.is_final:
-        raise Conflict("This batch has already finished.")
+        raise Conflict(_("This batch has already finished."))
     audit.record("batch_dispatched", user=user, target=f"batch:{batch.id}")
-    return Outcome.sent("The batch was sent to the queue.", dispatch(batch.id), "info")
+    return Outcome.sent(_("The batch was sent to the queue."), dispatch(batch.id), "info")
 
 
 def pause_batch(user: User, batch: Batch) -> None:
     """Stop sending the batch's articles; running ones finish, queued ones wait."""
     if not can_manage(user, batch):
-        raise NotAllowed("Only the batch's author or an admin can pause it.")
+        raise NotAllowed(_("Only the batch's author or an admin can pause it."))
     if batch.is_final:
-        raise Conflict("This batch has already finished.")
+        raise Conflict(_("This batch has already finished."))
     if batch.status == B.CANCELLING:
-        raise Conflict("This batch is being cancelled.")
+        raise Conflict(_("This batch is being cancelled."))
     if batch.is_economy:
-        raise Conflict("An economy batch cannot be paused: the provider's Batch API has no "
-                       "pause. Cancel it instead (results that arrived are kept).")
-    if lifecycle.pause_batch(batch.id, f"Paused by {user.email}.", by="user"):
+        raise Conflict(_("An economy batch cannot be paused: the provider's Batch API has no "
+                         "pause. Cancel it instead (results that arrived are kept)."))
+    reason = english(_l("Paused by %(who)s.", who=user.email))
+    if lifecycle.pause_batch(batch.id, reason, by="user"):
         audit.record("batch_paused", user=user, target=f"batch:{batch.id}")
 
 
 def resume_batch(user: User, batch: Batch) -> Outcome:
     """Continue a paused batch where it stopped."""
     if not can_manage(user, batch):
-        raise NotAllowed("Only the batch's author or an admin can resume it.")
+        raise NotAllowed(_("Only the batch's author or an admin can resume it."))
     if batch.status != B.PAUSED:
-        raise Conflict("This batch is not paused.")
+        raise Conflict(_("This batch is not paused."))
     if batch.paused_by == "provider" and user.role != Role.ADMIN:
-        raise NotAllowed("The provider circuit breaker paused this batch; an admin resumes it "
-                         "once the key or quota problem is fixed.")
+        raise NotAllowed(_("The provider circuit breaker paused this batch; an admin resumes "
+                           "it once the key or quota problem is fixed."))
     by_breaker = batch.paused_by == "provider"
     resumed = lifecycle.resume_batch(batch.id, commit=False)
     if resumed and by_breaker:
@@ -80,11 +87,11 @@ def resume_batch(user: User, batch: Batch) -> Outcome:
         tripped = db.session.scalars(select(Article.id).where(
             Article.batch_id == batch.id, Article.status == A.FAILED,
             Article.note == lifecycle.BREAKER_NOTE)).all()
-        lifecycle.requeue_many(tripped, "Sent again when the batch was resumed.",
+        lifecycle.requeue_many(tripped, english(RESUMED_NOTE),
                                from_states=(A.FAILED,), commit=False)
     db.session.commit()
     if not resumed:
-        return Outcome("The batch is resumed.", "info")
+        return Outcome(_("The batch is resumed."), "info")
     audit.record("batch_resumed", user=user, target=f"batch:{batch.id}")
     try:
         ratelimit.probe_reset(get_redis(), batch.id)  # probe the provider afresh
@@ -94,17 +101,17 @@ def resume_batch(user: User, batch: Batch) -> Outcome:
     # article twice is harmless.
     error = dispatch(batch.id)
     lifecycle.finalize_batch(batch.id)
-    return Outcome.sent("The batch is resumed.", error, "info")
+    return Outcome.sent(_("The batch is resumed."), error, "info")
 
 
 def requeue(user: User, batch: Batch, include_failed: bool = False) -> int:
     """Send the batch's queued articles again; optionally give failed ones another try."""
     if not can_manage(user, batch):
-        raise NotAllowed("Only the batch's author or an admin can requeue it.")
+        raise NotAllowed(_("Only the batch's author or an admin can requeue it."))
     if include_failed:
         failed = db.session.scalars(select(Article.id).where(
             Article.batch_id == batch.id, Article.status == A.FAILED)).all()
-        if lifecycle.requeue_many(failed, "Re-queued by an operator.", from_states=(A.FAILED,),
+        if lifecycle.requeue_many(failed, english(REQUEUED_NOTE), from_states=(A.FAILED,),
                                   commit=False):
             lifecycle.reopen_batch(batch.id, keep_stop=True, commit=False)
         db.session.commit()
@@ -114,14 +121,14 @@ def requeue(user: User, batch: Batch, include_failed: bool = False) -> int:
                  detail=f"requeued {count} articles")
     error = publish.publish_batch(batch.id)
     if error:
-        raise Conflict(error)
+        raise Conflict(stored(error))
     return count
 
 
 def cancel_batch(user: User, batch: Batch) -> None:
     """Stop a batch: queued articles never start, running ones stop within a second."""
     if not can_manage(user, batch):
-        raise NotAllowed("Only the batch's author or an admin can cancel it.")
+        raise NotAllowed(_("Only the batch's author or an admin can cancel it."))
     if batch.is_final:
         return
     # The flag goes first: a task that claims an article after this looks at it before
@@ -151,7 +158,7 @@ def cancel_batch(user: User, batch: Batch) -> None:
 def cancel_article(user: User, article: Article) -> None:
     batch = article.batch
     if not can_manage(user, batch):
-        raise NotAllowed("Only the batch's author or an admin can cancel its articles.")
+        raise NotAllowed(_("Only the batch's author or an admin can cancel its articles."))
     if article.is_final:
         return
     _flag(lambda client: live.flag_articles_cancelled(client, [article.id]))

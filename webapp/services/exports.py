@@ -8,10 +8,13 @@ import json
 import re
 import struct
 import tempfile
+import unicodedata
 import zlib
 from dataclasses import dataclass
 from typing import Iterator
+from urllib.parse import quote
 
+from flask_babel import gettext as _
 from sqlalchemy import select
 
 from ..extensions import db
@@ -22,8 +25,11 @@ from .errors import NotAllowed, NotFound
 
 FORMATS = {"csv": "text/csv; charset=utf-8", "json": "application/json",
            "zip": "application/zip"}
+# `words` is the same number as `length` (kept for older readers of the export); `length`
+# is counted in `length_unit`: "words", or "characters" for Chinese and Japanese.
 COLUMNS = ("id", "position", "title", "status", "review_status", "keywords", "model", "words",
-           "prompt_tokens", "completion_tokens", "cost_usd", "created_at", "finished_at", "body")
+           "length", "length_unit", "prompt_tokens", "completion_tokens", "cost_usd",
+           "created_at", "finished_at", "body")
 # A spreadsheet runs a cell that starts with one of these as a formula.
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
@@ -36,7 +42,7 @@ def safe_cell(value) -> str:
 
 def check_allowed(user: User, batch: Batch) -> None:
     if not can_manage(user, batch):
-        raise NotAllowed("Only the batch's author or an admin can export it.")
+        raise NotAllowed(_("Only the batch's author or an admin can export it."))
 
 
 def _articles(batch: Batch, include_all: bool) -> Iterator[Article]:
@@ -52,6 +58,7 @@ def _record(article: Article, batch: Batch) -> dict:
     return {"id": article.id, "position": article.position, "title": article.title,
             "status": article.status, "review_status": article.review_status,
             "keywords": article.keywords, "model": batch.model, "words": article.words,
+            "length": article.words, "length_unit": article.length_unit or "words",
             "prompt_tokens": article.prompt_tokens, "completion_tokens": article.completion_tokens,
             "cost_usd": round(article.cost_usd or 0.0, 6),
             "created_at": article.created_at.isoformat() + "Z",
@@ -63,15 +70,38 @@ def _record(article: Article, batch: Batch) -> dict:
 class Download:
     body: Iterator[bytes]
     mimetype: str
-    filename: str
+    filename: str  # with the batch's name, in any script
+    fallback: str  # ASCII only, for clients that do not read RFC 5987's filename*
+
+    @property
+    def content_disposition(self) -> str:
+        return content_disposition(self.filename, self.fallback)
 
 
 def download(user: User, batch: Batch, fmt: str, include_all: bool) -> Download:
     """The batch as CSV, JSON or a zip of Markdown files: approved articles, or all."""
     if fmt not in FORMATS:
-        raise NotFound(f"There is no export as “{fmt[:20]}”.")
+        raise NotFound(_("There is no export as “%(format)s”.", format=fmt[:20]))
+    end = f"{'-all' if include_all else ''}.{fmt}"
+    name = safe_name(batch.name)
     return Download(stream(user, batch, fmt, include_all), FORMATS[fmt],
-                    f"batch-{batch.id}{'-all' if include_all else ''}.{fmt}")
+                    f"batch-{batch.id}-{name}{end}" if name else f"batch-{batch.id}{end}",
+                    f"batch-{batch.id}{end}")
+
+
+_NOT_PLAIN = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def content_disposition(filename: str, fallback: str) -> str:
+    """An attachment header (RFC 6266): an ASCII `filename` for every client (`fallback`
+    when the name is not ASCII) and, when that is not the name itself, the name in UTF-8 as
+    RFC 5987's `filename*`. Only [A-Za-z0-9._-] goes between the quotes and `filename*` is
+    percent-encoded, so no quote, backslash, CR or LF from a name can reach the header."""
+    plain = _NOT_PLAIN.sub("_", filename if filename.isascii() else fallback)
+    header = f'attachment; filename="{plain}"'
+    if plain != filename:
+        header += "; filename*=UTF-8''" + quote(filename, safe="")
+    return header
 
 
 def stream(user: User, batch: Batch, fmt: str, include_all: bool) -> Iterator[bytes]:
@@ -88,6 +118,9 @@ def stream(user: User, batch: Batch, fmt: str, include_all: bool) -> Iterator[by
 
 def _csv(rows, batch) -> Iterator[bytes]:
     buffer = io.StringIO()
+    # A byte-order mark: without it Excel reads a CSV file in the system's code page, and
+    # Chinese (or any non-ASCII) text comes out garbled.
+    buffer.write("\ufeff")
     writer = csv.writer(buffer)
     writer.writerow(COLUMNS)
     for article in rows:
@@ -111,15 +144,50 @@ def _json(rows, batch) -> Iterator[bytes]:
     yield b"]}"
 
 
-def _slug(title: str) -> str:
-    slug = re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
-    return slug[:60] or "article"
+NAME_MAX_BYTES = 100
+# Names Windows keeps for devices, whatever the case or extension.
+_RESERVED = frozenset(["con", "prn", "aux", "nul"] + [f"{port}{n}" for port in ("com", "lpt")
+                                                      for n in range(1, 10)])
+
+
+def safe_name(text: str, max_bytes: int = NAME_MAX_BYTES) -> str:
+    """A file name (without extension) from a title, safe on every system: letters, marks and
+    digits of any script, every run of anything else one hyphen (so no "/", "\\", "..",
+    leading dot, control, bidi or <>:"|?* character), at most `max_bytes` of UTF-8, cut
+    between characters. "" when nothing is left, or for a name Windows reserves (CON...)."""
+    kept = "".join(c if unicodedata.category(c)[0] in "LMN" else "-"
+                   for c in unicodedata.normalize("NFC", text))
+    name = re.sub(r"-+", "-", kept).strip("-")
+    name = name.encode("utf-8")[:max_bytes].decode("utf-8", "ignore").rstrip("-")
+    return "" if name.lower() in _RESERVED else name
+
+
+def zip_names(articles, total: int) -> Iterator[tuple[str, Article]]:
+    """Each article with its file name in the zip: position, then its title ("00012-标题.md";
+    "article-<id>" for a title with nothing safe in it). Names differ even ignoring case, as
+    Windows and macOS compare them; two rows can clash only at the same position, so only
+    that position's names are kept (memory stays flat)."""
+    # Wide enough for every position, so that the names sort in the batch's order.
+    width = max(5, len(str(total)))
+    position, taken = None, set()
+    for article in articles:
+        if article.position != position:
+            position, taken = article.position, set()
+        stem = (f"{article.position:0{width}d}-"
+                f"{safe_name(article.title.lower()) or f'article-{article.id}'}")
+        name, copy = stem, 1
+        while name.casefold() in taken:
+            copy += 1
+            name = f"{stem}-{copy}"
+        taken.add(name.casefold())
+        yield f"{name}.md", article
 
 
 def front_matter(article: Article, batch: Batch) -> str:
     """YAML front matter; strings are written as JSON strings, which YAML reads as quoted."""
     fields = {"title": article.title, "keywords": article.keywords or "",
               "status": article.review_status or article.status, "model": batch.model,
+              "length": article.words, "length_unit": article.length_unit or "words",
               "prompt_tokens": article.prompt_tokens,
               "completion_tokens": article.completion_tokens,
               "cost_usd": round(article.cost_usd or 0.0, 6),
@@ -202,10 +270,7 @@ def _zip_stream(entries: Iterator[tuple[str, bytes, object]]) -> Iterator[bytes]
 
 
 def _zip(rows, batch) -> Iterator[bytes]:
-    # Wide enough for every position, so that the names sort in the batch's order.
-    width = max(5, len(str(batch.total)))
     return _zip_stream(
-        (f"{article.position:0{width}d}-{_slug(article.title)}.md",
-         (front_matter(article, batch) + (article.body or "")).encode("utf-8"),
+        (name, (front_matter(article, batch) + (article.body or "")).encode("utf-8"),
          article.finished_at or article.created_at)
-        for article in rows)
+        for name, article in zip_names(rows, batch.total))

@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+from ..labels import stored
+
 
 @dataclass(frozen=True)
 class Outcome:
@@ -16,5 +18,6 @@ class Outcome:
 
     @classmethod
     def sent(cls, done: str, dispatch_error: Optional[str], level: str = "success") -> "Outcome":
-        """`done`, unless sending the articles failed: then why they wait."""
-        return cls(dispatch_error, "error") if dispatch_error else cls(done, level)
+        """`done`, unless sending the articles failed: then why they wait (stored in English
+        with the batch, said in the page's language)."""
+        return cls(stored(dispatch_error), "error") if dispatch_error else cls(done, level)

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Callable, Optional
 
 import redis
+from flask_babel import gettext as _
 
 from ..models import BatchStatus as B, User
 from . import pollcache
@@ -74,7 +75,7 @@ def _render(batch_id: int, since: Optional[datetime], first: int, last: int, ren
     view = batch_view(batch_id, since, with_rows=True, first=first, last=last,
                       with_live=with_live)
     if view is None:
-        raise NotFound(f"No batch {batch_id}.")
+        raise NotFound(_("No batch %(id)s.", id=batch_id))
     summary, updates = render(view, first, last)
     return pollcache.Shared(datetime.fromisoformat(view.rendered_at),
                             asdict(BatchFacts.of(view.batch)), summary, updates)

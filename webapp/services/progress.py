@@ -13,10 +13,11 @@ from datetime import datetime, timedelta
 from typing import Optional, Union
 
 import redis
+from flask_babel import gettext as _, lazy_gettext as _l
 from sqlalchemy import bindparam, func, select, union
 from sqlalchemy.orm import joinedload
 
-from ..generation import live, ratelimit, webhooks
+from ..generation import lengths, live, ratelimit, webhooks
 from ..extensions import db, get_redis
 from ..models import (Article, ArticleStatus as A, Batch, BatchStatus as B, ProviderBatch,
                       ProviderBatchStatus as P, Role, User, BatchFlags, BatchMode, utcnow)
@@ -71,14 +72,20 @@ class BatchView:
     def paused_reason(self) -> Optional[str]:
         return self.batch.paused_reason if self.batch.status == B.PAUSED else None
 
+    @property
+    def target_unit(self) -> str:
+        """What the batch's target length, and its articles' lengths unless an answer
+        says otherwise, are counted in: "words" or "characters" (lengths.py)."""
+        return lengths.unit_for_language(self.batch.language)
+
 
 # What the batch page says of each state of a provider batch.
-PART_STATES = {P.PREPARING: "being sent", P.VALIDATING: "validating at the provider",
-               P.IN_PROGRESS: "being written at the provider",
-               P.FINALIZING: "finalizing at the provider", P.COMPLETED: "completed",
-               P.EXPIRED: "expired (the 24-hour window ran out)",
-               P.CANCELLING: "being cancelled at the provider", P.CANCELLED: "cancelled",
-               P.FAILED: "failed at the provider"}
+PART_STATES = {P.PREPARING: _l("being sent"), P.VALIDATING: _l("validating at the provider"),
+               P.IN_PROGRESS: _l("being written at the provider"),
+               P.FINALIZING: _l("finalizing at the provider"), P.COMPLETED: _l("completed"),
+               P.EXPIRED: _l("expired (the 24-hour window ran out)"),
+               P.CANCELLING: _l("being cancelled at the provider"),
+               P.CANCELLED: _l("cancelled"), P.FAILED: _l("failed at the provider")}
 
 
 @dataclass(frozen=True)
@@ -94,7 +101,7 @@ class PartView:
 
     @property
     def label(self) -> str:
-        return PART_STATES.get(self.row.status, self.row.status)
+        return str(PART_STATES.get(self.row.status, self.row.status))
 
 
 def provider_batches(batch_id: int) -> list[ProviderBatch]:
@@ -167,8 +174,8 @@ def actions(user: User, batch: Union[Batch, BatchFacts]) -> BatchActions:
                         can_retry_dispatch=manager and waiting is not None)
 
 
-NO_PAUSE = ("Economy batches cannot be paused: the provider's Batch API has no pause. "
-            "Cancel keeps every article already written.")
+NO_PAUSE = _l("Economy batches cannot be paused: the provider's Batch API has no pause. "
+              "Cancel keeps every article already written.")
 
 
 def percent(done: int, total: int, final: bool) -> int:
@@ -308,8 +315,8 @@ def batch_view(batch_id: int, since: Optional[datetime] = None, *, with_rows: bo
 
 
 _ROW_COLUMNS = (Article.id, Article.position, Article.title, Article.status, Article.words,
-                Article.note, Article.error, Article.task_id, Article.updated_at,
-                Article.review_flag,
+                Article.length_unit, Article.note, Article.error, Article.task_id,
+                Article.updated_at, Article.review_flag,
                 # Whether a Cancel button makes sense (for those who manage the batch).
                 Article.status.in_((A.QUEUED, A.RUNNING)).label("cancellable"))
 
@@ -331,7 +338,7 @@ def batch_page(user: User, batch_id: int, page: int) -> dict:
     webhook deliveries, and what `user` may do to it."""
     view = batch_view(batch_id, with_rows=False)
     if view is None:
-        raise NotFound(f"No batch {batch_id}.")
+        raise NotFound(_("No batch %(id)s.", id=batch_id))
     batch = view.batch
     page, pages, first, last = page_range(batch.total, page)
     return {"view": view, "batch": batch, "rows": article_rows(batch_id, first, last),

@@ -10,10 +10,12 @@ from time import monotonic
 from typing import Optional
 
 from flask import current_app
+from flask_babel import gettext as _, lazy_gettext as _l, ngettext
 from sqlalchemy import func, insert, select, update
 
-from ..generation import economy_requests, lifecycle, pricing
+from ..generation import economy_requests, lengths, lifecycle, pricing
 from ..extensions import db
+from ..labels import english, stored
 from ..models import (Article, ArticleStatus as A, Batch, BatchMode, BatchStatus as B, Role, User,
                       utcnow)
 from ..generation.prompts import ROWS_RENDER_SECONDS, RowRefused, TemplateRefused, build_prompt
@@ -21,7 +23,7 @@ from ..generation.provider import provider_label
 from . import audit, imports, templates
 from .errors import Conflict, Invalid, NotAllowed, Unavailable
 from .outcomes import Outcome
-from .validation import BatchInput, Errors, Row, validate_batch
+from .validation import BatchInput, Errors, Row, title_key, validate_batch
 from .control import can_manage, dispatch
 
 log = logging.getLogger(__name__)
@@ -35,7 +37,9 @@ class Submission:
 
     @property
     def outcome(self) -> Outcome:
-        return Outcome.sent(f"Batch “{self.batch.name}” submitted: {self.batch.total} articles.",
+        return Outcome.sent(ngettext("Batch “%(name)s” submitted: %(num)d article.",
+                                     "Batch “%(name)s” submitted: %(num)d articles.",
+                                     self.batch.total, name=self.batch.name),
                             self.dispatch_error)
 
 
@@ -56,13 +60,14 @@ def _validate_fields(data: dict, rows: Optional[list] = None):
     extra = Errors()
     if rows is None and isinstance(data.get("rows"), list):
         if len(data["rows"]) > cfg["IMPORT_MAX_ROWS"]:
-            extra.add("rows", f"{len(data['rows']):,} rows given; a batch takes at most "
-                              f"{cfg['IMPORT_MAX_ROWS']:,}.")
+            count, most = format(len(data["rows"]), ","), format(cfg["IMPORT_MAX_ROWS"], ",")
+            extra.add("rows", _("%(count)s rows given; a batch takes at most %(most)s.",
+                                count=count, most=most))
             rows = []
         else:
             rows, row_errors = imports.check_records(data["rows"], 1, cfg["MAX_TITLE_LENGTH"])
             for number, message in row_errors[:50]:
-                extra.add("rows", f"Row {number}: {message}.")
+                extra.add("rows", _("Row %(number)s: %(why)s.", number=number, why=message))
     clean, errors = validate_batch(data, default_model=cfg["OPENAI_MODEL"],
                                    allowed_models=allowed_models(), max_titles=cfg["MAX_TITLES"],
                                    max_title_length=cfg["MAX_TITLE_LENGTH"], rows=rows,
@@ -72,7 +77,7 @@ def _validate_fields(data: dict, rows: Optional[list] = None):
             errors.add(name, message)
     if clean is not None and clean.template_id is not None and \
             templates.usable(clean.template_id) is None:
-        errors.add("template_id", "That template does not exist or is archived.")
+        errors.add("template_id", _("That template does not exist or is archived."))
     if errors:
         return None, errors
     return clean, errors
@@ -82,10 +87,18 @@ class RowsRefused(TemplateRefused):
     """The batch's template cannot make a prompt for some of its rows (over its budget)."""
 
     def __init__(self, rows: list[tuple[int, str]], label: str):
-        first_number, first_why = rows[0]
-        more = f" (and {len(rows) - 1:,} more)" if len(rows) > 1 else ""
-        super().__init__(f"{label} {first_number}: {first_why}{more}")
+        first = _named(label, *rows[0])
+        more = format(len(rows) - 1, ",")
+        super().__init__(_("%(first)s (and %(count)s more)", first=first, count=more)
+                         if len(rows) > 1 else first)
         self.rows, self.label = rows, label
+
+
+def _named(label: str, number: int, why: str) -> str:
+    """One entry's problem, named as _row_label names it: “Title 3: …” or “Row 3: …”."""
+    if label == "Title":
+        return _("Title %(number)s: %(why)s", number=number, why=why)
+    return _("Row %(number)s: %(why)s", number=number, why=why)
 
 
 def _prompts(clean: BatchInput, label: str, template: Optional[str] = None) -> list:
@@ -126,11 +139,12 @@ def validate(data: dict, rows: Optional[list] = None) -> BatchInput:
     names every field at fault."""
     clean, errors = _validate_fields(data, rows)
     if clean is None:
-        raise Invalid(errors.fields, "The batch was not created; see fields.")
+        raise Invalid(errors.fields, _("The batch was not created; see fields."))
     if clean.mode == BatchMode.ECONOMY:
         available, why = economy_requests.availability(current_app.config,
                                               provider_label(current_app.config))
         if not available:
+            why = stored(why)
             raise Unavailable({"mode": [why]}, why)
     label = _row_label(data, rows)
     try:
@@ -138,17 +152,19 @@ def validate(data: dict, rows: Optional[list] = None) -> BatchInput:
     except RowsRefused as exc:
         field = "template_id" if label == "Title" else "rows"
         for number, why in exc.rows[:20]:
-            errors.add(field, f"{label} {number}: {why}")
+            errors.add(field, _named(label, number, why))
         if len(exc.rows) > 20:
-            errors.add(field, f"… and {len(exc.rows) - 20:,} more.")
+            more = format(len(exc.rows) - 20, ",")
+            errors.add(field, _("… and %(count)s more.", count=more))
     except TemplateRefused as exc:
         errors.add("template_id", str(exc))
     if errors:
-        raise Invalid(errors.fields, "The batch was not created; see fields.")
+        raise Invalid(errors.fields, _("The batch was not created; see fields."))
     return clean
 
 
-HELD = "Held when it was submitted: nothing is sent until it is resumed."
+# A held batch's pause reason (stored in English).
+HELD = _l("Held when it was submitted: nothing is sent until it is resumed.")
 
 
 def submit(user: User, data: dict, rows: Optional[list] = None, *,
@@ -158,14 +174,14 @@ def submit(user: User, data: dict, rows: Optional[list] = None, *,
     A held batch is stored paused and not sent: more rows may be added to it
     (append_rows) until it is resumed, which sends them all."""
     if user.role == Role.VIEWER:
-        raise NotAllowed("Viewers cannot submit batches.")
+        raise NotAllowed(_("Viewers cannot submit batches."))
     clean = validate(data, rows)
     batch = _create(user, clean)
     audit.record("batch_submitted", user=user, target=f"batch:{batch.id}",
                  detail=f"{batch.name} ({batch.total} articles, {batch.provider}, {batch.model})"
                         + (", held" if hold else ""))
     if hold:
-        lifecycle.pause_batch(batch.id, HELD, by="user")
+        lifecycle.pause_batch(batch.id, english(HELD), by="user")
         return Submission(batch)
     return Submission(batch, dispatch(batch.id))
 
@@ -183,33 +199,35 @@ def append_rows(user: User, batch: Batch, records) -> Appended:
     all or none: every row is checked as a new batch's would be, titles against the
     batch's too, and stored in one transaction. They are sent when the batch is resumed."""
     if not can_manage(user, batch):
-        raise NotAllowed("Only the batch's author or an admin can add rows to it.")
+        raise NotAllowed(_("Only the batch's author or an admin can add rows to it."))
     _check_open_for_rows(batch)
     cfg = current_app.config
     most = cfg["IMPORT_MAX_ROWS"]
     cap = cfg["BATCH_MAX_ARTICLES"]  # what the pieces of IMPORT_MAX_ROWS may add up to
     if not isinstance(records, list) or not records:
-        raise Invalid({"rows": ["Send “rows”: a list of at least one object with a title."]})
+        raise Invalid({"rows": [_("Send “rows”: a list of at least one object with a title.")]})
     if len(records) > most:
-        raise Invalid({"rows": [f"{len(records):,} rows given; one request adds at most "
-                                f"{most:,}."]})
+        count, most = format(len(records), ","), format(most, ",")
+        raise Invalid({"rows": [_("%(count)s rows given; one request adds at most %(most)s.",
+                                  count=count, most=most)]})
     # Items that are not objects are named as such, as in an imported JSON file.
     rows, problems = imports.check_records(
         [r if isinstance(r, dict) else {"__invalid__": True} for r in records], 1,
         cfg["MAX_TITLE_LENGTH"])
     if problems:
-        raise Invalid({"rows": [f"Row {n}: {why}." for n, why in problems[:50]]},
-                      "No rows were added; see fields.")
+        raise Invalid({"rows": [_("Row %(number)s: %(why)s.", number=n, why=why)
+                                for n, why in problems[:50]]},
+                      _("No rows were added; see fields."))
     clean = BatchInput(name=batch.name, rows=rows, model=batch.model,
                        target_words=batch.target_words, tone=batch.tone,
                        language=batch.language, instructions=batch.instructions)
     try:
         _prompts(clean, "Row", template=batch.template_text)
     except RowsRefused as exc:
-        raise Invalid({"rows": [f"Row {n}: {why}" for n, why in exc.rows[:20]]},
-                      "No rows were added; see fields.") from exc
+        raise Invalid({"rows": [_named("Row", n, why) for n, why in exc.rows[:20]]},
+                      _("No rows were added; see fields.")) from exc
     except TemplateRefused as exc:  # the batch's stored template: no row could be added
-        raise Conflict(f"The batch's template cannot make prompts: {exc}") from exc
+        raise Conflict(_("The batch's template cannot make prompts: %(why)s", why=exc)) from exc
     batch_id, added = batch.id, len(rows)
     # The guarded UPDATE comes first: it takes the write lock (SQLite) or the batch's row
     # lock (PostgreSQL), so a resume or another append waits for this one, and what is
@@ -222,8 +240,10 @@ def append_rows(user: User, batch: Batch, records) -> Appended:
         db.session.rollback()
         db.session.refresh(batch)
         _check_open_for_rows(batch)
-        raise Invalid({"rows": [f"The batch has {batch.total:,} articles; with {added:,} more "
-                                f"it would pass the most a batch takes, {cap:,}."]})
+        total, more, most = (format(n, ",") for n in (batch.total, added, cap))
+        raise Invalid({"rows": [_("The batch has %(total)s articles; with %(added)s more it "
+                                  "would pass the most a batch takes, %(most)s.",
+                                  total=total, added=more, most=most)]})
     try:
         _refuse_known_titles(batch_id, rows)
     except Invalid:
@@ -231,7 +251,7 @@ def append_rows(user: User, batch: Batch, records) -> Appended:
         raise
     first = (db.session.scalar(select(func.max(Article.position))
                                .where(Article.batch_id == batch_id)) or 0) + 1
-    _insert_articles(batch_id, rows, first)
+    _insert_articles(batch_id, rows, first, language=clean.language)
     audit.record("batch_submitted", user=user, target=f"batch:{batch_id}",
                  detail=f"{added:,} rows added (positions {first:,}–{first + added - 1:,})",
                  commit=False)
@@ -241,27 +261,28 @@ def append_rows(user: User, batch: Batch, records) -> Appended:
 
 def _check_open_for_rows(batch: Batch) -> None:
     if batch.status != B.PAUSED or batch.started_at is not None:
-        raise Conflict("Rows can be added only to a batch that has not started: submit it "
-                       "held (“paused”: true), add the rows, then resume it.")
+        raise Conflict(_("Rows can be added only to a batch that has not started: submit it "
+                         "held (“paused”: true), add the rows, then resume it."))
 
 
 def _refuse_known_titles(batch_id: int, rows: list[Row]) -> None:
     """A title already in the batch is a duplicate, as it is within one submission; the
     batch's titles are read in pieces, so memory does not grow with the batch."""
-    new = {row.title.casefold(): row.number for row in rows}
+    new = {title_key(row.title): row.number for row in rows}
     clashes = []
     titles = db.session.execute(select(Article.position, Article.title)
                                 .where(Article.batch_id == batch_id)
                                 .execution_options(yield_per=2000))
     for position, title in titles:
-        number = new.get(title.casefold())
+        number = new.get(title_key(title))
         if number is not None:
             clashes.append((number, position))
     if clashes:
         clashes.sort()
-        raise Invalid({"rows": [f"Row {n}: duplicate title (same as article {p:,} of the "
-                                f"batch)." for n, p in clashes[:50]]},
-                      "No rows were added; see fields.")
+        raise Invalid({"rows": [_("Row %(number)s: duplicate title (same as article "
+                                  "%(position)s of the batch).", number=n,
+                                  position=format(p, ",")) for n, p in clashes[:50]]},
+                      _("No rows were added; see fields."))
 
 
 def _create(user: User, clean: BatchInput, template_text: Optional[str] = None) -> Batch:
@@ -278,20 +299,24 @@ def _create(user: User, clean: BatchInput, template_text: Optional[str] = None) 
                   total=len(clean.rows), status=B.QUEUED, created_at=now)
     db.session.add(batch)
     db.session.flush()
-    _insert_articles(batch.id, clean.rows, 1, now)
+    _insert_articles(batch.id, clean.rows, 1, now, language=clean.language)
     db.session.commit()
     return batch
 
 
-def _insert_articles(batch_id: int, rows: list[Row], first: int, now=None) -> None:
-    """One multi-row INSERT; each article gets its Celery task id before it is enqueued."""
+def _insert_articles(batch_id: int, rows: list[Row], first: int, now=None, *,
+                     language: str) -> None:
+    """One multi-row INSERT; each article gets its Celery task id before it is enqueued,
+    and the unit its length will be counted in (its row's language, else the batch's
+    `language`), so that its live length shows the right unit from the first word."""
     now = now or utcnow()
     db.session.execute(insert(Article), [
         {"batch_id": batch_id, "position": i, "title": row.title, "status": A.QUEUED,
          "task_id": str(uuid.uuid4()), "created_at": now, "updated_at": now,
          "keywords": row.keywords or None, "notes": row.notes or None,
          "tone": row.tone or None, "language": row.language or None,
-         "target_words": row.words}
+         "target_words": row.words,
+         "length_unit": lengths.unit_for_language(row.language or language)}
         for i, row in enumerate(rows, first)
     ])
 
@@ -306,7 +331,8 @@ def create_copy(user: User, batch: Batch) -> Batch:
     rows = [Row(number=a.position, title=a.title, keywords=a.keywords or "", tone=a.tone or "",
                 words=a.target_words, language=a.language or "", notes=a.notes or "")
             for a in articles]
-    clean = BatchInput(name=f"{batch.name} (copy)"[:200], rows=rows, model=batch.model,
+    clean = BatchInput(name=_("%(name)s (copy)", name=batch.name)[:200], rows=rows,
+                       model=batch.model,
                        target_words=batch.target_words, tone=batch.tone,
                        language=batch.language, instructions=batch.instructions,
                        budget_usd=batch.budget_usd, template_id=batch.template_id,
@@ -333,25 +359,33 @@ class ImportCheck:
     estimate: Optional[pricing.Estimate] = None
     # The person confirmed a checked file, and it still passes: store it.
     confirmed: bool = False
+    # How the file was read, and whether the encoding was a guess to check (see imports).
+    read_as: str = ""
+    unsure: bool = False
 
     @property
     def ok(self) -> bool:
         return self.file_error is None and not self.row_errors and bool(self.rows)
 
 
-def preflight_upload(filename: str, stream, data: dict) -> ImportCheck:
-    """Check an uploaded file; reads at most one byte past the limit."""
+def preflight_upload(filename: str, stream, data: dict, encoding: str = "") -> ImportCheck:
+    """Check an uploaded file, read in `encoding` ("" detects it); reads at most one byte
+    past the limit."""
     limit = current_app.config["IMPORT_MAX_BYTES"]
     raw = stream.read(limit + 1)
     pre = imports.parse_file(filename, raw, max_bytes=limit,
                              max_rows=current_app.config["IMPORT_MAX_ROWS"],
-                             max_title_length=current_app.config["MAX_TITLE_LENGTH"])
+                             max_title_length=current_app.config["MAX_TITLE_LENGTH"],
+                             encoding=encoding)
     return _with_estimate(filename, pre, data)
 
 
 def preflight_text(filename: str, text: str, data: dict) -> ImportCheck:
     """Check an import again when it is confirmed: nothing from the page is trusted."""
-    check = preflight_upload(filename or "import.csv", io.BytesIO(text.encode("utf-8")), data)
+    check = preflight_upload(filename or "import.csv", io.BytesIO(text.encode("utf-8")), data,
+                             "utf-8")
+    # The page sent back text, not the file: how the file was read was said before.
+    check.read_as, check.unsure = "", False
     check.confirmed = check.ok
     return check
 
@@ -362,7 +396,8 @@ def check_import(data: dict, upload=None) -> Optional[ImportCheck]:
     A new file is only checked and shown, nothing is stored; a confirmed one (its text came
     back with the form) is checked again, and `confirmed` if it still passes."""
     if upload is not None and upload.filename:
-        return preflight_upload(upload.filename, upload.stream, data)
+        return preflight_upload(upload.filename, upload.stream, data,
+                                data.get("import_encoding") or "")
     if data.get("import_text"):
         return preflight_text(data.get("import_name", ""), data["import_text"], data)
     return None
@@ -380,7 +415,8 @@ def _with_estimate(filename: str, pre: imports.Preflight, data: dict) -> ImportC
             pre.file_error = str(exc)
     return ImportCheck(filename=filename, rows=pre.rows, file_error=pre.file_error,
                        row_errors=pre.row_errors, missing_columns=pre.missing_columns,
-                       ignored_columns=pre.ignored_columns, text=pre.text, estimate=estimate)
+                       ignored_columns=pre.ignored_columns, text=pre.text, estimate=estimate,
+                       read_as=pre.read_as, unsure=pre.unsure)
 
 
 def economy_availability() -> tuple[bool, str]:
@@ -401,7 +437,7 @@ def estimate_for(data: dict, rows: Optional[list] = None) -> Optional[pricing.Es
 
 def _estimate(data: dict, rows: Optional[list] = None) -> Optional[pricing.Estimate]:
     """As estimate_for; raises TemplateRefused, or RowsRefused naming the rows."""
-    clean, _ = _validate_fields(data, rows)
+    clean = _validate_fields(data, rows)[0]
     if clean is None:
         return None
     prompts = _prompts(clean, _row_label(data, rows))

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Optional
 
 from flask import current_app
+from flask_babel import gettext as _
 from sqlalchemy import select
 
 from ..generation import prompts
@@ -20,8 +21,8 @@ from .imports import LIMITS
 from .users import emails_of
 
 NAME_LENGTH = 100
-# A preview's sample row has a value for each of these.
-VARIABLES = prompts.VARIABLES
+# A preview's sample row has a value for each of these (`unit` follows from its language).
+VARIABLES = prompts.ROW_VARIABLES
 
 
 def active() -> list[PromptTemplate]:
@@ -55,15 +56,25 @@ def can_change(user: User, tpl: PromptTemplate) -> bool:
 
 
 def _require_change(user: User, tpl: PromptTemplate, what: str) -> None:
-    if not can_change(user, tpl):
-        raise NotAllowed(f"Only the template's author or an admin can {what} it; "
-                         "you can use it, or copy it and change the copy.")
+    """`what` the user means to do: "edit", "archive" or "restore"."""
+    if can_change(user, tpl):
+        return
+    if what == "archive":
+        message = _("Only the template's author or an admin can archive it; you can use it, "
+                    "or copy it and change the copy.")
+    elif what == "restore":
+        message = _("Only the template's author or an admin can restore it; you can use it, "
+                    "or copy it and change the copy.")
+    else:
+        message = _("Only the template's author or an admin can edit it; you can use it, or "
+                    "copy it and change the copy.")
+    raise NotAllowed(message)
 
 
 def get(template_id: int) -> PromptTemplate:
     tpl = db.session.get(PromptTemplate, template_id)
     if tpl is None:
-        raise NotFound("No such template.")
+        raise NotFound(_("No such template."))
     return tpl
 
 
@@ -71,11 +82,12 @@ def _check(name: str, body: str, template_id: Optional[int]) -> dict[str, str]:
     problems = {}
     name = name.strip()
     if not name or len(name) > NAME_LENGTH:
-        problems["name"] = f"Give the template a name of 1 to {NAME_LENGTH} characters."
+        problems["name"] = _("Give the template a name of 1 to %(most)s characters.",
+                             most=NAME_LENGTH)
     else:
         clash = db.session.scalar(select(PromptTemplate.id).where(PromptTemplate.name == name))
         if clash is not None and clash != template_id:
-            problems["name"] = f"A template called “{name}” exists already."
+            problems["name"] = _("A template called “%(name)s” exists already.", name=name)
     error = prompts.check(body)
     if error:
         problems["body"] = error
@@ -85,7 +97,7 @@ def _check(name: str, body: str, template_id: Optional[int]) -> dict[str, str]:
 def save(user: User, name: str, body: str, template_id: Optional[int] = None) -> PromptTemplate:
     """Create or edit a template; batches already submitted keep their own copy."""
     if user.role not in (Role.ADMIN, Role.EDITOR):
-        raise NotAllowed("Only editors and admins write templates.")
+        raise NotAllowed(_("Only editors and admins write templates."))
     tpl = None
     if template_id is not None:
         tpl = get(template_id)
@@ -119,7 +131,7 @@ def archive(user: User, template_id: int, archived: bool = True) -> PromptTempla
 def copy_of(template_id: int) -> tuple[str, str]:
     """The name and body a copy starts with: “Copy of X”, made unique, and X's text."""
     tpl = get(template_id)
-    base = f"Copy of {tpl.name}"
+    base = _("Copy of %(name)s", name=tpl.name)
     taken = set(db.session.scalars(select(PromptTemplate.name).where(
         PromptTemplate.name.startswith(base[:NAME_LENGTH], autoescape=True))))
     name, n = base[:NAME_LENGTH], 2
@@ -144,7 +156,8 @@ def form_view(user: User, tpl: Optional[PromptTemplate] = None, name: str = "",
     return {"tpl": tpl, "name": name or (tpl.name if tpl else ""),
             "body": body or (tpl.body if tpl else prompts.DEFAULT_TEMPLATE),
             "can_change": tpl is None or can_change(user, tpl),
-            "variables": prompts.VARIABLES, "filters": prompts.FILTERS,
+            "variables": prompts.VARIABLES, "sample_fields": VARIABLES,
+            "filters": prompts.FILTERS,
             "methods": prompts.METHODS, "budget": prompts.output_budget(),
             "sample": prompts.SAMPLE_ROW}
 
@@ -162,8 +175,10 @@ def preview(body: str, row: Optional[dict] = None) -> str:
     sample = dict(row or prompts.SAMPLE_ROW)
     for name, limit in _sample_limits().items():
         if len(str(sample.get(name) or "")) > limit:
-            raise Invalid({f"sample_{name}": f"The sample {name} may be at most {limit:,} "
-                                              "characters, as in a real row."})
+            most = format(limit, ",")
+            raise Invalid({f"sample_{name}": _("The sample %(name)s may be at most %(most)s "
+                                                "characters, as in a real row.", name=name,
+                                                most=most)})
     words = str(sample.get("words") or "").strip()
     if words.isdigit():
         sample["words"] = int(words)  # a real row's words is a number

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Optional
 
+from flask_babel import gettext as _
 from sqlalchemy import bindparam, select, update
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -30,7 +31,7 @@ def _clean_email(email: str) -> str:
     email = (email or "").strip().lower()
     if "@" not in email or len(email) > 255 or any(c.isspace() for c in email) \
             or email.startswith("@") or email.endswith("@"):
-        raise Invalid({"email": f"“{email}” is not an email address."})
+        raise Invalid({"email": _("“%(email)s” is not an email address.", email=email)})
     return email
 
 
@@ -39,9 +40,10 @@ def create_user(email: str, role: str = Role.EDITOR,
     """Create a user with a password and a first API token; both are returned once."""
     email = _clean_email(email)
     if role not in Role.ALL:
-        raise Invalid({"role": f"Role must be one of: {', '.join(Role.ALL)}."})
+        raise Invalid({"role": _("Role must be one of: %(roles)s.", roles=", ".join(Role.ALL))})
     if db.session.scalar(select(User.id).where(User.email == email)):
-        raise Invalid({"email": f"A user with the email {email} already exists."})
+        raise Invalid({"email": _("A user with the email %(email)s already exists.",
+                                  email=email)})
     password = password or secrets.token_urlsafe(12)
     user = User(email=email, password_hash=generate_password_hash(password), role=role)
     db.session.add(user)
@@ -62,7 +64,7 @@ def issue_token(user: User, name: str) -> str:
 def create_token(user: User, name: str) -> str:
     name = (name or "").strip()
     if not name or len(name) > 100:
-        raise Invalid({"name": "Give the token a name of 1 to 100 characters."})
+        raise Invalid({"name": _("Give the token a name of 1 to 100 characters.")})
     token = issue_token(user, name)
     audit.record("token_created", user=user, target=f"user:{user.id}", detail=name, commit=False)
     db.session.commit()
@@ -77,7 +79,7 @@ def tokens_of(user: User) -> list[ApiToken]:
 def revoke_token(user: User, token_id: int) -> None:
     tok = db.session.get(ApiToken, token_id)
     if tok is None or tok.user_id != user.id:
-        raise NotFound("No such token.")
+        raise NotFound(_("No such token."))
     if tok.revoked_at is None:
         tok.revoked_at = utcnow()
         audit.record("token_revoked", user=user, target=f"user:{user.id}", detail=tok.name,
@@ -103,7 +105,8 @@ def sign_in(email: str, password: str) -> User:
     user = authenticate(email, password)
     if user is None:
         audit.record("sign_in_failed", actor=(email or "").strip().lower()[:255])
-        raise Invalid({"password": "Wrong email or password."}, "Wrong email or password.")
+        wrong = _("Wrong email or password.")
+        raise Invalid({"password": wrong}, wrong)
     return user
 
 
@@ -218,16 +221,16 @@ def all_users() -> list[User]:
 def _get(user_id: int) -> User:
     user = db.session.get(User, user_id)
     if user is None:
-        raise NotFound("No such user.")
+        raise NotFound(_("No such user."))
     return user
 
 
 def set_role(admin: User, user_id: int, role: str) -> User:
     user = _get(user_id)
     if role not in Role.ALL:
-        raise Invalid({"role": f"Role must be one of: {', '.join(Role.ALL)}."})
+        raise Invalid({"role": _("Role must be one of: %(roles)s.", roles=", ".join(Role.ALL))})
     if user.id == admin.id and role != Role.ADMIN:
-        raise Conflict("You cannot take away your own admin role.")
+        raise Conflict(_("You cannot take away your own admin role."))
     if user.role != role:
         audit.record("user_role_changed", target=f"user:{user.id}",
                      detail=f"{user.email}: {user.role} → {role}", commit=False)
@@ -240,7 +243,7 @@ def set_disabled(admin: User, user_id: int, disabled: bool) -> User:
     """A disabled user's session and tokens stop working on their next request."""
     user = _get(user_id)
     if user.id == admin.id and disabled:
-        raise Conflict("You cannot disable your own account.")
+        raise Conflict(_("You cannot disable your own account."))
     if user.is_disabled != disabled:
         user.is_disabled = disabled
         if disabled:

@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
+
+from flask_babel import gettext as _, lazy_gettext as _l, ngettext
 
 from .. import netguard
 from ..models import BatchMode
@@ -12,6 +15,35 @@ TONES = ("neutral", "friendly", "formal", "persuasive", "playful", "authoritativ
 MIN_WORDS, MAX_WORDS = 50, 5000
 MAX_ID = 2**31 - 1  # the largest id PostgreSQL's INTEGER holds
 _MODEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,99}$")
+
+# Separators a list pasted from a Chinese document leaves around a title (the full-width
+# space U+3000 goes with str.strip). "？" and "！" belong to a title and stay; ASCII
+# punctuation stays too, as it always has ("etc.", "Q&A:").
+_EDGE_PUNCTUATION = "，、。；：．｡､"
+# Quotes that wrap a whole title are dropped; 《》 stays: it names a book or a film.
+_WRAPPING_QUOTES = {"“": "”", "‘": "’", "「": "」", "『": "』", "＂": "＂"}
+
+
+def clean_title(raw: str) -> str:
+    """A title without the spaces, stray CJK punctuation and wrapping quotes around it.
+
+    Quotes go only when they wrap all of it: “甲”与“乙” keeps its own."""
+    title = raw
+    while True:
+        before = title
+        title = title.strip().strip(_EDGE_PUNCTUATION).strip()
+        close = _WRAPPING_QUOTES.get(title[:1])
+        if close and len(title) > 2 and title.endswith(close) \
+                and title[0] not in title[1:-1] and close not in title[1:-1]:
+            title = title[1:-1]
+        if title == before:
+            return title
+
+
+def title_key(title: str) -> str:
+    """What makes two titles the same: "ＡＢＣ" is "abc", "１２" is "12", runs of spaces are one."""
+    folded = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", title).casefold())
+    return " ".join(folded.split())
 
 
 @dataclass
@@ -63,54 +95,65 @@ def parse_titles(raw, max_titles: int, max_length: int, errors: Errors) -> list[
     elif isinstance(raw, list) and all(isinstance(t, str) for t in raw):
         lines = raw
     else:
-        errors.add("titles", "Titles must be text, one title a line (or a list of strings).")
+        errors.add("titles", _("Titles must be text, one title a line (or a list of strings)."))
         return []
-    titles: list[tuple[int, str]] = [(n, line.strip()) for n, line in enumerate(lines, 1)
-                                     if line.strip()]
+    cleaned = [(n, clean_title(line)) for n, line in enumerate(lines, 1)]
+    titles: list[tuple[int, str]] = [(n, title) for n, title in cleaned if title]
     if not titles:
-        errors.add("titles", "Enter at least one title.")
+        errors.add("titles", _("Enter at least one title."))
         return []
     if len(titles) > max_titles:
-        errors.add("titles", f"{len(titles)} titles given; a batch takes at most {max_titles}.")
+        errors.add("titles", _("%(count)s titles given; a batch takes at most %(most)s.",
+                               count=len(titles), most=max_titles))
     too_long = [n for n, t in titles if len(t) > max_length]
     if too_long:
-        errors.add("titles", f"Titles may be at most {max_length} characters; too long on "
-                             f"line{'s' if len(too_long) > 1 else ''} {_list(too_long)}.")
+        errors.add("titles", ngettext(
+            "Titles may be at most %(most)s characters; too long on line %(lines)s.",
+            "Titles may be at most %(most)s characters; too long on lines %(lines)s.",
+            len(too_long), most=max_length, lines=_list(too_long)))
     control = [n for n, t in titles if any(ord(c) < 32 for c in t)]
     if control:
-        errors.add("titles", f"Control characters are not allowed (line {_list(control)}).")
+        errors.add("titles", _("Control characters are not allowed (line %(lines)s).",
+                               lines=_list(control)))
     seen: dict[str, int] = {}
     duplicates = []
     for n, title in titles:
-        key = title.casefold()
+        key = title_key(title)
         if key in seen:
-            duplicates.append(f"“{title[:60]}” (lines {seen[key]} and {n})")
+            duplicates.append(_("“%(title)s” (lines %(first)s and %(second)s)",
+                                title=title[:60], first=seen[key], second=n))
         else:
             seen[key] = n
     if duplicates:
-        errors.add("titles", "Duplicate titles: " + "; ".join(duplicates[:10])
-                   + (f"; and {len(duplicates) - 10} more" if len(duplicates) > 10 else "") + ".")
+        shown = "; ".join(duplicates[:10])
+        errors.add("titles", _("Duplicate titles: %(titles)s; and %(count)s more.",
+                               titles=shown, count=len(duplicates) - 10)
+                   if len(duplicates) > 10 else _("Duplicate titles: %(titles)s.", titles=shown))
     return [t for _, t in titles]
 
 
 def _list(numbers: list[int]) -> str:
     shown = ", ".join(str(n) for n in numbers[:10])
-    return shown + (f" and {len(numbers) - 10} more" if len(numbers) > 10 else "")
+    if len(numbers) > 10:
+        return _("%(numbers)s and %(count)s more", numbers=shown, count=len(numbers) - 10)
+    return shown
 
 
-def _text(data: dict, name: str, label: str, errors: Errors, *, required: bool,
+def _text(data: dict, name: str, label, errors: Errors, *, required: bool,
           max_len: int, default: str = "") -> str:
+    """`label` is what the messages call the field (a lazy string, in the page's language)."""
     value = data.get(name, default)
     if value is None:
         value = default
     if not isinstance(value, str):
-        errors.add(name, f"{label} must be text.")
+        errors.add(name, _("%(field)s must be text.", field=label))
         return ""
     value = value.strip()
     if required and not value:
-        errors.add(name, f"{label} is required.")
+        errors.add(name, _("%(field)s is required.", field=label))
     elif len(value) > max_len:
-        errors.add(name, f"{label} may be at most {max_len} characters.")
+        errors.add(name, _("%(field)s may be at most %(most)s characters.", field=label,
+                           most=max_len))
     return value
 
 
@@ -124,18 +167,19 @@ def validate_batch(data: dict, *, default_model: str, allowed_models: list[str],
     `webhook_allowed_hosts` is WEBHOOK_ALLOWED_HOSTS (internal receivers let through).
     """
     errors = Errors()
-    name = _text(data, "name", "Name", errors, required=True, max_len=200)
+    name = _text(data, "name", _l("Name"), errors, required=True, max_len=200)
     if rows is None:
         rows = [Row(number=n, title=t) for n, t in
                 enumerate(parse_titles(data.get("titles", ""), max_titles, max_title_length,
                                        errors), 1)]
     elif not rows:
-        errors.add("rows", "The import has no usable rows.")
-    model = _text(data, "model", "Model", errors, required=False, max_len=100) or default_model
+        errors.add("rows", _("The import has no usable rows."))
+    model = (_text(data, "model", _l("Model"), errors, required=False, max_len=100)
+             or default_model)
     if not _MODEL_RE.match(model):
-        errors.add("model", "Model names use letters, digits and . _ : / @ + - only.")
+        errors.add("model", _("Model names use letters, digits and . _ : / @ + - only."))
     elif allowed_models and model not in allowed_models:
-        errors.add("model", f"Choose one of: {', '.join(allowed_models)}.")
+        errors.add("model", _("Choose one of: %(models)s.", models=", ".join(allowed_models)))
     words_raw = data.get("target_words", 800)
     try:
         if isinstance(words_raw, bool):
@@ -143,16 +187,19 @@ def validate_batch(data: dict, *, default_model: str, allowed_models: list[str],
         target_words = int(str(words_raw).strip()) if str(words_raw).strip() else 800
         if not MIN_WORDS <= target_words <= MAX_WORDS:
             errors.add("target_words",
-                       f"Target length must be between {MIN_WORDS} and {MAX_WORDS} words.")
+                       _("Target length must be between %(least)s and %(most)s words.",
+                         least=MIN_WORDS, most=MAX_WORDS))
     except (TypeError, ValueError):
-        errors.add("target_words", "Target length must be a whole number of words.")
+        errors.add("target_words", _("Target length must be a whole number of words."))
         target_words = 0
-    tone = _text(data, "tone", "Tone", errors, required=False, max_len=50) or "neutral"
+    tone = _text(data, "tone", _l("Tone"), errors, required=False, max_len=50) or "neutral"
     if tone not in TONES:
-        errors.add("tone", f"Tone must be one of: {', '.join(TONES)}.")
-    language = _text(data, "language", "Language", errors, required=False, max_len=50) or "English"
-    instructions = _text(data, "instructions", "Extra instructions", errors, required=False,
-                         max_len=2000)
+        errors.add("tone", _("Tone must be one of: %(tones)s.", tones=", ".join(TONES)))
+    # The default is the articles' language, sent in the prompt: not translated.
+    language = (_text(data, "language", _l("Language"), errors, required=False, max_len=50)
+                or "English")
+    instructions = _text(data, "instructions", _l("Extra instructions"), errors,
+                         required=False, max_len=2000)
     budget = _budget(data.get("budget_usd"), errors)
     webhook_url = _webhook(data.get("webhook_url"), errors, webhook_allowed_hosts)
     template_id = None
@@ -164,11 +211,11 @@ def validate_batch(data: dict, *, default_model: str, allowed_models: list[str],
                 raise ValueError
         except ValueError:
             template_id = None
-            errors.add("template_id", "Choose a template from the list.")
+            errors.add("template_id", _("Choose a template from the list."))
     mode = data.get("mode") or BatchMode.STANDARD
     if mode not in BatchMode.ALL:
-        errors.add("mode", "Mode must be “standard” (written now) or “economy” (the "
-                           "provider's Batch API, within 24 h).")
+        errors.add("mode", _("Mode must be “standard” (written now) or “economy” (the "
+                             "provider's Batch API, within 24 h)."))
     if errors:
         return None, errors
     return BatchInput(name=name, rows=rows, model=model, target_words=target_words,
@@ -185,7 +232,7 @@ def _webhook(raw, errors: Errors, allowed_hosts: str = "") -> str | None:
     if raw is None or (isinstance(raw, str) and not raw.strip()):
         return None
     if not isinstance(raw, str):
-        errors.add("webhook_url", "The webhook URL must be text.")
+        errors.add("webhook_url", _("The webhook URL must be text."))
         return None
     url = raw.strip()
     try:
@@ -195,13 +242,13 @@ def _webhook(raw, errors: Errors, allowed_hosts: str = "") -> str | None:
         parts = None
     if parts is None or parts.scheme not in ("http", "https") or not parts.hostname \
             or len(url) > 500 or any(c.isspace() or ord(c) < 32 for c in url):
-        errors.add("webhook_url", "The webhook URL must be an http:// or https:// address of "
-                                  "at most 500 characters.")
+        errors.add("webhook_url", _("The webhook URL must be an http:// or https:// address "
+                                    "of at most 500 characters."))
         return None
     if local:
-        errors.add("webhook_url", "The webhook URL points at a private or local address; "
-                                  "use a public address, or ask an administrator to allow "
-                                  "an internal receiver (WEBHOOK_ALLOWED_HOSTS).")
+        errors.add("webhook_url", _("The webhook URL points at a private or local address; "
+                                    "use a public address, or ask an administrator to allow "
+                                    "an internal receiver (WEBHOOK_ALLOWED_HOSTS)."))
         return None
     return url
 
@@ -218,10 +265,11 @@ def _budget(raw, errors: Errors) -> float | None:
             raise ValueError
         value = float(str(raw).strip().lstrip("$"))
     except ValueError:
-        errors.add("budget_usd", "Budget must be an amount in US dollars, like 2.50.")
+        errors.add("budget_usd", _("Budget must be an amount in US dollars, like 2.50."))
         return None
     if not 0 < value <= MAX_BUDGET or value != value:
-        errors.add("budget_usd",
-                   f"Budget must be more than 0 and at most {MAX_BUDGET:,.0f} dollars.")
+        most = format(MAX_BUDGET, ",.0f")
+        errors.add("budget_usd", _("Budget must be more than 0 and at most %(most)s dollars.",
+                                   most=most))
         return None
     return value
