@@ -43,7 +43,9 @@ migrate: ## apply database migrations (flask db upgrade)
 
 messages: ## extract the interface's strings and merge them into every language's catalog
 	$(SETUP) venv
+	@# --ignore-dirs: by default Babel skips folders that start with _ (templates/_partials).
 	$(VENV)/bin/pybabel extract -F webapp/translations/babel.cfg -k _l -k lazy_gettext \
+		--ignore-dirs '.*' \
 		-k lazy_ngettext:1,2 --no-location --sort-output -o webapp/translations/messages.pot .
 	$(VENV)/bin/pybabel update -i webapp/translations/messages.pot -d webapp/translations \
 		--no-fuzzy-matching --ignore-obsolete

@@ -95,6 +95,8 @@ EXPECTATIONS: dict[tuple[str, str], frozenset] = {
     ("api.create_batch", "POST"): WRITER,
     ("api.get_batch", "GET"): SIGNED_IN,
     ("api.get_article", "GET"): SIGNED_IN,
+    # Like the page's Approve/Reject (articles.article_review): any editor, not viewers.
+    ("api.review_article", "POST"): WRITER,
     ("api.cancel_batch", "POST"): OWNER,
     ("api.pause_batch", "POST"): OWNER,
     ("api.resume_batch", "POST"): OWNER,

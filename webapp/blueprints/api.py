@@ -9,8 +9,8 @@ from flask import (Blueprint, Response, g, jsonify, request, stream_with_context
                    url_for)
 
 from ..extensions import db
-from ..models import Article, Batch
-from ..services import control, progress, submission, users
+from ..models import Article, ArticleStatus as A, Batch, ReviewStatus as R, User
+from ..services import control, progress, review, submission, users
 from ..services.errors import (Conflict, Invalid, NotAllowed, NotFound, ServiceError,
                                Unavailable)
 
@@ -101,7 +101,26 @@ def _article_item(r) -> dict:
     return {"id": r.id, "position": r.position, "title": r.title, "status": r.status,
             "words": r.words, **_length(r.words, r.length_unit), "error": r.error,
             "note": r.note, "review_flag": r.review_flag,
+            **_review(r.status, r.review_status, r.review_reason, r.reviewer_email,
+                      r.reviewed_at),
             "url": url_for("api.get_article", article_id=r.id)}
+
+
+def _review(status: str, review_status, reason, reviewer_email, reviewed_at) -> dict:
+    """An article's review as the API tells it: null while the article is not written (there
+    is nothing to review), "pending" until someone decides, then "approved" or "rejected".
+    The reason, reviewer and time belong to a decision that stands: null otherwise, even where
+    an earlier decision's are still stored (a restored version is reviewed again)."""
+    if status != A.SUCCEEDED:
+        verdict = None
+    elif review_status in (R.APPROVED, R.REJECTED):
+        verdict = review_status
+    else:
+        verdict = "pending"
+    decided = verdict in (R.APPROVED, R.REJECTED)
+    return {"review": verdict, "review_reason": reason if decided else None,
+            "reviewed_by": reviewer_email if decided else None,
+            "reviewed_at": reviewed_at.isoformat() + "Z" if decided and reviewed_at else None}
 
 
 def _length(count: int, unit) -> dict:
@@ -223,14 +242,47 @@ def resume_batch(batch_id: int):
     return _accepted(batch_id)
 
 
+def _article(article_id: int) -> Article:
+    article = db.session.get(Article, article_id)
+    if article is None:
+        raise NotFound(f"No article {article_id}.")
+    return article
+
+
 @bp.get("/articles/<int:article_id>")
 @token_required
 def get_article(article_id: int):
     """One article with its Markdown body."""
-    article = db.session.get(Article, article_id)
-    if article is None:
-        raise NotFound(f"No article {article_id}.")
-    return jsonify({
+    return jsonify(_article_json(_article(article_id)))
+
+
+# The API's words for a review decision, and the service's codes for them.
+DECISIONS = {"approve": R.APPROVED, "reject": R.REJECTED}
+
+
+@bp.post("/articles/<int:article_id>/review")
+@token_required
+def review_article(article_id: int):
+    """Approve or reject a written article: {"decision": "approve" or "reject", "reason"}
+    (a rejection needs a reason). Answers with the article."""
+    article = _article(article_id)
+    data = _json_object()
+    reason = data.get("reason")
+    if reason is not None and not isinstance(reason, str):
+        raise ApiError(400, "invalid", "“reason” must be a string.",
+                       {"reason": ["Must be a string."]})
+    # Any other decision goes to the service as none, which refuses it naming `decision`
+    # after its own checks (who may review, whether the article is written).
+    decision = data.get("decision")
+    review.decide(g.api_user, article,
+                  DECISIONS.get(decision, "") if isinstance(decision, str) else "", reason or "")
+    db.session.expire_all()
+    return jsonify(_article_json(_article(article_id)))
+
+
+def _article_json(article: Article) -> dict:
+    reviewer = db.session.get(User, article.reviewed_by) if article.reviewed_by else None
+    return {
         "id": article.id, "batch_id": article.batch_id, "position": article.position,
         "title": article.title, "status": article.status, "words": article.words,
         **_length(article.words, article.length_unit),
@@ -240,4 +292,6 @@ def get_article(article_id: int):
         "cost_usd": article.cost_usd, "review_flag": article.review_flag,
         "started_at": article.started_at.isoformat() + "Z" if article.started_at else None,
         "finished_at": article.finished_at.isoformat() + "Z" if article.finished_at else None,
-    })
+        **_review(article.status, article.review_status, article.review_reason,
+                  reviewer.email if reviewer else None, article.reviewed_at),
+    }

@@ -362,8 +362,15 @@ def page_range(total: int, page: int) -> tuple[int, int, int, int]:
     return page, pages, first, first + ARTICLES_PER_PAGE - 1
 
 
+# Beside each row outside the poll (the batch page, the API, the CLI): its review, and the
+# reviewer's email. Not in the poll's UNION, which stays a plain index range per half.
+_REVIEW_COLUMNS = (Article.review_status, Article.review_reason, Article.reviewed_at,
+                   User.email.label("reviewer_email"))
+
+
 def _rows(*where):
-    return db.session.execute(select(*_ROW_COLUMNS).where(*where)
+    return db.session.execute(select(*_ROW_COLUMNS, *_REVIEW_COLUMNS).select_from(Article)
+                              .outerjoin(User, User.id == Article.reviewed_by).where(*where)
                               .order_by(Article.position)).all()
 
 
