@@ -290,6 +290,12 @@ cmd_chromium() {
         [ -x /usr/bin/chromium ] || die "/usr/bin/chromium still missing after installing chromium"
     fi
     say "chromium present ($(/usr/bin/chromium --version 2>/dev/null | head -n 1 || echo 'version unknown'))"
+    # The browser suite reads and photographs pages in Chinese: without a CJK font every
+    # character would be drawn as an empty box.
+    if ! fc-list :lang=zh 2>/dev/null | grep -q .; then
+        say "no Chinese font found"
+        apt_install fonts-wqy-microhei
+    fi
 }
 
 cmd_wrk() {

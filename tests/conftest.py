@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import redis
 import sqlalchemy
-from sqlalchemy import delete
+from sqlalchemy import delete, update
 
 from tests.fakeai import FakeAI
 from tests.helpers import login, wait_until
@@ -217,7 +217,8 @@ def reset_state(app, worker, redis_client, fake_server) -> None:
     Redis is not flushed: Celery's `_kombu.binding.*` keys must stay.
     """
     from webapp.extensions import db
-    from webapp.models import Article, ArticleVersion, Batch, ProviderBatch, WebhookDelivery
+    from webapp.models import (Article, ArticleVersion, Batch, ProviderBatch, User,
+                               WebhookDelivery)
 
     # Leftovers (a failed test's batch) run fast and fault-free from now on.
     fake_server.reset(restore_settings=True)
@@ -232,6 +233,8 @@ def reset_state(app, worker, redis_client, fake_server) -> None:
         db.session.execute(delete(ProviderBatch))
         db.session.execute(delete(Article))
         db.session.execute(delete(Batch))
+        # A test that chose a language for an account leaves the others in English.
+        db.session.execute(update(User).values(ui_language=None))
         db.session.commit()
     for pattern in ("pressroom:*", "celery-task-meta-*"):
         keys = list(redis_client.scan_iter(match=pattern, count=1000))

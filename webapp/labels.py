@@ -100,8 +100,15 @@ VERSION = {
 }
 _RESTORED = "restored v"
 
+# Which provider wrote a batch: "offline", "openai" or "openai-compatible (<host>)".
+PROVIDER = {
+    "offline": _l("offline (placeholder articles)"),
+    "openai": "OpenAI",
+}
+_COMPATIBLE = "openai-compatible ("
+
 KINDS = {"status": STATUS, "role": ROLE, "mode": MODE, "flag": FLAG, "review": REVIEW,
-         "audit": AUDIT, "tone": TONE, "version": VERSION}
+         "audit": AUDIT, "tone": TONE, "version": VERSION, "provider": PROVIDER}
 
 
 def label(kind: str, code) -> str:
@@ -114,6 +121,8 @@ def label(kind: str, code) -> str:
         return str(found)
     if kind == "version" and code.startswith(_RESTORED):
         return _("restored v%(number)s", number=code[len(_RESTORED):])
+    if kind == "provider" and code.startswith(_COMPATIBLE) and code.endswith(")"):
+        return _("OpenAI-compatible server %(host)s", host=code[len(_COMPATIBLE):-1])
     return code
 
 

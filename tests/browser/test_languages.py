@@ -68,11 +68,11 @@ def test_a_taipei_editor_signs_in_and_submits_in_traditional_chinese(
     page.get_by_role("button", name=sign_in_words).click()
     expect(page).to_have_url(re.compile(r"/$"))
     expect(page.get_by_role("navigation").get_by_role(
-        "link", name=t(app, zh, "Batches"))).to_be_visible()
+        "link", name=t(app, zh, "Batches"), exact=True)).to_be_visible()
 
     # The new-batch form, in Chinese from its labels to its button.
     fake.latency, fake.chunks = 0.6, 10
-    page.get_by_role("navigation").get_by_role("link", name=t(app, zh, "New batch")).click()
+    page.get_by_role("navigation").get_by_role("link", name=t(app, zh, "New batch"), exact=True).click()
     expect(page.locator("html")).to_have_attribute("lang", "zh-Hant")
     page.fill("#name", "臺北特輯")
     page.fill("#titles", "\n".join(TITLES))
