@@ -80,14 +80,19 @@ def test_many_duplicates_are_summarised():
 
 
 @pytest.mark.parametrize("words, message", [
-    ("lots", "Target length must be a whole number of words."),
-    ("8.5", "Target length must be a whole number of words."),
-    (True, "Target length must be a whole number of words."),
+    ("lots", "Target length must be a whole number."),
+    ("8.5", "Target length must be a whole number."),
+    (True, "Target length must be a whole number."),
     ("49", "Target length must be between 50 and 5000 words."),
     (5001, "Target length must be between 50 and 5000 words."),
 ])
 def test_a_bad_target_length(words, message):
     assert refused({"target_words": words}) == {"target_words": [message]}
+
+
+def test_a_chinese_batch_counts_its_target_in_characters():
+    assert refused({"target_words": "20000", "language": "繁體中文"}) == {
+        "target_words": ["Target length must be between 50 and 5000 characters."]}
 
 
 def test_a_target_length_is_read_from_text_and_blank_means_the_default():

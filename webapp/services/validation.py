@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 from flask_babel import gettext as _, lazy_gettext as _l, ngettext
 
 from .. import netguard
+from ..generation.lengths import CHARACTERS, unit_for_language
 from ..models import BatchMode
 
 TONES = ("neutral", "friendly", "formal", "persuasive", "playful", "authoritative")
@@ -186,11 +187,16 @@ def validate_batch(data: dict, *, default_model: str, allowed_models: list[str],
             raise ValueError
         target_words = int(str(words_raw).strip()) if str(words_raw).strip() else 800
         if not MIN_WORDS <= target_words <= MAX_WORDS:
-            errors.add("target_words",
-                       _("Target length must be between %(least)s and %(most)s words.",
-                         least=MIN_WORDS, most=MAX_WORDS))
+            # The same numbers for either unit: the batch's language says which it is.
+            if unit_for_language(str(data.get("language") or "")) == CHARACTERS:
+                message = _("Target length must be between %(least)s and %(most)s characters.",
+                            least=MIN_WORDS, most=MAX_WORDS)
+            else:
+                message = _("Target length must be between %(least)s and %(most)s words.",
+                            least=MIN_WORDS, most=MAX_WORDS)
+            errors.add("target_words", message)
     except (TypeError, ValueError):
-        errors.add("target_words", _("Target length must be a whole number of words."))
+        errors.add("target_words", _("Target length must be a whole number."))
         target_words = 0
     tone = _text(data, "tone", _l("Tone"), errors, required=False, max_len=50) or "neutral"
     if tone not in TONES:
