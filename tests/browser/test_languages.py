@@ -72,7 +72,8 @@ def test_a_taipei_editor_signs_in_and_submits_in_traditional_chinese(
 
     # The new-batch form, in Chinese from its labels to its button.
     fake.latency, fake.chunks = 0.6, 10
-    page.get_by_role("navigation").get_by_role("link", name=t(app, zh, "New batch"), exact=True).click()
+    nav = page.get_by_role("navigation")
+    nav.get_by_role("link", name=t(app, zh, "New batch"), exact=True).click()
     expect(page.locator("html")).to_have_attribute("lang", "zh-Hant")
     page.fill("#name", "臺北特輯")
     page.fill("#titles", "\n".join(TITLES))
