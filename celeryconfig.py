@@ -38,8 +38,10 @@ result_expires = _num("CELERY_RESULT_EXPIRES", 24 * 3600, int)
 task_default_queue = "celery"
 # Webhook deliveries have their own small worker (Procfile `webhooks`): a slow receiver
 # then holds one of its threads, never a generation thread.
+# Bulk actions are quick database work, like the housekeeping tasks: the default queue.
 task_routes = {"webapp.tasks.generate_article": {"queue": "generation"},
-               "webapp.webhooks.deliver": {"queue": "webhooks"}}
+               "webapp.webhooks.deliver": {"queue": "webhooks"},
+               "webapp.bulk.run": {"queue": "celery"}}
 
 # Threads suit this I/O-bound work: dozens of streams at once in one process.
 worker_pool = "threads"

@@ -217,8 +217,8 @@ def reset_state(app, worker, redis_client, fake_server) -> None:
     Redis is not flushed: Celery's `_kombu.binding.*` keys must stay.
     """
     from webapp.extensions import db
-    from webapp.models import (Article, ArticleVersion, Batch, ProviderBatch, User,
-                               WebhookDelivery)
+    from webapp.models import (Article, ArticleVersion, Batch, BulkAction, BulkActionItem,
+                               ProviderBatch, User, WebhookDelivery)
 
     # Leftovers (a failed test's batch) run fast and fault-free from now on.
     fake_server.reset(restore_settings=True)
@@ -230,11 +230,14 @@ def reset_state(app, worker, redis_client, fake_server) -> None:
         # and PostgreSQL (like SQLite with foreign_keys=ON) refuses to orphan them.
         db.session.execute(delete(ArticleVersion))
         db.session.execute(delete(WebhookDelivery))
+        db.session.execute(delete(BulkActionItem))
+        db.session.execute(delete(BulkAction))
         db.session.execute(delete(ProviderBatch))
         db.session.execute(delete(Article))
         db.session.execute(delete(Batch))
-        # A test that chose a language for an account leaves the others in English.
-        db.session.execute(update(User).values(ui_language=None))
+        # A test that chose a language or a theme for an account leaves the others in English,
+        # following the system's theme.
+        db.session.execute(update(User).values(ui_language=None, theme=None))
         db.session.commit()
     for pattern in ("pressroom:*", "celery-task-meta-*"):
         keys = list(redis_client.scan_iter(match=pattern, count=1000))

@@ -41,18 +41,29 @@ EXPECTATIONS: dict[tuple[str, str], frozenset] = {
     ("auth.login", "GET"): PUBLIC,
     ("auth.login", "POST"): PUBLIC,
     ("auth.logout", "POST"): SIGNED_IN,
+    # The header's theme switch, on the sign-in page too (a cookie when signed out).
+    ("account.set_theme", "POST"): PUBLIC,
     # Reading is for everyone signed in.
     ("batches.dashboard", "GET"): SIGNED_IN,
     ("batches.batch_table", "GET"): SIGNED_IN,
     ("batches.batch_detail", "GET"): SIGNED_IN,
     ("batches.batch_progress", "GET"): SIGNED_IN,
+    ("batches.batch_charts", "GET"): SIGNED_IN,
     ("articles.article_detail", "GET"): SIGNED_IN,
     ("articles.article_live", "GET"): SIGNED_IN,
     ("templates.template_list", "GET"): SIGNED_IN,
     ("articles.version_show", "GET"): SIGNED_IN,
+    # The review queue: everyone signed in reads it (viewers without the decisions).
+    ("review.queue", "GET"): SIGNED_IN,
+    ("review.queue_list", "GET"): SIGNED_IN,
+    ("review.pane", "GET"): SIGNED_IN,
     ("account.tokens", "GET"): SIGNED_IN,
     ("account.create_token", "POST"): SIGNED_IN,
     ("account.revoke_token", "POST"): SELF,
+    # Saved views: anyone signed in keeps their own (viewers too: a view only reads); each
+    # is private, so another person, admins included, finds nothing to delete.
+    ("views.save_view", "POST"): SIGNED_IN,
+    ("views.delete_view", "POST"): SELF,
     # Writing.
     ("batches.new_batch", "GET"): WRITER,
     ("batches.new_batch", "POST"): WRITER,
@@ -65,6 +76,8 @@ EXPECTATIONS: dict[tuple[str, str], frozenset] = {
     ("templates.template_archive", "POST"): OWNER,
     ("templates.template_preview", "POST"): WRITER,
     ("articles.article_review", "POST"): WRITER,
+    # The queue's Approve / Reject: the same decision as the article page's.
+    ("review.decide", "POST"): WRITER,
     ("articles.article_edit", "GET"): WRITER,
     ("articles.article_edit", "POST"): WRITER,
     ("articles.version_restore", "POST"): WRITER,
@@ -80,6 +93,13 @@ EXPECTATIONS: dict[tuple[str, str], frozenset] = {
     ("batches.retry_dispatch", "POST"): OWNER,
     ("articles.cancel_article", "POST"): OWNER,
     ("batches.batch_export", "GET"): OWNER,
+    # Bulk actions: any writer asks and confirms (each item is then checked as its single
+    # action is: reviews by any editor, the rest by the batch's author or an admin); a
+    # bulk action's page and progress are its author's and admins'.
+    ("bulk.bulk_preview", "POST"): WRITER,
+    ("bulk.bulk_run", "POST"): WRITER,
+    ("bulk.bulk_show", "GET"): OWNER,
+    ("bulk.bulk_progress", "GET"): OWNER,
     # Administration.
     ("admin.user_list", "GET"): ADMIN,
     ("admin.create_user", "POST"): ADMIN,
@@ -91,6 +111,7 @@ EXPECTATIONS: dict[tuple[str, str], frozenset] = {
     ("admin.audit_log", "GET"): ADMIN,
     ("admin.system_page", "GET"): ADMIN,
     ("admin.system_panel", "GET"): ADMIN,
+    ("admin.system_charts", "GET"): ADMIN,
     # The JSON API: bearer tokens, same roles.
     ("api.create_batch", "POST"): WRITER,
     ("api.get_batch", "GET"): SIGNED_IN,
@@ -133,7 +154,7 @@ def _build(rule, values: dict) -> str:
 def world(app, clean_login_limits):
     """Five people and real objects: the owner's finished batch (with versions), a template,
     the owner's spare token, and a user for the admin pages to act on."""
-    from webapp.services import templates, users
+    from webapp.services import bulk, bulk_actions, saved_views, templates, users
 
     people = {role: make_account(app, Role.EDITOR if role in ("editor", "owner") else role,
                                  f"crawl-{role}")
@@ -160,9 +181,14 @@ def world(app, clean_login_limits):
             ApiToken.user_id == owner.id, ApiToken.name == "crawl target"))
         template = templates.save(owner, f"Crawler template {victim.id}",
                                   templates.prompts.DEFAULT_TEMPLATE)
+        view = saved_views.save(owner, "dashboard", f"Crawler view {victim.id}",
+                                "status=succeeded")
+        approved = bulk_actions.start(owner, bulk.plan(owner, bulk.Selection(
+            "batches", "approve", False, [batch_id], "")))
         ids = {"batch_id": batch_id, "article_id": articles[0].id, "version_id": version.id,
                "template_id": template.id, "token_id": token_id, "user_id": victim.id,
-               "other_version_id": other_version.id}
+               "other_version_id": other_version.id, "view_id": view.id,
+               "bulk_id": approved.id}
     return {"people": people, "clients": clients, "ids": ids}
 
 

@@ -189,6 +189,9 @@ class IdConverter(IntegerConverter):
 def register_blueprints(app: Flask) -> None:
     # One file per first segment of the URL: /batches → batches.py, /articles → articles.py.
     from .blueprints import account, admin, api, articles, auth, batches, errors, ops, templates
+    from .blueprints import views
+    from .blueprints import review
+    from .blueprints import bulk
 
     # Before any rule is added: `<int:...>` in every blueprint uses the bounded converter.
     app.url_map.converters["int"] = IdConverter
@@ -200,6 +203,9 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(batches.bp)
     app.register_blueprint(articles.bp)
     app.register_blueprint(templates.bp)
+    app.register_blueprint(views.bp)
+    app.register_blueprint(review.bp)
+    app.register_blueprint(bulk.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(errors.bp)  # how pages answer the services' errors
     csrf.exempt(api.bp)  # bearer tokens, never cookies: no cross-site forgery possible
@@ -358,7 +364,7 @@ def register_template_helpers(app: Flask) -> None:
 
     from flask_babel import get_locale
 
-    from . import i18n
+    from . import i18n, theme
     from .labels import label, stored
     from .rendering import render_markdown
     from .services.users import permissions
@@ -382,5 +388,7 @@ def register_template_helpers(app: Flask) -> None:
     app.jinja_env.globals["html_lang"] = lambda: i18n.tag_of(get_locale())
     app.jinja_env.globals["languages"] = [(tag, name) for tag, name in i18n.LANGUAGES.values()]
     app.jinja_env.globals["language_url"] = i18n.language_url
+    app.jinja_env.globals["page_theme"] = theme.page_theme
+    app.jinja_env.globals["theme_switch"] = theme.switch_state
     app.jinja_env.globals["label"] = label
     app.jinja_env.globals["role_label"] = lambda code: label("role", code)

@@ -101,7 +101,14 @@ def load_config(instance_path: str) -> dict:
         "OFFLINE_BATCH_STAGE_SECONDS": _float("OFFLINE_BATCH_STAGE_SECONDS", 3.0),
         "OFFLINE_BATCH_SECONDS_PER_REQUEST": _float("OFFLINE_BATCH_SECONDS_PER_REQUEST", 0.3),
         "POLL_INTERVAL": _float("POLL_INTERVAL", 1.0),
+        # Bulk actions (dashboard, review queue): up to this many items run in the request,
+        # more on a worker with a progress bar; at most BULK_MAX_ITEMS at once.
+        "BULK_SYNC_LIMIT": _int("BULK_SYNC_LIMIT", 50),
+        "BULK_MAX_ITEMS": _int("BULK_MAX_ITEMS", 20_000),
         "BATCHES_PER_PAGE": _int("BATCHES_PER_PAGE", 20),
+        # The review queue's list: a decision refills it from the next page, so an editor
+        # reviews page after page without loading one.
+        "REVIEW_PER_PAGE": _int("REVIEW_PER_PAGE", 50),
         "MAX_TITLES": 1000,
         # Imports (CSV or JSON) may be larger than what one types into the form.
         "IMPORT_MAX_ROWS": _int("IMPORT_MAX_ROWS", 10_000),

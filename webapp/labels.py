@@ -66,6 +66,12 @@ AUDIT = {
     "batch_paused": _l("batch paused"),
     "batch_resumed": _l("batch resumed"),
     "batch_submitted": _l("batch submitted"),
+    "bulk_approved": _l("approved in bulk"),
+    "bulk_cancelled": _l("cancelled in bulk"),
+    "bulk_exported": _l("exported in bulk"),
+    "bulk_regenerated": _l("written again in bulk"),
+    "bulk_rejected": _l("rejected in bulk"),
+    "bulk_retried": _l("failed articles retried in bulk"),
     "password_reset": _l("password reset"),
     "sign_in": _l("signed in"),
     "sign_in_failed": _l("sign-in failed"),
@@ -107,8 +113,15 @@ PROVIDER = {
 }
 _COMPATIBLE = "openai-compatible ("
 
+# The pages whose filters a person can save as a view (services/saved_views.py).
+PAGE = {
+    "dashboard": _l("Batches"),
+    "review": _l("Review queue"),
+}
+
 KINDS = {"status": STATUS, "role": ROLE, "mode": MODE, "flag": FLAG, "review": REVIEW,
-         "audit": AUDIT, "tone": TONE, "version": VERSION, "provider": PROVIDER}
+         "audit": AUDIT, "tone": TONE, "version": VERSION, "provider": PROVIDER,
+         "page": PAGE}
 
 
 def label(kind: str, code) -> str:

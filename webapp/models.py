@@ -92,6 +92,9 @@ class User(UserMixin, db.Model):
     # The interface language the person last chose (a Babel locale: en, zh_Hans, zh_Hant);
     # None: the browser's cookie or Accept-Language decides.
     ui_language: Mapped[Optional[str]] = mapped_column(String(16))
+    # "light" or "dark" as the person chose in the header; None: the system's setting
+    # (prefers-color-scheme) decides.
+    theme: Mapped[Optional[str]] = mapped_column(String(8))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     tokens: Mapped[list["ApiToken"]] = relationship(back_populates="user")
@@ -255,6 +258,10 @@ class Article(db.Model):
         # Covers the progress poll's SUM(cost_usd) and COUNT(review_flag) per batch, which
         # would otherwise read every row of the batch on every poll.
         Index("ix_articles_batch_cost_flag", "batch_id", "cost_usd", "review_flag"),
+        # The review queue and the nav's count of articles awaiting review: review_status
+        # leads, so "needs_review OR NULL" is two seeks (services/review_queue.py).
+        Index("ix_articles_review_queue", "review_status", "status", "review_flag",
+              "finished_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -407,3 +414,88 @@ class Installation(db.Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     key: Mapped[str] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class SavedView(db.Model):
+    """A person's named filter of the dashboard or the review queue, linked from the nav.
+    Private: only its user sees, follows or deletes it (services/saved_views.py)."""
+
+    __tablename__ = "saved_views"
+    # Also the index of the nav's one query per page (user_id leads).
+    __table_args__ = (UniqueConstraint("user_id", "page", "name",
+                                       name="uq_saved_views_user_page_name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    name: Mapped[str] = mapped_column(String(80))
+    # "dashboard" or "review": which page the filter belongs to.
+    page: Mapped[str] = mapped_column(String(16))
+    # The page's filters as a query string, normalised (only that page's filter keys, in a
+    # fixed order): what follows the "?" of the page's address.
+    query: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class BulkActionState:
+    """Where a bulk action is (named `state`: `status` is the articles' and batches')."""
+    RUNNING = "running"
+    FINISHED = "finished"
+    # The queue could not take it: nothing was done (see BulkAction.error).
+    FAILED = "failed"
+
+    ALL = (RUNNING, FINISHED, FAILED)
+
+
+class BulkAction(db.Model):
+    """One action on many rows at once (planned by services/bulk.py, run by
+    services/bulk_actions.py): what was confirmed, by whom, on which filter, and how far it
+    got. Its items are the ids frozen when it was confirmed, so the count confirmed is the
+    count acted on."""
+
+    __tablename__ = "bulk_actions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    # Kept as text too, as in the audit log: the history still says who it was.
+    actor: Mapped[str] = mapped_column(String(255), default="")
+    # "batches" (the dashboard) or "articles" (the review queue): what a selected row is.
+    scope: Mapped[str] = mapped_column(String(16))
+    # approve, reject, regenerate, retry, cancel (export is a download, not stored here).
+    action: Mapped[str] = mapped_column(String(16))
+    # The selection as text, in English: the filter's terms, or the rows picked.
+    filter_text: Mapped[str] = mapped_column(Text, default="")
+    reason: Mapped[Optional[str]] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16), default=BulkActionState.RUNNING)
+    # Items to act on, those done, those skipped when it ran; `skipped_detail` is JSON
+    # {why: count}, with what was left out when it was confirmed (someone else's batches).
+    total: Mapped[int] = mapped_column(default=0)
+    done: Mapped[int] = mapped_column(default=0)
+    skipped: Mapped[int] = mapped_column(default=0)
+    skipped_detail: Mapped[str] = mapped_column(Text, default="{}")
+    error: Mapped[Optional[str]] = mapped_column(Text)
+    # A SHA-256 of the confirmation it came from: confirming twice (a double click, the
+    # back button) shows the first run instead of starting a second.
+    confirm_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[Optional[datetime]]
+
+    @property
+    def is_over(self) -> bool:
+        return self.state != BulkActionState.RUNNING
+
+
+class BulkActionItem(db.Model):
+    """One frozen item of a bulk action: an article (with its batch), or a whole batch
+    (article_id NULL, for cancel). `outcome` is NULL until it ran: "done", or why it was
+    skipped; an article's history lists the bulk actions done to it or to its batch."""
+
+    __tablename__ = "bulk_action_items"
+    __table_args__ = (Index("ix_bulk_action_items_action_outcome", "bulk_action_id",
+                            "outcome"),
+                      Index("ix_bulk_action_items_batch", "batch_id", "article_id"))
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    bulk_action_id: Mapped[int] = mapped_column(ForeignKey("bulk_actions.id"))
+    article_id: Mapped[Optional[int]] = mapped_column(ForeignKey("articles.id"), index=True)
+    batch_id: Mapped[int] = mapped_column(ForeignKey("batches.id"))
+    outcome: Mapped[Optional[str]] = mapped_column(String(32))

@@ -8,7 +8,7 @@
   "use strict";
   var RESUME = "pressroom:poll";
   var backoff = 0;
-  var retryTimer = null;
+  var retryTimers = new Map();
   var pausedWhileHidden = new Set();
 
   function isPoll(elt) {
@@ -43,10 +43,13 @@
     // The words come from the page, in its language.
     var words = document.body.getAttribute("data-connection-lost") || "";
     banner(words.replace("{seconds}", backoff));
-    clearTimeout(retryTimer);
-    retryTimer = setTimeout(function () {
+    // One timer per poll element: a page with two polls (progress and charts) must retry
+    // both, not only the one that failed last.
+    clearTimeout(retryTimers.get(elt));
+    retryTimers.set(elt, setTimeout(function () {
+      retryTimers.delete(elt);
       if (document.body.contains(elt)) htmx.trigger(elt, RESUME);
-    }, backoff * 1000);
+    }, backoff * 1000));
   }
 
   document.addEventListener("htmx:sendError", function (evt) {

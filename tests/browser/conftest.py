@@ -49,6 +49,7 @@ SERVER_START_TIMEOUT = 60.0
 # An editor of the browser suite's own, made through the service layer (as `flask users
 # create` does), so that its failed sign-in never counts against conftest's accounts.
 BROWSER_EDITOR = ("browser-editor@example.test", "browser-editor-password-1")
+BULK_SYNC_LIMIT = 8
 
 
 def _skip_reason() -> str | None:
@@ -156,6 +157,9 @@ def server_env(database_url: str, redis_url: str, fake_url: str) -> dict:
         "SECRET_KEY": SECRET_KEY,
         "POLL_INTERVAL": str(POLL_INTERVAL),
         "PYTHONUNBUFFERED": "1",
+        # Bulk actions on more items than this run on the worker, with a progress bar
+        # (tests/browser/test_bulk.py shows both ways).
+        "BULK_SYNC_LIMIT": str(BULK_SYNC_LIMIT),
     })
     return env
 

@@ -1,20 +1,27 @@
-"""A user's own account: API tokens."""
+"""A user's own account: API tokens, the colour theme."""
 from __future__ import annotations
 
-from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
-from flask_login import current_user, login_required
+from flask_login import current_user
 
+from .. import theme
 from ..services import users
 from ..services.errors import Invalid
+from .errors import back_url
 
 bp = Blueprint("account", __name__, url_prefix="/account")
 
+# The sign-in page offers the theme switch too: signed out, the choice lives in a cookie.
+OPEN_TO_ALL = frozenset({"account.set_theme"})
+
 
 @bp.before_request
-@login_required
 def require_login():
-    """Every account page needs a signed-in user."""
+    """Every account page needs a signed-in user, but for the theme switch."""
+    if request.endpoint in OPEN_TO_ALL or current_user.is_authenticated:
+        return None
+    return current_app.login_manager.unauthorized()
 
 
 @bp.get("/tokens")
@@ -41,3 +48,18 @@ def revoke_token(token_id: int):
     users.revoke_token(current_user, token_id)
     flash(_("The token is revoked."), "success")
     return redirect(url_for("account.tokens"), code=303)
+
+
+@bp.post("/theme")
+def set_theme():
+    """Light, dark or the system's theme: kept on the profile and in a cookie; back to the
+    page the switch was on."""
+    user = current_user if current_user.is_authenticated else None
+    chosen = users.choose_theme(user, request.form.get("theme", ""))
+    response = redirect(back_url(), code=303)
+    if chosen:
+        response.set_cookie(theme.COOKIE, chosen, max_age=theme.COOKIE_MAX_AGE, httponly=True,
+                            samesite="Lax")
+    else:
+        response.delete_cookie(theme.COOKIE, httponly=True, samesite="Lax")
+    return response

@@ -9,7 +9,7 @@ from flask_login import current_user, login_required
 
 from ..labels import label
 from ..models import Role
-from ..services import audit, system, users
+from ..services import activity, audit, system, users
 from ..services.errors import Invalid
 from .access import int_arg, roles_required
 
@@ -114,11 +114,21 @@ def audit_log():
 
 @bp.get("/system")
 def system_page():
-    """Workers, queues, health and recent failures, kept live."""
-    return render_template("admin_system.html", view=system.system_view())
+    """Workers, queues, health and recent failures, kept live, and charts of the last hour
+    and day."""
+    return render_template("admin_system.html", view=system.system_view(),
+                           windows=activity.system_activity())
 
 
 @bp.get("/system/panel")
 def system_panel():
     """The system page's live panel (polled)."""
     return render_template("_partials/_system_panel.html", view=system.system_view())
+
+
+@bp.get("/system/charts")
+def system_charts():
+    """The system page's charts: throughput, provider latency and failures per model
+    (polled, slower than the panel: their buckets are minutes long)."""
+    return render_template("_partials/_system_charts.html",
+                           windows=activity.system_activity())

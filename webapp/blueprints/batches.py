@@ -16,7 +16,8 @@ from wtforms.fields.choices import SelectChoice
 from ..extensions import db
 from ..forms import NewBatchForm
 from ..models import Batch, Role
-from ..services import control, exports, polls, progress, review, submission, templates
+from ..services import (activity, control, exports, polls, progress, review, submission,
+                        templates)
 from ..services.errors import Invalid
 from ..services.outcomes import Outcome
 from .access import int_arg, limited_per_user, roles_required
@@ -103,9 +104,19 @@ def new_batch():
 
 @bp.route("/batches/<int:batch_id>")
 def batch_detail(batch_id: int):
-    """A batch: its overall bar, and a row per article."""
-    return render_template("batch.html",
-                           **progress.batch_page(current_user, batch_id, int_arg("page", 1)))
+    """A batch: its overall bar, its charts, and a row per article."""
+    page = progress.batch_page(current_user, batch_id, int_arg("page", 1))
+    return render_template("batch.html", **page,
+                           activity=activity.batch_activity(page["batch"]))
+
+
+@bp.route("/batches/<int:batch_id>/charts")
+def batch_charts(batch_id: int):
+    """A batch's articles finished and spend over time, polled until it is final."""
+    batch = db.get_or_404(Batch, batch_id)
+    html = render_template("_partials/_batch_charts.html", batch=batch,
+                           activity=activity.batch_activity(batch))
+    return html, (STOP_POLLING if batch.is_final else 200)
 
 
 @bp.route("/batches/<int:batch_id>/progress")
@@ -125,6 +136,9 @@ def batch_progress(batch_id: int):
     if poll.actions is not None:
         html += render_template("_partials/_batch_actions.html", batch=poll.facts,
                                 actions=poll.actions, oob=True)
+    if poll.announcement:
+        html += render_template("_partials/_batch_announcement.html",
+                                message=poll.announcement)
     return html, (STOP_POLLING if poll.is_final else 200)
 
 

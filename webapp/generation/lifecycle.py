@@ -210,9 +210,12 @@ def _requeued(note: str, extra_instructions) -> dict:
     """What every re-queue writes. A new task id: the old one's result (SUCCESS, or a dead
     worker's PROGRESS) must not leak into the progress of the new attempt. No owner, no
     lease, no error, and no verdict until the new body arrives; the body, its versions and
-    its cost stay until then."""
+    its cost stay until then. The new attempt starts its own clock (the claim sets
+    started_at again): from start to finish is then the time this body took to write, which
+    the system page's latency chart reads."""
     values = {"status": A.QUEUED, "task_id": str(uuid.uuid4()), "claim_token": None,
               "lease_expires_at": None, "words": 0, "error": None, "finished_at": None,
+              "started_at": None,
               "note": note[:300], "review_flag": None, "review_status": None,
               "review_reason": None, "finish_reason": None, "updated_at": utcnow()}
     if extra_instructions is not KEEP:

@@ -2,7 +2,7 @@
 Redis round trip), and the review, regenerate and versions tools one person may use."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 import redis
@@ -11,7 +11,7 @@ from flask_babel import gettext as _, lazy_gettext as _l
 from ..extensions import get_redis
 from ..generation import lengths, live
 from ..models import Article, ArticleStatus as A, ArticleVersion, User
-from . import review, users
+from . import bulk_actions, review, users
 
 
 # Why an answer was flagged for review, as the article page says it.
@@ -85,6 +85,8 @@ class ArticleTools:
     can_write_again: bool
     reading_minutes: int
     versions: list[VersionRow]
+    # Bulk actions done to the article (or its batch), newest first.
+    bulk_history: list[bulk_actions.HistoryEntry] = field(default_factory=list)
 
 
 def article_tools(user: User, article: Article) -> ArticleTools:
@@ -97,7 +99,8 @@ def article_tools(user: User, article: Article) -> ArticleTools:
         reading_minutes=review.reading_minutes(article),
         versions=[VersionRow(v, authors.get(v.created_by, _("user %(id)s", id=v.created_by))
                              if v.created_by else None, again and v.body != article.body)
-                  for v in versions])
+                  for v in versions],
+        bulk_history=bulk_actions.history(article))
 
 
 def article_page(user: User, article: Article) -> dict:

@@ -17,7 +17,9 @@ ACTIONS = ("sign_in", "sign_in_failed", "sign_out", "batch_submitted", "batch_ca
            "user_created", "user_role_changed", "user_disabled", "user_enabled", "password_reset",
            "token_created", "token_revoked", "template_created", "template_edited",
            "template_archived", "template_restored", "article_reviewed", "article_edited",
-           "article_regenerated", "version_restored", "batch_duplicated", "batch_exported")
+           "article_regenerated", "version_restored", "batch_duplicated", "batch_exported",
+           "bulk_approved", "bulk_rejected", "bulk_regenerated", "bulk_retried",
+           "bulk_cancelled", "bulk_exported")
 
 
 def record(action: str, *, user: Optional[User] = None, actor: str = "", target: str = "",

@@ -125,8 +125,9 @@ def requeue(user: User, batch: Batch, include_failed: bool = False) -> int:
     return count
 
 
-def cancel_batch(user: User, batch: Batch) -> None:
-    """Stop a batch: queued articles never start, running ones stop within a second."""
+def cancel_batch(user: User, batch: Batch, *, record: bool = True) -> None:
+    """Stop a batch: queued articles never start, running ones stop within a second.
+    `record=False`: no audit entry of its own (a bulk action writes one for all)."""
     if not can_manage(user, batch):
         raise NotAllowed(_("Only the batch's author or an admin can cancel it."))
     if batch.is_final:
@@ -140,8 +141,9 @@ def cancel_batch(user: User, batch: Batch) -> None:
     ).all()
     lifecycle.cancel_queued(batch.id, commit=False)
     lifecycle.request_cancel_running(batch.id, commit=False)
-    audit.record("batch_cancelled", user=user, target=f"batch:{batch.id}",
-                 detail=f"{len(queued_ids)} queued articles cancelled", commit=False)
+    if record:
+        audit.record("batch_cancelled", user=user, target=f"batch:{batch.id}",
+                     detail=f"{len(queued_ids)} queued articles cancelled", commit=False)
     db.session.commit()
     _revoke(queued_ids)
     if batch.is_economy:

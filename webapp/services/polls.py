@@ -33,6 +33,9 @@ class BatchPoll:
     can_manage: bool = False
     facts: Optional[BatchFacts] = None
     actions: Optional[BatchActions] = None  # only when the status is no longer `seen`
+    # For the page's polite live region: said once, by the poll that first sees the batch
+    # finished, failed, cancelled or paused (the next poll's `seen` is that status).
+    announcement: Optional[str] = None
 
     @property
     def is_final(self) -> bool:
@@ -84,5 +87,20 @@ def _render(batch_id: int, since: Optional[datetime], first: int, last: int, ren
 def _answer(user: User, shared: pollcache.Shared, seen_status: str) -> BatchPoll:
     """Checked for this user on every poll, never kept: the buttons they may use."""
     facts = BatchFacts(**shared.facts)
+    changed = seen_status != facts.status
     return BatchPoll(shared, can_manage=can_manage(user, facts), facts=facts,
-                     actions=actions(user, facts) if seen_status != facts.status else None)
+                     actions=actions(user, facts) if changed else None,
+                     announcement=announcement(facts) if changed and seen_status else None)
+
+
+def announcement(facts: BatchFacts) -> Optional[str]:
+    """What a screen reader is told when a batch reaches this status, or None."""
+    if facts.status == B.SUCCEEDED:
+        return _("Batch “%(name)s” finished: every article was written.", name=facts.name)
+    if facts.status == B.FAILED:
+        return _("Batch “%(name)s” finished, but some articles failed.", name=facts.name)
+    if facts.status == B.CANCELLED:
+        return _("Batch “%(name)s” was cancelled.", name=facts.name)
+    if facts.status == B.PAUSED:
+        return _("Batch “%(name)s” is paused.", name=facts.name)
+    return None

@@ -1,7 +1,8 @@
 """Editorial review after generation: approve or reject, edit, regenerate, restore versions."""
 from __future__ import annotations
 
-from typing import Optional
+from dataclasses import dataclass
+from typing import Collection, Optional
 
 from flask import current_app
 from flask_babel import gettext as _, lazy_gettext as _l, ngettext
@@ -63,8 +64,10 @@ def version_of(article: Article, version_id: int) -> ArticleVersion:
     return version
 
 
-def decide(user: User, article: Article, decision: str, reason: str = "") -> None:
-    """Approve or reject a written article; a rejection needs a reason."""
+def decide(user: User, article: Article, decision: str, reason: str = "", *,
+           record: bool = True) -> None:
+    """Approve or reject a written article; a rejection needs a reason. `record=False`:
+    no audit entry of its own (a bulk action writes one for all its articles)."""
     _require(user)
     if article.status != A.SUCCEEDED:
         raise Conflict(_("Only a written article can be reviewed."))
@@ -79,8 +82,9 @@ def decide(user: User, article: Article, decision: str, reason: str = "") -> Non
     article.review_reason = reason or None
     article.reviewed_by = user.id
     article.reviewed_at = article.updated_at = utcnow()
-    audit.record("article_reviewed", user=user, target=f"article:{article.id}",
-                 detail=f"{decision}{': ' + reason[:200] if reason else ''}", commit=False)
+    if record:
+        audit.record("article_reviewed", user=user, target=f"article:{article.id}",
+                     detail=f"{decision}{': ' + reason[:200] if reason else ''}", commit=False)
     db.session.commit()
 
 
@@ -153,6 +157,21 @@ def regenerate_many(user: User, batch: Batch, which: str, mode: str = "") -> Out
     """Write again every failed, or every rejected, article of a batch: by the workers
     now, or (`mode` economy, the default of an economy batch) through the provider's Batch
     API again."""
+    return write_again(user, batch, which, mode).outcome
+
+
+@dataclass(frozen=True)
+class Rewrite:
+    """What write_again did: the articles sent to be written again, and what to say."""
+    ids: list[int]
+    outcome: Outcome
+
+
+def write_again(user: User, batch: Batch, which: str, mode: str = "", *,
+                only: Optional[Collection[int]] = None, record: bool = True) -> Rewrite:
+    """regenerate_many's work: `which` is failed, rejected or finished (any finished
+    article); `only` narrows it to these articles (a bulk action's); `record=False`
+    writes no audit entry of its own (the bulk action writes one for all)."""
     _require_owner(user, batch)
     mode = mode or batch.mode
     if batch.status == B.CANCELLING:
@@ -169,28 +188,39 @@ def regenerate_many(user: User, batch: Batch, which: str, mode: str = "") -> Out
     elif which == "rejected":
         state = A.SUCCEEDED
         cond = (Article.status == A.SUCCEEDED) & (Article.review_status == R.REJECTED)
+    elif which == "finished":
+        state, cond = A.FINAL, Article.status.in_(A.FINAL)
     else:
         raise Invalid({"which": _("Regenerate the failed or the rejected articles.")})
-    ids = db.session.scalars(select(Article.id).where(Article.batch_id == batch.id, cond)).all()
+    stmt = select(Article.id).where(Article.batch_id == batch.id, cond)
+    if only is not None:
+        stmt = stmt.where(Article.id.in_(list(only)))
+    ids = db.session.scalars(stmt).all()
     if not ids:
-        return Outcome(_none_to_write(which), "info")
-    pairs = lifecycle.requeue_many(ids, english(REGENERATING), from_states=(state,),
+        return Rewrite([], Outcome(_none_to_write(which), "info"))
+    states = state if isinstance(state, tuple) else (state,)
+    pairs = lifecycle.requeue_many(ids, english(REGENERATING), from_states=states,
                                    extra_instructions=None, commit=False)
     reopened = bool(pairs) and lifecycle.reopen_batch(batch.id, commit=False)
-    audit.record("article_regenerated", user=user, target=f"batch:{batch.id}",
-                 detail=f"{len(pairs)} {which} articles", commit=False)
+    if record:
+        audit.record("article_regenerated", user=user, target=f"batch:{batch.id}",
+                     detail=f"{len(pairs)} {which} articles", commit=False)
     db.session.commit()
     count = len(pairs)
+    moved = [article_id for article_id, _task in pairs]
     done = _writing_again(which, count) if count else _none_to_write(which)
     if count and mode == BatchMode.ECONOMY:
         sent = publish.send(batch.id, lambda: economy.send_batch.apply_async(
             (batch.id,), queue="generation"))
-        return Outcome.sent(_("%(done)s They go to the provider's Batch API.", done=done), sent,
-                            "success")
-    return Outcome.sent(done, _send(pairs, batch.id, reopened), "success" if count else "info")
+        return Rewrite(moved, Outcome.sent(
+            _("%(done)s They go to the provider's Batch API.", done=done), sent, "success"))
+    return Rewrite(moved, Outcome.sent(done, _send(pairs, batch.id, reopened),
+                                       "success" if count else "info"))
 
 
 def _none_to_write(which: str) -> str:
+    if which == "finished":
+        return _("There are no finished articles.")
     return (_("There are no failed articles.") if which == "failed"
             else _("There are no rejected articles."))
 
@@ -199,6 +229,9 @@ def _writing_again(which: str, count: int) -> str:
     if which == "failed":
         return ngettext("Writing %(num)d failed article again.",
                         "Writing %(num)d failed articles again.", count)
+    if which == "finished":
+        return ngettext("Writing %(num)d article again.", "Writing %(num)d articles again.",
+                        count)
     return ngettext("Writing %(num)d rejected article again.",
                     "Writing %(num)d rejected articles again.", count)
 

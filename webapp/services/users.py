@@ -186,6 +186,26 @@ def remember_language(user: User, locale: str) -> None:
     user.ui_language = locale
 
 
+# What the header's theme switch offers; "system" keeps no choice (the CSS then follows the
+# browser's prefers-color-scheme).
+THEMES = ("light", "dark")
+SYSTEM_THEME = "system"
+
+
+def choose_theme(user: Optional[User], choice: str) -> Optional[str]:
+    """The theme a person chose: "light", "dark", or None to follow the system; kept on
+    their profile when signed in (None clears it), so every device they use shows it."""
+    choice = (choice or "").strip()
+    if choice not in THEMES and choice != SYSTEM_THEME:
+        raise Invalid({"theme": _("Choose a theme: light, dark or system.")})
+    theme = choice if choice in THEMES else None
+    if user is not None and user.theme != theme:
+        db.session.execute(update(User).where(User.id == user.id).values(theme=theme))
+        db.session.commit()
+        user.theme = theme
+    return theme
+
+
 def end_session(user: User) -> None:
     """Sign out: the session (and any copy of its cookies) no longer signs anyone in."""
     audit.record("sign_out", user=user, commit=False)
