@@ -89,7 +89,15 @@ def in_locale(app, locale: str, message: str) -> str:
 
 @pytest.fixture
 def chinese_batch(app, admin_client):
-    """A finished batch of Traditional Chinese titles, with a second version of an article."""
+    """A finished batch of Traditional Chinese titles, with a second version of an article.
+
+    What people typed is Chinese here (templates other tests left behind are renamed), so
+    English on a Chinese page can only be the interface's."""
+    with app.app_context():
+        templates = db.session.scalars(select(PromptTemplate).order_by(PromptTemplate.id))
+        for number, template in enumerate(templates, 1):
+            template.name = f"範本{number}"
+        db.session.commit()
     response = submit_form(admin_client, "臺北的書店", ["臺北十家安靜的書店", "在城市裡散步"],
                            language="繁體中文")
     batch_id = batch_id_from_location(response)

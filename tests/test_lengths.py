@@ -46,7 +46,7 @@ def test_a_chinese_batch_is_counted_in_characters_and_a_short_answer_flagged(
 
     # The pages say characters too: the target, the column, the article and its flag.
     page = client.get(f"/batches/{created['id']}").get_data(as_text=True)
-    assert "200 characters" in page and "<span>Characters</span>" in page
+    assert "200 characters" in page and ">Characters</span>" in page
     page = client.get(f"/articles/{article['id']}").get_data(as_text=True)
     assert "<span>21 characters</span>" in page
     assert "under half its target length" in page

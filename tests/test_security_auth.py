@@ -25,7 +25,7 @@ from webapp.models import ApiToken, Article, AuditEvent, Role, User
 ROOT = Path(__file__).resolve().parent.parent
 _SECRET = re.compile(r"<dt>([^<]+)</dt><dd><code class=\"secret\">([^<]+)</code></dd>")
 _AUDIT_ROW = re.compile(r"<tr><td>([^<]*)</td><td>([^<]*)</td><td>([^<]*)</td><td>([^<]*)</td>"
-                        r"<td>([^<]*)</td><td>([^<]*)</td></tr>")
+                        r"<td[^>]*>([^<]*)</td><td>([^<]*)</td></tr>")
 # The log shows each action's label (webapp/labels.py, English here); the checks name codes.
 _ACTION_OF = {str(words): code for code, words in AUDIT.items()}
 

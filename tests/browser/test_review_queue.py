@@ -166,3 +166,32 @@ def test_e_and_o_go_to_the_article_and_shortcuts_wait_while_typing(page, app, fa
     page.keyboard.press("e")
     expect(page).to_have_url(re.compile(rf"/articles/{second}/edit$"))
     assert review_of(app, first) == ("needs_review", None)
+
+
+def test_a_hundred_articles_take_a_hundred_keystrokes_and_no_page_load(page, app, fake,
+                                                                         browser_editor):
+    """The issue's measure of done: after each `a` the next article is already in the pane,
+    so a hundred decisions are a hundred key presses (each waited for), with no page load,
+    across the queue's pages (50 a page)."""
+    from webapp.extensions import db
+    from webapp.models import Article
+
+    email, password = browser_editor
+    fake.latency, fake.chunks = 0.0, 2
+    batch_id = submit_batch(app, email, "A hundred to review",
+                            [f"Article number {i}" for i in range(1, 101)])
+    wait_batch_final(app, batch_id)
+    sign_in(page, email, password)
+    page.goto("/review")
+    loads: list[str] = []
+    page.on("request", lambda request: loads.append(request.url)
+            if request.resource_type == "document" else None)
+    expect_counts(page, 100)
+    for left in range(99, -1, -1):
+        page.keyboard.press("a")
+        expect_counts(page, left)
+    assert loads == [], f"page loads while reviewing: {loads}"
+    with app.app_context():
+        statuses = db.session.scalars(select(Article.review_status)
+                                      .where(Article.batch_id == batch_id)).all()
+    assert statuses == ["approved"] * 100
