@@ -16,8 +16,8 @@ from wtforms.fields.choices import SelectChoice
 from ..extensions import db
 from ..forms import NewBatchForm
 from ..models import Batch, Role
-from ..services import (activity, control, exports, polls, progress, review, submission,
-                        templates)
+from ..services import (activity, control, exports, pollcache, polls, progress, review,
+                        submission, templates)
 from ..services.errors import Invalid
 from ..services.outcomes import Outcome
 from .access import int_arg, limited_per_user, roles_required
@@ -27,6 +27,9 @@ bp = Blueprint("batches", __name__)
 
 # Far past any real page of batches; PAGE × BATCHES_PER_PAGE must fit an OFFSET.
 MAX_PAGE = 1_000_000
+# The charts change slowly: polled every 5 progress ticks (as the hx-trigger of
+# _batch_charts.html says).
+CHART_POLL_TICKS = 5
 
 
 @bp.before_request
@@ -112,11 +115,18 @@ def batch_detail(batch_id: int):
 
 @bp.route("/batches/<int:batch_id>/charts")
 def batch_charts(batch_id: int):
-    """A batch's articles finished and spend over time, polled until it is final."""
+    """A batch's articles finished and spend over time, polled until it is final; rendered
+    once per polling slice and shared by everyone watching (the same for all of them)."""
     batch = db.get_or_404(Batch, batch_id)
-    html = render_template("_partials/_batch_charts.html", batch=batch,
-                           activity=activity.batch_activity(batch))
-    return html, (STOP_POLLING if batch.is_final else 200)
+
+    def render() -> str:
+        return render_template("_partials/_batch_charts.html", batch=batch,
+                               activity=activity.batch_activity(batch))
+
+    if batch.is_final:
+        return render(), STOP_POLLING  # each viewer's last poll: nothing to share
+    slice_s = current_app.config["POLL_INTERVAL"] * CHART_POLL_TICKS
+    return pollcache.render_once(f"charts:{batch_id}", slice_s, render), 200
 
 
 @bp.route("/batches/<int:batch_id>/progress")

@@ -27,7 +27,7 @@ import math
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Optional
+from typing import Callable, Optional
 
 import redis
 from flask import current_app
@@ -155,3 +155,25 @@ def _decode(raw) -> Optional[Shared]:
     except (ValueError, KeyError, TypeError):
         return None  # not one of ours (or from another version): rendered again
     return Shared(read_at, facts, html[:cut], html[cut:])
+
+
+def render_once(name: str, seconds: float, render: Callable[[], str]) -> str:
+    """What `render` makes, made once per `seconds` slice and language however many poll it.
+
+    For widgets that are the same for every viewer (a batch's charts): the first poll of a
+    slice renders and keeps it, the others read it. Redis down: each poll renders its own.
+    """
+    key = f"{prefix()}render:{name}:{int(clock() // seconds)}:{get_locale()}"
+    client = get_redis()
+    try:
+        kept = client.get(key)
+    except redis.RedisError:
+        return render()
+    if kept is not None:
+        return kept.decode()
+    html = render()
+    try:
+        client.set(key, html.encode(), px=int(seconds * 2000))
+    except redis.RedisError:
+        current_app.logger.warning("could not keep the render %s", name)
+    return html
