@@ -10,7 +10,7 @@ PORT        ?= 8000
 PYTEST_ARGS ?=
 FLOWER      ?=
 # The Procfile's flower line runs only with FLOWER=1 (any value but empty or 0).
-PROCESSES   := web worker webhooks beat $(if $(filter-out 0,$(FLOWER)),flower)
+PROCESSES   := web worker webhooks publisher beat $(if $(filter-out 0,$(FLOWER)),flower)
 
 export FLASK_APP := wsgi
 export PORT

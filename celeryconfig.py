@@ -38,9 +38,13 @@ result_expires = _num("CELERY_RESULT_EXPIRES", 24 * 3600, int)
 task_default_queue = "celery"
 # Webhook deliveries have their own small worker (Procfile `webhooks`): a slow receiver
 # then holds one of its threads, never a generation thread.
+# Publishing to WordPress has its own worker too (Procfile `publisher`): requests to a slow
+# or rate-limiting site wait there, never on a generation thread, and its concurrency per
+# destination is kept in Redis (generation/publishing.py), whatever the worker count.
 # Bulk actions are quick database work, like the housekeeping tasks: the default queue.
 task_routes = {"webapp.tasks.generate_article": {"queue": "generation"},
                "webapp.webhooks.deliver": {"queue": "webhooks"},
+               "webapp.publishing.run": {"queue": "publishing"},
                "webapp.bulk.run": {"queue": "celery"}}
 
 # Threads suit this I/O-bound work: dozens of streams at once in one process.

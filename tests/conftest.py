@@ -24,10 +24,13 @@ import sqlalchemy
 from sqlalchemy import delete, update
 
 from tests.fakeai import FakeAI
+from tests.fakewp import FakeWordPress
 from tests.helpers import login, wait_until
-from tests.support import (ACCOUNTS, ARTIFACTS, ECONOMY_POLL_SECONDS, RETRY_BASE, ROOT,
-                           SECRET_KEY, WEBHOOK_WORKER_NAME, WORKER_NAME, activate_celery,
-                           app_config, free_port, migrate_and_seed, stop_process, worker_idle)
+from tests.support import (ACCOUNTS, ARTIFACTS, ECONOMY_POLL_SECONDS, PUBLISH_ALLOWED_HOSTS,
+                           PUBLISH_RETRY_BASE, PUBLISH_TIMEOUT, PUBLISHER_WORKER_NAME,
+                           RETRY_BASE, ROOT, SECRET_KEY, WEBHOOK_WORKER_NAME, WORKER_NAME,
+                           activate_celery, app_config, free_port, migrate_and_seed,
+                           stop_process, worker_idle)
 
 # pg_advisory_lock key that serialises test sessions sharing one PostgreSQL database.
 PG_SESSION_LOCK = 7_272_024
@@ -101,6 +104,22 @@ def fake(fake_server):
     return fake_server
 
 
+# -- the fake WordPress site (publishing) -----------------------------------------------------
+
+@pytest.fixture(scope="session")
+def fakewp_server():
+    with FakeWordPress() as server:
+        yield server
+
+
+@pytest.fixture
+def fakewp(fakewp_server):
+    """The session's FakeWordPress as a fresh site for this test: default users, no posts,
+    no faults, an empty log (its address: fakewp.url)."""
+    fakewp_server.reset()
+    return fakewp_server
+
+
 # -- database and app ---------------------------------------------------------------------
 
 @pytest.fixture(scope="session")
@@ -139,19 +158,23 @@ def _app(database_url, redis_url, fake_server):
 
 class Worker:
     def __init__(self, proc: subprocess.Popen, log_path: Path, celery_app,
-                 hooks: subprocess.Popen, hooks_log_path: Path):
+                 hooks: subprocess.Popen, hooks_log_path: Path,
+                 publisher: subprocess.Popen, publisher_log_path: Path):
         self.proc, self.log_path, self.celery = proc, log_path, celery_app
         # The webhook deliveries' own process (queue `webhooks`), as in the Procfile.
         self.hooks, self.hooks_log_path = hooks, hooks_log_path
+        # Publishing to WordPress has its own process too (queue `publishing`).
+        self.publisher, self.publisher_log_path = publisher, publisher_log_path
 
     def check_alive(self) -> None:
-        for proc, log_path in ((self.proc, self.log_path), (self.hooks, self.hooks_log_path)):
+        for proc, log_path in ((self.proc, self.log_path), (self.hooks, self.hooks_log_path),
+                               (self.publisher, self.publisher_log_path)):
             if proc.poll() is not None:
                 pytest.fail(f"a Celery worker exited ({proc.returncode}); see {log_path}")
 
     def ping(self) -> bool:
         self.check_alive()
-        names = {WORKER_NAME, WEBHOOK_WORKER_NAME}
+        names = {WORKER_NAME, WEBHOOK_WORKER_NAME, PUBLISHER_WORKER_NAME}
         replies = self.celery.control.ping(destination=sorted(names), timeout=0.5)
         return names <= {name for reply in replies for name in reply}
 
@@ -176,6 +199,9 @@ def worker(_app, database_url, redis_url, fake_server, artifacts):
         "ECONOMY_POLL_MAX_SECONDS": "1",
         "OFFLINE_BATCH_STAGE_SECONDS": "0.5",
         "OFFLINE_BATCH_SECONDS_PER_REQUEST": "0.1",
+        "PUBLISH_ALLOWED_HOSTS": PUBLISH_ALLOWED_HOSTS,
+        "PUBLISH_TIMEOUT": str(PUBLISH_TIMEOUT),
+        "PUBLISH_RETRY_BASE": str(PUBLISH_RETRY_BASE),
     })
     celery_bin = Path(sys.executable).with_name("celery")
     # Named after this pytest process: sessions run side by side keep their own logs.
@@ -195,16 +221,26 @@ def worker(_app, database_url, redis_url, fake_server, artifacts):
          "--concurrency", "2", "--queues", "webhooks", "--loglevel", "INFO",
          "-n", WEBHOOK_WORKER_NAME, "--without-mingle", "--without-gossip"],
         cwd=ROOT, env=env, stdout=hooks_log, stderr=subprocess.STDOUT)
-    handle = Worker(proc, log_path, _app.extensions["celery"], hooks, hooks_log_path)
+    publisher_log_path = artifacts / f"worker-publisher-{os.getpid()}.log"
+    publisher_log = open(publisher_log_path, "w")
+    publisher = subprocess.Popen(
+        [str(celery_bin), "-A", "wsgi:celery_app", "worker", "--pool", "threads",
+         "--concurrency", "4", "--queues", "publishing", "--loglevel", "INFO",
+         "-n", PUBLISHER_WORKER_NAME, "--without-mingle", "--without-gossip"],
+        cwd=ROOT, env=env, stdout=publisher_log, stderr=subprocess.STDOUT)
+    handle = Worker(proc, log_path, _app.extensions["celery"], hooks, hooks_log_path,
+                    publisher, publisher_log_path)
     try:
         wait_until(handle.ping, 60, f"the Celery workers to answer a ping (logs: {log_path}, "
-                                    f"{hooks_log_path})")
+                                    f"{hooks_log_path}, {publisher_log_path})")
         yield handle
     finally:
         stop_process(proc)
         stop_process(hooks)
+        stop_process(publisher)
         log.close()
         hooks_log.close()
+        publisher_log.close()
 
 
 # -- per-test state ---------------------------------------------------------------------------
@@ -218,7 +254,7 @@ def reset_state(app, worker, redis_client, fake_server) -> None:
     """
     from webapp.extensions import db
     from webapp.models import (Article, ArticleVersion, Batch, BulkAction, BulkActionItem,
-                               ProviderBatch, User, WebhookDelivery)
+                               Destination, ProviderBatch, Publication, User, WebhookDelivery)
 
     # Leftovers (a failed test's batch) run fast and fault-free from now on.
     fake_server.reset(restore_settings=True)
@@ -233,6 +269,9 @@ def reset_state(app, worker, redis_client, fake_server) -> None:
         db.session.execute(delete(BulkActionItem))
         db.session.execute(delete(BulkAction))
         db.session.execute(delete(ProviderBatch))
+        # Publications point at articles and destinations (which a test's admin made).
+        db.session.execute(delete(Publication))
+        db.session.execute(delete(Destination))
         db.session.execute(delete(Article))
         db.session.execute(delete(Batch))
         # A test that chose a language or a theme for an account leaves the others in English,

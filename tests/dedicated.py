@@ -20,7 +20,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import redis
-from tests.support import (ACCOUNTS, RETRY_BASE, ROOT, SECRET_KEY, activate_celery, app_config,
+from tests.support import (ACCOUNTS, PUBLISH_ALLOWED_HOSTS, PUBLISH_RETRY_BASE, PUBLISH_TIMEOUT,
+                           RETRY_BASE, ROOT, SECRET_KEY, activate_celery, app_config,
                            stop_process)
 from tests.helpers import login, wait_until
 
@@ -40,7 +41,8 @@ class Dedicated:
 
     def __init__(self, name: str, session_app, database_url: str, redis_url: str, fake,
                  artifacts: Path, db_index: int, settings: dict, processes: int = 1,
-                 concurrency: int = 16, flush: bool = True, webhooks: bool = False):
+                 concurrency: int = 16, flush: bool = True, webhooks: bool = False,
+                 publishing: bool = False):
         from webapp import create_app
         from webapp.extensions import limiter
 
@@ -76,6 +78,9 @@ class Dedicated:
             "PYTHONUNBUFFERED": "1",
             # These tests read the per-task log lines (off by default in production).
             "CELERY_TASK_LOG": "1",
+            "PUBLISH_ALLOWED_HOSTS": PUBLISH_ALLOWED_HOSTS,
+            "PUBLISH_TIMEOUT": str(PUBLISH_TIMEOUT),
+            "PUBLISH_RETRY_BASE": str(PUBLISH_RETRY_BASE),
         })
         env.update({k: str(v) for k, v in settings.items()})
         celery_bin = Path(sys.executable).with_name("celery")
@@ -86,17 +91,24 @@ class Dedicated:
         if webhooks:
             workers.append((f"pressroom-{name}-webhooks-{os.getpid()}@localhost", "webhooks",
                             2, "webhooks"))
+        if publishing:
+            # Publishing to WordPress, as the Procfile's `publisher` runs it.
+            workers.append((f"pressroom-{name}-publisher-{os.getpid()}@localhost",
+                            "publishing", 4, "publisher"))
+        self._commands = {}
         self.hostnames = [worker[0] for worker in workers]
         self.procs, self.logs = [], []
         for hostname, queues, threads, log_name in workers:
             log_path = artifacts / f"worker-{name}-{log_name}.log"
             log = open(log_path, "w")
             self.logs.append((log_path, log))
-            self.procs.append(subprocess.Popen(
-                [str(celery_bin), "-A", "wsgi:celery_app", "worker", "--pool", "threads",
-                 "--concurrency", str(threads), "--queues", queues,
-                 "--loglevel", "INFO", "-n", hostname, "--without-mingle", "--without-gossip"],
-                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT))
+            command = [str(celery_bin), "-A", "wsgi:celery_app", "worker", "--pool", "threads",
+                       "--concurrency", str(threads), "--queues", queues,
+                       "--loglevel", "INFO", "-n", hostname, "--without-mingle",
+                       "--without-gossip"]
+            self._commands[len(self.procs)] = (command, env)
+            self.procs.append(subprocess.Popen(command, cwd=ROOT, env=env, stdout=log,
+                                               stderr=subprocess.STDOUT))
         try:
             wait_until(self.ping, START_TIMEOUT, f"the {name} worker(s) to answer a ping "
                        f"(logs: {[str(p) for p, _ in self.logs]})")
@@ -123,10 +135,29 @@ class Dedicated:
         late, so a message stays in `unacked` until its task has ended)."""
         self.check_alive()
         pipe = self.redis.pipeline(transaction=False)
-        pipe.llen("generation").llen("celery").llen("webhooks").hlen("unacked")
-        generation, default, hooks, unacked = pipe.execute()
-        return (generation == 0 and default == 0 and hooks == 0 and unacked == 0
-                and self.fake.in_flight == 0)
+        pipe.llen("generation").llen("celery").llen("webhooks").llen("publishing")
+        pipe.hlen("unacked")
+        generation, default, hooks, publishing, unacked = pipe.execute()
+        return (generation == 0 and default == 0 and hooks == 0 and publishing == 0
+                and unacked == 0 and self.fake.in_flight == 0)
+
+    def kill(self, index: int) -> None:
+        """SIGKILL one of the worker processes (by the pid we started): no warm shutdown,
+        no acknowledgement."""
+        proc = self.procs[index]
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+
+    def respawn(self, index: int) -> None:
+        """Start a killed worker process again, with the same command line and node name,
+        and wait until it answers a ping."""
+        command, env = self._commands[index]
+        log_path, log = self.logs[index]
+        self.procs[index] = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log,
+                                             stderr=subprocess.STDOUT)
+        wait_until(self.ping, START_TIMEOUT, f"the respawned {self.name} worker to answer "
+                   f"a ping (log: {log_path})")
 
     def wait_idle(self, timeout: float = IDLE_TIMEOUT) -> None:
         wait_until(self.idle, timeout, f"the {self.name} worker to finish its tasks")
@@ -185,9 +216,10 @@ class Dedicated:
 def _app_types(settings: dict) -> dict:
     """Environment strings as the Flask config holds them (config.py's casts)."""
     floats = {"OPENAI_TIMEOUT", "GENERATION_RETRY_BASE", "OPENAI_STREAM_IDLE_TIMEOUT",
-              "WEBHOOK_TIMEOUT"}
+              "WEBHOOK_TIMEOUT", "PUBLISH_TIMEOUT", "PUBLISH_RETRY_BASE", "PUBLISH_RETRY_MAX"}
     ints = {"GENERATION_MAX_ATTEMPTS", "BATCH_MAX_CONCURRENCY", "WEBHOOK_MAX_ATTEMPTS",
-            "ARTICLE_LEASE_SECONDS", "DISPATCH_INLINE_MAX"}
+            "ARTICLE_LEASE_SECONDS", "DISPATCH_INLINE_MAX", "PUBLISH_CONCURRENCY",
+            "PUBLISH_MAX_ATTEMPTS"}
     out = {}
     for key, value in settings.items():
         if key in floats:

@@ -16,11 +16,20 @@ ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
 WORKER_NAME = f"pressroom-test-{os.getpid()}@localhost"
 WEBHOOK_WORKER_NAME = f"pressroom-test-webhooks-{os.getpid()}@localhost"
+PUBLISHER_WORKER_NAME = f"pressroom-test-publisher-{os.getpid()}@localhost"
 SECRET_KEY = "test-secret-key-for-the-pressroom-suite"
 # Retries wait this long at first (doubled per attempt), so the retry tests take a second.
 RETRY_BASE = 0.05
 # Seconds between the first questions about an economy part (see economy.next_check_in).
 ECONOMY_POLL_SECONDS = 0.2
+# The tests' fake WordPress (tests/fakewp.py) listens on 127.0.0.1, a private address that
+# publishing refuses unless named here (as WEBHOOK_ALLOWED_HOSTS names the webhook receivers).
+# Other private addresses (localhost, 127.0.0.2, 10.x) stay refused.
+PUBLISH_ALLOWED_HOSTS = "127.0.0.1"
+# Each request to a site ends within this (the tests' hanging sites are cut quickly), and
+# publishing's retries start this soon (doubled per attempt).
+PUBLISH_TIMEOUT = 3.0
+PUBLISH_RETRY_BASE = 0.2
 
 ACCOUNTS = {
     "editor": ("editor@example.test", "editor-password-1"),
@@ -59,6 +68,9 @@ def app_config(database_url: str, redis_url: str, fake_url: str, **overrides) ->
         "GENERATION_RETRY_BASE": RETRY_BASE,
         "ECONOMY_POLL_SECONDS": ECONOMY_POLL_SECONDS,
         "ECONOMY_POLL_MAX_SECONDS": 1.0,
+        "PUBLISH_ALLOWED_HOSTS": PUBLISH_ALLOWED_HOSTS,
+        "PUBLISH_TIMEOUT": PUBLISH_TIMEOUT,
+        "PUBLISH_RETRY_BASE": PUBLISH_RETRY_BASE,
         # WTF_CSRF_ENABLED is deliberately left at its default (on): tests send tokens.
     }
     config.update(overrides)
@@ -96,7 +108,7 @@ def worker_idle(worker, redis_client, fake_server) -> bool:
     conftest's Worker."""
     worker.check_alive()
     pipe = redis_client.pipeline(transaction=False)
-    pipe.llen("generation").llen("celery").llen("webhooks").hlen("unacked")
-    queued_generation, queued_default, queued_hooks, unacked = pipe.execute()
+    pipe.llen("generation").llen("celery").llen("webhooks").llen("publishing").hlen("unacked")
+    queued_generation, queued_default, queued_hooks, queued_publishing, unacked = pipe.execute()
     return (queued_generation == 0 and queued_default == 0 and queued_hooks == 0
-            and unacked == 0 and fake_server.in_flight == 0)
+            and queued_publishing == 0 and unacked == 0 and fake_server.in_flight == 0)

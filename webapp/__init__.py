@@ -93,6 +93,10 @@ def check_settings(app: Flask) -> None:
         parse_allowed(app.config.get("WEBHOOK_ALLOWED_HOSTS") or "")
     except ValueError as exc:
         raise RuntimeError(f"Invalid WEBHOOK_ALLOWED_HOSTS: {exc}") from exc
+    try:
+        parse_allowed(app.config.get("PUBLISH_ALLOWED_HOSTS") or "")
+    except ValueError as exc:
+        raise RuntimeError(f"Invalid PUBLISH_ALLOWED_HOSTS: {exc}") from exc
     uri = app.config["SQLALCHEMY_DATABASE_URI"]
     options = app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {})
     if uri.startswith("sqlite"):

@@ -1,6 +1,7 @@
-"""Command-line tools: `flask users|batches|workers|queues ...`."""
+"""Command-line tools: `flask users|batches|destinations|workers|queues ...`."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import click
@@ -8,12 +9,14 @@ from flask import Flask
 from flask.cli import AppGroup, with_appcontext
 
 from .extensions import db
-from .models import Batch, Role
-from .services import control, listing, progress, system, users
-from .services.errors import ServiceError
+from .models import Batch, Provenance, Role
+from .services import control, destinations, listing, progress, system, users
+from .services.errors import Invalid, ServiceError
 
 users_cli = AppGroup("users", help="Manage user accounts.")
 batches_cli = AppGroup("batches", help="Inspect and steer batches.")
+destinations_cli = AppGroup("destinations", help="WordPress sites to publish approved "
+                                                 "articles to.")
 
 
 @dataclass
@@ -167,8 +170,91 @@ def queues(purge: bool, yes: bool) -> None:
         click.echo(f"Purged {sum(purged.values())} messages.")
 
 
+# -- destinations -------------------------------------------------------------------------
+
+PASSWORD_ENV = "WORDPRESS_APP_PASSWORD"
+
+
+def _refused(exc: ServiceError) -> click.ClickException:
+    """A service's refusal, with each field's message on its own line."""
+    fields = getattr(exc, "fields", None)
+    if isinstance(exc, Invalid) and fields:
+        lines = [f"{name}: {msg}" for name, value in fields.items()
+                 for msg in ([value] if isinstance(value, str) else value)]
+        return click.ClickException("\n".join(lines))
+    return click.ClickException(str(exc))
+
+
+@destinations_cli.command("add")
+@click.argument("name")
+@click.option("--wordpress", "url", required=True, metavar="URL",
+              help="The WordPress site's address, e.g. https://example.com.")
+@click.option("--user", "username", required=True, help="The WordPress user name.")
+@click.option("--allow-new-terms", is_flag=True,
+              help="Create categories and tags the site does not have yet.")
+@click.option("--provenance", type=click.Choice(Provenance.ALL), default=Provenance.NONE,
+              show_default=True, help="Where the model and reviewer are noted on the post.")
+def add_destination(name: str, url: str, username: str, allow_new_terms: bool,
+                    provenance: str) -> None:
+    """Add a WordPress site. The application password is read from WORDPRESS_APP_PASSWORD,
+    else asked for (not echoed); it is stored encrypted and never shown again."""
+    password = os.environ.get(PASSWORD_ENV) or click.prompt(
+        "Application password", hide_input=True)
+    try:
+        destination = destinations.add(CliActor(), name=name, url=url, username=username,
+                                       password=password, allow_new_terms=allow_new_terms,
+                                       provenance=provenance)
+    except ServiceError as exc:
+        raise _refused(exc)
+    click.echo(f"Added {destination.name}: {destination.url} as {destination.username}.")
+    click.echo(f"Check it with: flask destinations test {destination.name}")
+
+
+@destinations_cli.command("list")
+def list_destinations() -> None:
+    """Every destination with its site, user and state (never its password)."""
+    rows = destinations.all_destinations()
+    if not rows:
+        click.echo("No destinations.")
+    for view in rows:
+        d = view.destination
+        state = "needs credentials" if view.needs_credentials else "ok"
+        password = "set" if view.readable else "UNREADABLE (enter it again)"
+        click.echo(f"{d.name:<20} {d.url:<40} user={d.username:<16} password={password:<5} "
+                   f"{state}" + (f" — {view.problem}" if view.problem else ""))
+
+
+def _destination_named(name: str):
+    found = destinations.by_name(name)
+    if found is None:
+        raise click.ClickException(f"No destination named {name!r}.")
+    return found
+
+
+@destinations_cli.command("remove")
+@click.argument("name")
+def remove_destination(name: str) -> None:
+    """Forget a destination and its publications (the posts stay on the site)."""
+    try:
+        removed = destinations.remove(CliActor(), _destination_named(name).id)
+    except ServiceError as exc:
+        raise _refused(exc)
+    click.echo(f"Removed {removed}.")
+
+
+@destinations_cli.command("test")
+@click.argument("name")
+def test_destination(name: str) -> None:
+    """Ask the site who the user is (/wp-json/wp/v2/users/me) and say what is wrong."""
+    check = destinations.test_connection(CliActor(), _destination_named(name).id)
+    if not check.ok:
+        raise click.ClickException(check.message)
+    click.echo(check.message)
+
+
 def register(app: Flask) -> None:
     app.cli.add_command(users_cli)
     app.cli.add_command(batches_cli)
+    app.cli.add_command(destinations_cli)
     app.cli.add_command(workers)
     app.cli.add_command(queues)

@@ -121,6 +121,16 @@ def load_config(instance_path: str) -> dict:
         "WEBHOOK_TIMEOUT": _float("WEBHOOK_TIMEOUT", 10.0),
         # Internal receivers let past the public-address rule: "host" or "host:port", commas.
         "WEBHOOK_ALLOWED_HOSTS": os.environ.get("WEBHOOK_ALLOWED_HOSTS", ""),
+        # Publishing to WordPress (README "Publishing to WordPress"): sites on private or
+        # local addresses allowed anyway ("host" or "host:port", commas), the deadline of
+        # each request, requests in flight per destination, attempts on 429/5xx/timeouts,
+        # the first backoff (doubled per attempt) and the longest Retry-After waited.
+        "PUBLISH_ALLOWED_HOSTS": os.environ.get("PUBLISH_ALLOWED_HOSTS", ""),
+        "PUBLISH_TIMEOUT": _float("PUBLISH_TIMEOUT", 15.0),
+        "PUBLISH_CONCURRENCY": _int("PUBLISH_CONCURRENCY", 2),
+        "PUBLISH_MAX_ATTEMPTS": _int("PUBLISH_MAX_ATTEMPTS", 5),
+        "PUBLISH_RETRY_BASE": _float("PUBLISH_RETRY_BASE", 5.0),
+        "PUBLISH_RETRY_MAX": _float("PUBLISH_RETRY_MAX", 600.0),
         "MAX_TITLE_LENGTH": 300,
         # Characters one prompt template may produce for one row, counted while it renders.
         "TEMPLATE_OUTPUT_BUDGET": _int("TEMPLATE_OUTPUT_BUDGET", 20_000),

@@ -26,6 +26,32 @@ STATUS = {
     "finalizing": _l("finalizing"),
     "completed": _l("completed"),
     "expired": _l("expired"),
+    # A publication's states (publishing to WordPress).
+    "publishing": _l("publishing"),
+    "published": _l("sent"),
+    "unpublished": _l("unpublished"),
+}
+
+# A post's own status on a WordPress site.
+REMOTE = {
+    "draft": _l("draft"),
+    "pending": _l("pending review"),
+    "future": _l("scheduled"),
+    "publish": _l("published"),
+    "private": _l("private"),
+    "trash": _l("in the trash"),
+}
+
+# A destination's state, and where its provenance note goes.
+DESTINATION = {
+    "ok": _l("ok"),
+    "needs_credentials": _l("needs credentials"),
+}
+
+PROVENANCE = {
+    "none": _l("no provenance note"),
+    "footer": _l("a footer paragraph"),
+    "meta": _l("post meta fields"),
 }
 
 ROLE = {
@@ -59,6 +85,8 @@ AUDIT = {
     "article_edited": _l("article edited"),
     "article_regenerated": _l("article regenerated"),
     "article_reviewed": _l("article reviewed"),
+    "articles_published": _l("articles published"),
+    "articles_unpublished": _l("articles unpublished"),
     "batch_cancelled": _l("batch cancelled"),
     "batch_dispatched": _l("batch dispatched"),
     "batch_duplicated": _l("batch duplicated"),
@@ -72,6 +100,9 @@ AUDIT = {
     "bulk_regenerated": _l("written again in bulk"),
     "bulk_rejected": _l("rejected in bulk"),
     "bulk_retried": _l("failed articles retried in bulk"),
+    "destination_added": _l("destination added"),
+    "destination_changed": _l("destination changed"),
+    "destination_removed": _l("destination removed"),
     "password_reset": _l("password reset"),
     "sign_in": _l("signed in"),
     "sign_in_failed": _l("sign-in failed"),
@@ -121,7 +152,8 @@ PAGE = {
 
 KINDS = {"status": STATUS, "role": ROLE, "mode": MODE, "flag": FLAG, "review": REVIEW,
          "audit": AUDIT, "tone": TONE, "version": VERSION, "provider": PROVIDER,
-         "page": PAGE}
+         "page": PAGE, "remote": REMOTE, "destination": DESTINATION,
+         "provenance": PROVENANCE}
 
 
 def label(kind: str, code) -> str:
@@ -197,6 +229,32 @@ STORED = (
     _l("invalid HTTP response"),
     _l("not a public address"),
     _l("not a valid URL"),
+    # generation/publishing.py and wordpress.py: why a publication failed or waits.
+    _l("Stopped: the destination's credentials were rejected; fix them on the Destinations "
+       "page, then publish again."),
+    _l("The stored application password can no longer be read (SECRET_KEY changed?); an "
+       "admin enters it again on the Destinations page."),
+    _l("The article is not approved (any more); nothing was sent."),
+    _l("The scheduled time passed before the post could be sent; publish it again with a new "
+       "time."),
+    _l("The site asked to slow down (HTTP 429)."),
+    _l("Could not connect to the site."),
+    _l("The TLS handshake with the site failed (its certificate?)."),
+    _l("The connection to the site was cut before its answer was complete."),
+    _l("The site's answer was too large."),
+    _l("The site answered with something that is not JSON: no WordPress REST API at this "
+       "address?"),
+    _l("The site's answer about the user was not a user."),
+    _l("The site's answer about a new term had no id."),
+    _l("The site's answer about the post had no post id."),
+    _l("Rate limited by the site"),
+    _l("The site had an error"),
+    _l("The site did not answer in time"),
+    _l("Could not connect to the site"),
+    _l("Sent again: the worker publishing it stopped responding."),
+    # services/publishing.py: the queue could not take the publications.
+    _l("The queue (Redis) could not be reached: the publications are stored and are sent "
+       "when it is back."),
 )
 
 # The stored messages with values in them: the English as a pattern, and the sentence a
@@ -277,6 +335,47 @@ PATTERNS = (
      lambda m: _("redirect not followed (HTTP %(status)s)", status=m["status"])),
     (re.compile(r"refused: (?P<why>.+)"),
      lambda m: _("refused: %(why)s", why=stored(m["why"]))),
+    # Publishing to WordPress (generation/wordpress.py, publishing.py): the site's own words
+    # stay as the site wrote them.
+    (re.compile(r"(?P<problem>.+\.) The site said: “(?P<said>.*)”", re.S),
+     lambda m: stored(m["problem"]) + " " + _("The site said: “%(message)s”",
+                                               message=m["said"])),
+    (re.compile(r"The site rejected the application password \(HTTP 401\)\."),
+     lambda m: _("The site rejected the application password (HTTP 401).")),
+    (re.compile(r"The site refused: this user may not do this \(HTTP 403\)\."),
+     lambda m: _("The site refused: this user may not do this (HTTP 403).")),
+    (re.compile(r"The site answered HTTP 404 for (?P<what>.+)\."),
+     lambda m: _("The site answered HTTP 404 for %(what)s.", what=m["what"])),
+    (re.compile(r"The site did not answer within (?P<s>[\d.]+) s\."),
+     lambda m: _("The site did not answer within %(s)s s.", s=m["s"])),
+    (re.compile(r"The site had a temporary error \(HTTP (?P<status>\d+)\)\."),
+     lambda m: _("The site had a temporary error (HTTP %(status)s).", status=m["status"])),
+    (re.compile(r"The site refused the request \(HTTP (?P<status>\d+)\)\."),
+     lambda m: _("The site refused the request (HTTP %(status)s).", status=m["status"])),
+    (re.compile(r"The site redirects \(HTTP (?P<status>\d+)\) to (?P<location>.*); redirects "
+                r"are not followed: use that address\.", re.S),
+     lambda m: _("The site redirects (HTTP %(status)s) to %(location)s; redirects are not "
+                 "followed: use that address.", status=m["status"], location=m["location"])),
+    (re.compile(r"The site's address is not allowed: (?P<why>.+) \(PUBLISH_ALLOWED_HOSTS can "
+                r"name it\)\."),
+     lambda m: _("The site's address is not allowed: %(why)s (PUBLISH_ALLOWED_HOSTS can name "
+                 "it).", why=stored(m["why"]))),
+    (re.compile(r"The category “(?P<name>.*)” does not exist on the site, and this destination "
+                r"does not create new categories and tags\.", re.S),
+     lambda m: _("The category “%(name)s” does not exist on the site, and this destination "
+                 "does not create new categories and tags.", name=m["name"])),
+    (re.compile(r"The tag “(?P<name>.*)” does not exist on the site, and this destination "
+                r"does not create new categories and tags\.", re.S),
+     lambda m: _("The tag “%(name)s” does not exist on the site, and this destination does "
+                 "not create new categories and tags.", name=m["name"])),
+    (re.compile(r"The worker publishing this article stopped responding (?P<n>\d+) times; "
+                r"giving up\."),
+     lambda m: _("The worker publishing this article stopped responding %(n)s times; giving "
+                 "up.", n=m["n"])),
+    (re.compile(r"The user (?P<name>.+) may not publish posts \(no publish_posts "
+                r"capability\)\."),
+     lambda m: _("The user %(name)s may not publish posts (no publish_posts capability).",
+                 name=m["name"])),
 )
 
 

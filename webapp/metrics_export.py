@@ -32,6 +32,8 @@ HELP = {
     "provider_request_seconds": "Time from request to the end of the stream, per model.",
     "provider_completion_tokens": "Completion tokens of each successful request, per model.",
     "batch_duration_seconds": "Time from a batch's start to its final status.",
+    "publications_total": "Publications to WordPress that ended a task, by outcome.",
+    "publish_errors_total": "Failed requests to WordPress sites, by kind of error.",
 }
 
 

@@ -6,8 +6,8 @@ from datetime import datetime, timezone
 from typing import Optional
 
 from flask_login import UserMixin
-from sqlalchemy import (DDL, ForeignKey, Index, String, Text, UniqueConstraint, event, func,
-                        select)
+from sqlalchemy import (DDL, BigInteger, ForeignKey, Index, String, Text, UniqueConstraint,
+                        event, func, select)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from . import triggers
@@ -499,3 +499,123 @@ class BulkActionItem(db.Model):
     article_id: Mapped[Optional[int]] = mapped_column(ForeignKey("articles.id"), index=True)
     batch_id: Mapped[int] = mapped_column(ForeignKey("batches.id"))
     outcome: Mapped[Optional[str]] = mapped_column(String(32))
+
+
+class DestinationStatus:
+    OK = "ok"
+    # The site refused the credentials (401/403), or the stored password cannot be read
+    # (SECRET_KEY changed): nothing more is sent until an admin fixes them.
+    NEEDS_CREDENTIALS = "needs_credentials"
+
+    ALL = (OK, NEEDS_CREDENTIALS)
+
+
+class Provenance:
+    NONE = "none"
+    FOOTER = "footer"  # a paragraph at the end of the post
+    META = "meta"      # post meta fields (the site must register them for the REST API)
+
+    ALL = (NONE, FOOTER, META)
+
+
+class Destination(db.Model):
+    """A WordPress site that approved articles are published to (services/destinations.py).
+    Its application password is kept encrypted (webapp/crypto.py) and never shown again."""
+
+    __tablename__ = "destinations"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(80), unique=True)
+    kind: Mapped[str] = mapped_column(String(16), default="wordpress")
+    # Normalised: scheme and host in lower case, no query, no trailing slash, no /wp-json.
+    url: Mapped[str] = mapped_column(String(500))
+    username: Mapped[str] = mapped_column(String(200))
+    # A Fernet token under a key derived from SECRET_KEY.
+    password_encrypted: Mapped[str] = mapped_column(Text)
+    # Create categories and tags the site does not have yet (else the article fails).
+    allow_new_terms: Mapped[bool] = mapped_column(default=False)
+    provenance: Mapped[str] = mapped_column(String(8), default=Provenance.NONE)
+    status: Mapped[str] = mapped_column(String(24), default=DestinationStatus.OK)
+    # Why it needs credentials, in English (pages translate it).
+    last_error: Mapped[Optional[str]] = mapped_column(Text)
+    checked_at: Mapped[Optional[datetime]]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_by: Mapped[Optional[int]] = mapped_column(ForeignKey("users.id"))
+
+    @property
+    def needs_credentials(self) -> bool:
+        return self.status == DestinationStatus.NEEDS_CREDENTIALS
+
+
+class PublicationStatus:
+    QUEUED = "queued"
+    PUBLISHING = "publishing"  # a worker holds it (its claim token and lease)
+    # Sent: the post exists on the site; its own status there is `remote_status`
+    # (draft, pending, future or publish).
+    PUBLISHED = "published"
+    FAILED = "failed"
+    UNPUBLISHED = "unpublished"  # moved back to draft, or to the trash, on request
+
+    ALL = (QUEUED, PUBLISHING, PUBLISHED, FAILED, UNPUBLISHED)
+    OPEN = (QUEUED, PUBLISHING)
+
+
+class PublicationAction:
+    PUBLISH = "publish"
+    UNPUBLISH = "unpublish"
+
+
+class Publication(db.Model):
+    """One article on one destination: the remote post's id once it exists, so the article
+    is posted once and every later publish updates that post (generation/publishing.py)."""
+
+    __tablename__ = "publications"
+    __table_args__ = (
+        UniqueConstraint("article_id", "destination_id",
+                         name="uq_publications_article_destination"),
+        # The reconciler's look for open work, and a destination's queue stopped at once.
+        Index("ix_publications_destination_status", "destination_id", "status"),
+        Index("ix_publications_status_updated", "status", "updated_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    article_id: Mapped[int] = mapped_column(ForeignKey("articles.id"), index=True)
+    destination_id: Mapped[int] = mapped_column(ForeignKey("destinations.id"))
+    # Identifies the post on the site whatever its slug became (a marker in its content):
+    # what a lost create's answer is looked up by.
+    token: Mapped[str] = mapped_column(String(32), unique=True)
+    status: Mapped[str] = mapped_column(String(16), default=PublicationStatus.QUEUED)
+    # What the open request asks: publish (with `wanted` the post's status: draft, pending,
+    # future, publish) or unpublish (`wanted`: draft or trash).
+    action: Mapped[str] = mapped_column(String(16), default=PublicationAction.PUBLISH)
+    wanted: Mapped[str] = mapped_column(String(16), default="draft")
+    # For `future`: when the site publishes it (naive UTC).
+    publish_at: Mapped[Optional[datetime]]
+    # JSON lists of names, as asked.
+    categories: Mapped[str] = mapped_column(Text, default="[]")
+    tags: Mapped[str] = mapped_column(Text, default="[]")
+    # WordPress's post ids are BIGINT UNSIGNED.
+    remote_id: Mapped[Optional[int]] = mapped_column(BigInteger)
+    url: Mapped[Optional[str]] = mapped_column(String(1000))
+    remote_status: Mapped[Optional[str]] = mapped_column(String(16))
+    error: Mapped[Optional[str]] = mapped_column(Text)
+    # While a retry waits: why (in English).
+    note: Mapped[Optional[str]] = mapped_column(String(300))
+    attempts: Mapped[int] = mapped_column(default=0)
+    # Set just before a create is sent, while no post id is known: if its answer is lost
+    # (a timeout, a 5xx after the site stored it, a worker killed), the next attempt looks
+    # for the post by its marker before creating another.
+    create_sent_at: Mapped[Optional[datetime]]
+    claim_token: Mapped[Optional[str]] = mapped_column(String(36))
+    lease_expires_at: Mapped[Optional[datetime]]
+    requested_by: Mapped[Optional[int]] = mapped_column(ForeignKey("users.id"))
+    requested_at: Mapped[datetime] = mapped_column(default=utcnow)
+    published_at: Mapped[Optional[datetime]]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    destination: Mapped[Destination] = relationship()
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in PublicationStatus.OPEN

@@ -27,7 +27,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from tests.support import (ACCOUNTS, ARTIFACTS, RETRY_BASE, ROOT, SECRET_KEY, free_port,
+from tests.support import (ACCOUNTS, ARTIFACTS, PUBLISH_ALLOWED_HOSTS, PUBLISH_RETRY_BASE,
+                           PUBLISH_TIMEOUT, RETRY_BASE, ROOT, SECRET_KEY, free_port,
                            stop_process)
 from tests.helpers import wait_until
 
@@ -160,6 +161,11 @@ def server_env(database_url: str, redis_url: str, fake_url: str) -> dict:
         # Bulk actions on more items than this run on the worker, with a progress bar
         # (tests/browser/test_bulk.py shows both ways).
         "BULK_SYNC_LIMIT": str(BULK_SYNC_LIMIT),
+        # The fake WordPress site on 127.0.0.1 may be added as a destination (the publisher
+        # worker has the same settings).
+        "PUBLISH_ALLOWED_HOSTS": PUBLISH_ALLOWED_HOSTS,
+        "PUBLISH_TIMEOUT": str(PUBLISH_TIMEOUT),
+        "PUBLISH_RETRY_BASE": str(PUBLISH_RETRY_BASE),
     })
     return env
 

@@ -107,6 +107,7 @@ def main_pages(app, batch_id: int, article_id: int, version_id: int) -> dict[str
         "admin users": "/admin/users",
         "audit log": "/admin/audit",
         "system": "/admin/system",
+        "destinations": "/admin/destinations",
     }
     if any(rule.rule == "/review" for rule in app.url_map.iter_rules()):
         pages["review queue"] = "/review"

@@ -186,8 +186,8 @@ def test_metrics_with_redis_stopped_still_answer_from_the_database(env):
 # -- the system page --------------------------------------------------------------------------
 
 def _worker_row(html: str, hostname: str) -> str:
-    match = re.search(r"<tr class=\"(?:stale)?\"><td>" + re.escape(hostname) + r"</td>.*?</tr>",
-                      html, re.S)
+    match = re.search(r"<tr class=\"(?:stale)?\"><td><code>" + re.escape(hostname)
+                      + r"</code></td>.*?</tr>", html, re.S)
     assert match, f"no row for {hostname} on the system page"
     return match.group(0)
 
@@ -205,7 +205,7 @@ def test_system_page_answers_fast_with_a_frozen_worker_and_shows_it_stale(env):
     page = admin.get("/admin/system")
     assert page.status_code == 200
     row = _worker_row(page.get_data(as_text=True), worker.hostname)
-    assert "not responding" not in row and ">thread<" in row  # the pool
+    assert "not responding" not in row and "<code>thread</code>" in row  # the pool
 
     worker.freeze()  # SIGSTOP: its heartbeat thread stops with it
     frozen_at = time.monotonic()

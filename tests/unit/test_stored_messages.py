@@ -74,6 +74,46 @@ def written():
             english(control.RESUMED_NOTE), english(control.REQUEUED_NOTE),
             english(review.REGENERATING), english(submission.HELD),
             english(labels._l("Paused by %(who)s.", who="ed@example.com"))]
+    out += publishing_written()
+    return out
+
+
+def publishing_written() -> list[str]:
+    """What publishing to WordPress stores on a publication or a destination."""
+    from webapp.generation import publishing, reconciler, wordpress
+    from webapp.services import publishing as service
+
+    said = " The site said: “Sorry, you are not allowed to create posts as this user.”"
+    errors = [
+        "The site rejected the application password (HTTP 401).",
+        "The site rejected the application password (HTTP 401)." + said,
+        "The site refused: this user may not do this (HTTP 403)." + said,
+        "The site answered HTTP 404 for POST /wp/v2/posts/12.",
+        "The site answered HTTP 404 for GET /wp/v2/posts." + said,
+        "The site asked to slow down (HTTP 429).", "The site had a temporary error (HTTP 503).",
+        "The site refused the request (HTTP 400).", "The site refused the request (HTTP 400)."
+        + said, "The site did not answer within 3 s.", "The site did not answer within 2.5 s.",
+        "Could not connect to the site.",
+        "The TLS handshake with the site failed (its certificate?).",
+        "The connection to the site was cut before its answer was complete.",
+        "The site's answer was too large.",
+        "The site answered with something that is not JSON: no WordPress REST API at this "
+        "address?", "The site's answer about the post had no post id.",
+        "The site's answer about a new term had no id.",
+        "The site redirects (HTTP 301) to https://example.com/wp-json/wp/v2/posts; redirects "
+        "are not followed: use that address.",
+        f"The site's address is not allowed: {wordpress.netguard.NOT_PUBLIC} "
+        "(PUBLISH_ALLOWED_HOSTS can name it).",
+        publishing.TermMissing("categories", "News").message,
+        publishing.TermMissing("tags", "Fresh & new").message,
+        publishing.STOPPED, publishing.UNREADABLE, publishing.NOT_APPROVED,
+        publishing.SCHEDULE_PASSED, reconciler.LOST_PUBLICATION, english(service.QUEUE_DOWN),
+        "The worker publishing this article stopped responding 5 times; giving up.",
+        "The user author may not publish posts (no publish_posts capability).",
+    ]
+    out = errors + [f"{e} Gave up after 5 attempts." for e in errors[5:12]]
+    labels_ = list(publishing.RETRY_LABELS.values())
+    out += labels_ + [f"{label} — retry 2 of 5 in 4 s" for label in labels_]
     return out
 
 

@@ -1,4 +1,4 @@
-"""Admin pages: users and the audit log."""
+"""Admin pages: users, the audit log, the system page and the publishing destinations."""
 from __future__ import annotations
 
 from datetime import datetime
@@ -8,8 +8,8 @@ from flask_babel import gettext as _, ngettext
 from flask_login import current_user, login_required
 
 from ..labels import label
-from ..models import Role
-from ..services import activity, audit, system, users
+from ..models import Provenance, Role
+from ..services import activity, audit, destinations, system, users
 from ..services.errors import Invalid
 from .access import int_arg, roles_required
 
@@ -132,3 +132,64 @@ def system_charts():
     (polled, slower than the panel: their buckets are minutes long)."""
     return render_template("_partials/_system_charts.html",
                            windows=activity.system_activity())
+
+
+# -- destinations: WordPress sites to publish to -------------------------------------------
+
+def _destinations_page(form: dict | None = None, errors: dict | None = None):
+    return render_template("admin_destinations.html",
+                           destinations=destinations.all_destinations(),
+                           provenances=Provenance.ALL, form=form or {}, errors=errors or {}), \
+        (400 if errors else 200)
+
+
+@bp.get("/destinations")
+def destination_list():
+    """Every destination (never its password), with forms to add, change, test and remove."""
+    return _destinations_page()
+
+
+@bp.post("/destinations")
+def add_destination():
+    """Add a WordPress site; its application password is encrypted and never shown again."""
+    form = {k: request.form.get(k, "") for k in ("name", "url", "username", "provenance")}
+    form["allow_new_terms"] = request.form.get("allow_new_terms") == "1"
+    try:
+        destination = destinations.add(current_user, password=request.form.get("password", ""),
+                                       **{**form, "provenance": form["provenance"]
+                                          or Provenance.NONE})
+    except Invalid as exc:  # the form again, with what was typed (never the password)
+        return _destinations_page(form, exc.fields)
+    flash(_("%(name)s was added. Use Test connection to check its password.",
+            name=destination.name), "success")
+    return redirect(url_for("admin.destination_list"), code=303)
+
+
+@bp.post("/destinations/<int:destination_id>")
+def change_destination(destination_id: int):
+    """A new application password (tested at once) and the destination's options."""
+    destination, check = destinations.update(
+        current_user, destination_id, password=request.form.get("password", ""),
+        allow_new_terms=request.form.get("allow_new_terms") == "1",
+        provenance=request.form.get("provenance") or None)
+    if check is not None:
+        flash(check.message, "success" if check.ok else "error")
+    else:
+        flash(_("%(name)s was saved.", name=destination.name), "success")
+    return redirect(url_for("admin.destination_list"), code=303)
+
+
+@bp.post("/destinations/<int:destination_id>/test")
+def test_destination(destination_id: int):
+    """Ask the site who the user is, and say what is wrong in words."""
+    check = destinations.test_connection(current_user, destination_id)
+    flash(check.message, "success" if check.ok else "error")
+    return redirect(url_for("admin.destination_list"), code=303)
+
+
+@bp.post("/destinations/<int:destination_id>/remove")
+def remove_destination(destination_id: int):
+    """Forget a destination and its publications (the posts stay on the site)."""
+    name = destinations.remove(current_user, destination_id)
+    flash(_("%(name)s was removed.", name=name), "success")
+    return redirect(url_for("admin.destination_list"), code=303)

@@ -10,7 +10,7 @@ from flask import (Blueprint, Response, g, jsonify, request, stream_with_context
 
 from ..extensions import db
 from ..models import Article, ArticleStatus as A, Batch, ReviewStatus as R, User
-from ..services import control, progress, review, submission, users
+from ..services import control, progress, publishing, review, submission, users
 from ..services.errors import (Conflict, Invalid, NotAllowed, NotFound, ServiceError,
                                Unavailable)
 
@@ -93,16 +93,20 @@ def _batch_json(batch: Batch, with_articles: bool) -> dict:
              "expires_at": p.expires_at.isoformat() + "Z" if p.expires_at else None}
             for p in progress.provider_batches(batch.id)]
     if with_articles:
-        data["articles"] = [_article_item(r) for r in progress.all_article_rows(batch.id)]
+        pubs = publishing.of_positions(batch.id, 1, max(batch.total, 1))
+        data["articles"] = [_article_item(r, pubs) for r in progress.all_article_rows(batch.id)]
     return data
 
 
-def _article_item(r) -> dict:
+def _article_item(r, pubs: dict) -> dict:
+    """One row of a batch's articles; `pubs` holds the publications of the rows read with
+    it (publishing.of_positions: one query per chunk of rows, not one per row)."""
     return {"id": r.id, "position": r.position, "title": r.title, "status": r.status,
             "words": r.words, **_length(r.words, r.length_unit), "error": r.error,
             "note": r.note, "review_flag": r.review_flag,
             **_review(r.status, r.review_status, r.review_reason, r.reviewer_email,
                       r.reviewed_at),
+            "publications": [p.as_json() for p in pubs.get(r.id, ())],
             "url": url_for("api.get_article", article_id=r.id)}
 
 
@@ -171,10 +175,12 @@ def get_batch(batch_id: int):
         yield head[:-1] + ', "articles": ['
         sep = ""
         for first in range(1, total + 1, ROWS_PER_READ):
-            rows = progress.article_rows(batch_id, first, first + ROWS_PER_READ - 1)
+            last = first + ROWS_PER_READ - 1
+            rows = progress.article_rows(batch_id, first, last)
+            pubs = publishing.of_positions(batch_id, first, last) if rows else {}
             db.session.rollback()  # no read transaction held while the client reads
             if rows:
-                yield sep + ",".join(json.dumps(_article_item(r)) for r in rows)
+                yield sep + ",".join(json.dumps(_article_item(r, pubs)) for r in rows)
                 sep = ","
         yield "]}"
 
@@ -195,7 +201,7 @@ def append_rows(batch_id: int):
     added = submission.append_rows(g.api_user, _batch(batch_id), data.get("rows"))
     db.session.expire_all()
     body = _batch_json(_batch(batch_id), with_articles=False)
-    body["articles"] = [_article_item(r)
+    body["articles"] = [_article_item(r, {})
                         for r in progress.article_rows(batch_id, added.first, added.last)]
     response = jsonify(body)
     response.status_code = 201
@@ -294,4 +300,66 @@ def _article_json(article: Article) -> dict:
         "finished_at": article.finished_at.isoformat() + "Z" if article.finished_at else None,
         **_review(article.status, article.review_status, article.review_reason,
                   reviewer.email if reviewer else None, article.reviewed_at),
+        "publications": [p.as_json() for p in
+                         publishing.of_articles([article.id]).get(article.id, ())],
     }
+
+
+# -- publishing to WordPress ---------------------------------------------------------------
+
+def _publish_body(allowed: tuple[str, ...]) -> dict:
+    data = _json_object()
+    others = sorted(set(data) - set(allowed))
+    if others:
+        raise ApiError(400, "invalid", "Unknown fields: " + ", ".join(o[:50] for o in others[:10])
+                       + ".", {name[:50]: ["Not accepted here."] for name in others[:10]})
+    return data
+
+
+PUBLISH_KEYS = ("destination", "status", "publish_at", "categories", "tags")
+UNPUBLISH_KEYS = ("destination", "to")
+
+
+def _queued(done: publishing.Requested):
+    response = jsonify(done.as_json())
+    response.status_code = 202
+    return response
+
+
+@bp.post("/batches/<int:batch_id>/publish")
+@token_required
+def publish_batch(batch_id: int):
+    """Send the batch's approved articles to a destination: {"destination", "status"
+    (draft, pending, future, publish; default draft), "publish_at" (ISO 8601, for future),
+    "categories", "tags"}. 202 with what was queued and what was skipped."""
+    data = _publish_body(PUBLISH_KEYS)
+    return _queued(publishing.publish(g.api_user, _batch(batch_id), data))
+
+
+@bp.post("/batches/<int:batch_id>/unpublish")
+@token_required
+def unpublish_batch(batch_id: int):
+    """Move the batch's posts on a destination back to draft, or to the trash:
+    {"destination", "to": "draft" or "trash"}. 202."""
+    data = _publish_body(UNPUBLISH_KEYS)
+    return _queued(publishing.unpublish(g.api_user, _batch(batch_id), data))
+
+
+@bp.post("/articles/<int:article_id>/publish")
+@token_required
+def publish_article(article_id: int):
+    """Send one approved article to a destination (the batch route's body). 202."""
+    data = _publish_body(PUBLISH_KEYS)
+    article = _article(article_id)
+    return _queued(publishing.publish(g.api_user, article.batch, data,
+                                      article_ids=[article.id]))
+
+
+@bp.post("/articles/<int:article_id>/unpublish")
+@token_required
+def unpublish_article(article_id: int):
+    """Move one article's post back to draft, or to the trash. 202."""
+    data = _publish_body(UNPUBLISH_KEYS)
+    article = _article(article_id)
+    return _queued(publishing.unpublish(g.api_user, article.batch, data,
+                                        article_ids=[article.id]))

@@ -8,9 +8,10 @@ from flask_login import current_user, login_required
 
 from ..extensions import db
 from ..models import Article, ReviewStatus as R, Role
-from ..services import article_page, control, progress, review
+from ..services import article_page, control, progress, publishing, review
 from ..services.errors import Invalid
 from .access import roles_required
+from .publish_form import flash_requested, publish_form
 from .htmx import STOP_POLLING, is_htmx
 
 bp = Blueprint("articles", __name__)
@@ -30,7 +31,10 @@ def _to_article(article_id: int):
 def article_detail(article_id: int):
     """One article, rendered from Markdown; live while it is being written."""
     article = db.get_or_404(Article, article_id)
-    return render_template("article.html", **article_page.article_page(current_user, article))
+    return render_template("article.html", **article_page.article_page(current_user, article),
+                           pubs=publishing.article_publications(current_user, article),
+                           remote_statuses=publishing.STATUSES,
+                           unpublish_to=publishing.UNPUBLISH_TO)
 
 
 @bp.get("/articles/<int:article_id>/live")
@@ -107,3 +111,24 @@ def version_show(article_id: int, version_id: int):
     article = db.get_or_404(Article, article_id)
     return render_template("version.html", article=article,
                            version=review.version_of(article, version_id))
+
+
+@bp.post("/articles/<int:article_id>/publish")
+def article_publish(article_id: int):
+    """Send one approved article to a destination."""
+    article = db.get_or_404(Article, article_id)
+    flash_requested(publishing.publish(current_user, article.batch, publish_form(),
+                                       article_ids=[article.id]))
+    return _to_article(article_id)
+
+
+@bp.post("/articles/<int:article_id>/unpublish")
+def article_unpublish(article_id: int):
+    """Move one article's post on a destination back to draft, or to the trash."""
+    article = db.get_or_404(Article, article_id)
+    flash_requested(publishing.unpublish(current_user, article.batch, publish_form(),
+                                         article_ids=[article.id]))
+    if request.form.get("back") == "batch":
+        return redirect(url_for("batches.batch_detail", batch_id=article.batch_id,
+                                _anchor="batch-publications"), code=303)
+    return _to_article(article_id)

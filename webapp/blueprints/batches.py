@@ -16,12 +16,13 @@ from wtforms.fields.choices import SelectChoice
 from ..extensions import db
 from ..forms import NewBatchForm
 from ..models import Batch, Role
-from ..services import (activity, control, exports, pollcache, polls, progress, review,
-                        submission, templates)
+from ..services import (activity, control, exports, pollcache, polls, progress, publishing,
+                        review, submission, templates)
 from ..services.errors import Invalid
 from ..services.outcomes import Outcome
 from .access import int_arg, limited_per_user, roles_required
 from .htmx import STOP_POLLING, is_htmx
+from .publish_form import flash_requested, publish_form
 
 bp = Blueprint("batches", __name__)
 
@@ -110,7 +111,11 @@ def batch_detail(batch_id: int):
     """A batch: its overall bar, its charts, and a row per article."""
     page = progress.batch_page(current_user, batch_id, int_arg("page", 1))
     return render_template("batch.html", **page,
-                           activity=activity.batch_activity(page["batch"]))
+                           activity=activity.batch_activity(page["batch"]),
+                           pubs=publishing.batch_publications(current_user, page["batch"],
+                                                              page["first"], page["last"]),
+                           remote_statuses=publishing.STATUSES,
+                           unpublish_to=publishing.UNPUBLISH_TO)
 
 
 @bp.route("/batches/<int:batch_id>/charts")
@@ -259,3 +264,35 @@ def batch_export(batch_id: int, fmt: str):
                                 include_all=request.args.get("all") == "1")
     return Response(stream_with_context(download.body), mimetype=download.mimetype,
                     headers={"Content-Disposition": download.content_disposition})
+
+
+# -- publishing to WordPress ---------------------------------------------------------------
+
+@bp.post("/batches/<int:batch_id>/publish")
+def batch_publish(batch_id: int):
+    """Send the batch's approved articles to a destination (draft, pending, scheduled or
+    published); the others are never sent."""
+    flash_requested(publishing.publish(current_user, db.get_or_404(Batch, batch_id),
+                                       publish_form()))
+    return redirect(url_for("batches.batch_detail", batch_id=batch_id,
+                            _anchor="batch-publications"), code=303)
+
+
+@bp.post("/batches/<int:batch_id>/unpublish")
+def batch_unpublish(batch_id: int):
+    """Move the batch's posts on a destination back to draft, or to the trash."""
+    flash_requested(publishing.unpublish(current_user, db.get_or_404(Batch, batch_id),
+                                         publish_form()))
+    return redirect(url_for("batches.batch_detail", batch_id=batch_id,
+                            _anchor="batch-publications"), code=303)
+
+
+@bp.get("/batches/<int:batch_id>/publications")
+def batch_publications(batch_id: int):
+    """Each article's publication state on the batch page (polled while any is open)."""
+    pubs = publishing.batch_publications(
+        current_user, db.get_or_404(Batch, batch_id), int_arg("first", 1),
+        int_arg("last", progress.ARTICLES_PER_PAGE))
+    html = render_template("_partials/_publications.html", pubs=pubs,
+                           unpublish_to=publishing.UNPUBLISH_TO)
+    return html, (200 if pubs.open else STOP_POLLING)

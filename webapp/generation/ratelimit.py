@@ -193,8 +193,16 @@ def acquire_slot(client, batch_id: int, article_id: int, cap: int, lease: float)
     (another delivery of it is running: that one owns the place), 0 none free."""
     if cap <= 0:
         return True
+    return acquire_place(client, slots_key(batch_id), article_id, cap, lease)
+
+
+def acquire_place(client, key: str, member, cap: int, lease: float):
+    """A place in the leased set `key` (at most `cap` members whose lease has not run out):
+    the semaphore behind a batch's places in flight and a destination's requests
+    (publishing.py). Answers as acquire_slot does: 1 new, 2 held already (lease renewed),
+    0 none free."""
     now = time.time()
-    return client.eval(_ACQUIRE, 1, slots_key(batch_id), now, cap, article_id, now + lease)
+    return client.eval(_ACQUIRE, 1, key, now, cap, member, now + lease)
 
 
 def release_slot(client: redis.Redis, batch_id: int, article_id: int) -> None:

@@ -15,9 +15,11 @@ from flask import current_app
 from sqlalchemy import exists, select
 
 from .. import installation, metrics
-from . import dispatch, economy, lifecycle, ratelimit, webhooks
+from . import (dispatch, economy, lifecycle, publishing, publishing_states, ratelimit,
+               webhooks)
 from ..extensions import db, get_redis
-from ..models import Article, ArticleStatus as A, Batch, BatchStatus as B, ProviderBatch, utcnow
+from ..models import (Article, ArticleStatus as A, Batch, BatchStatus as B, ProviderBatch,
+                      Publication, PublicationStatus as P, utcnow)
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +65,9 @@ def run_once() -> dict:
         "closed_batches": close_finished_batches(),
         "webhooks_scheduled": schedule_webhooks(),
         "economy_parts_followed": economy.follow_lost(),
+        **dict(zip(("publications_requeued_lost", "publications_failed_lost"),
+                   requeue_lost_publications())),
+        "publications_redispatched_stalled": redispatch_stalled_publications(),
     }
 
 
@@ -184,4 +189,47 @@ def schedule_webhooks() -> int:
     db.session.rollback()
     for batch_id in ids:
         webhooks.deliver.apply_async((batch_id,))
+    return len(ids)
+
+
+LOST_PUBLICATION = "Sent again: the worker publishing it stopped responding."
+
+
+def requeue_lost_publications() -> tuple[int, int]:
+    """Publications whose worker stopped renewing the lease (it died between a request and
+    its record): back to the queue and sent again (the next attempt finds a post the dead
+    worker made, by its marker), or failed after PUBLISH_MAX_ATTEMPTS."""
+    now = utcnow()
+    max_attempts = current_app.config["PUBLISH_MAX_ATTEMPTS"]
+    lost = db.session.execute(select(Publication.id, Publication.attempts)
+                              .where(Publication.status == P.PUBLISHING,
+                                     Publication.lease_expires_at < now)).all()
+    db.session.rollback()
+    again, failed = [], 0
+    for publication_id, attempts in lost:
+        if attempts >= max_attempts:
+            failed += publishing_states.fail_lost(
+                publication_id, f"The worker publishing this article stopped responding "
+                                f"{attempts} times; giving up.", lapsed_before=now)
+        elif publishing_states.release_lost(publication_id, LOST_PUBLICATION,
+                                            lapsed_before=now):
+            again.append(publication_id)
+    if again:
+        publishing.send(again)
+    return len(again), failed
+
+
+def redispatch_stalled_publications() -> int:
+    """Queued publications nobody is working on (their message was lost: the broker was
+    down when they were asked for, or Redis lost its data): sent again once the queue is
+    empty and they have waited longer than any retry's delay could be."""
+    if get_redis().llen("publishing"):
+        return 0
+    config = current_app.config
+    cutoff = utcnow() - timedelta(seconds=config["STALL_AFTER"] + config["PUBLISH_RETRY_MAX"])
+    ids = db.session.scalars(select(Publication.id).where(Publication.status == P.QUEUED,
+                                                          Publication.updated_at < cutoff)).all()
+    db.session.rollback()
+    if ids:
+        publishing.send(ids)
     return len(ids)

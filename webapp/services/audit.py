@@ -19,7 +19,8 @@ ACTIONS = ("sign_in", "sign_in_failed", "sign_out", "batch_submitted", "batch_ca
            "template_archived", "template_restored", "article_reviewed", "article_edited",
            "article_regenerated", "version_restored", "batch_duplicated", "batch_exported",
            "bulk_approved", "bulk_rejected", "bulk_regenerated", "bulk_retried",
-           "bulk_cancelled", "bulk_exported")
+           "bulk_cancelled", "bulk_exported", "articles_published", "articles_unpublished",
+           "destination_added", "destination_changed", "destination_removed")
 
 
 def record(action: str, *, user: Optional[User] = None, actor: str = "", target: str = "",

@@ -18,7 +18,7 @@ from ..generation import ratelimit
 from ..extensions import db, get_redis
 from ..models import Article, ArticleStatus as A, Batch, BatchStatus as B, utcnow
 
-QUEUES = ("generation", "celery", "webhooks")
+QUEUES = ("generation", "celery", "webhooks", "publishing")
 
 
 @dataclass
