@@ -33,19 +33,17 @@ Standard library only.
 from __future__ import annotations
 
 import argparse
-import http.server
 import itertools
 import json
 import random
 import re
-import select
-import signal
-import socket
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Iterable
+
+from tests.fakeserver import (DISCONNECT_ERRORS, ClientGone, FakeHandler, FakeHTTPServer,
+                              FakeServer, Stopping)
 
 if TYPE_CHECKING:
     from tests.fakeai_batches import FakeBatchAPI
@@ -53,9 +51,6 @@ if TYPE_CHECKING:
 __all__ = ["FakeAI", "Fault", "RequestRecord", "DEFAULT_MODELS"]
 
 DEFAULT_MODELS = ("gpt-4o-mini", "gpt-4o")
-
-# Errors that mean "the client went away"; never worth a traceback.
-_DISCONNECT_ERRORS = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError)
 
 
 # --------------------------------------------------------------------------
@@ -366,47 +361,16 @@ def build_chunks(title: str, words: int, chunks: int) -> list[str]:
 # --------------------------------------------------------------------------
 
 
-class _ClientGone(Exception):
-    """The client closed the connection."""
-
-
-class _Stopping(Exception):
-    """The server is shutting down; abandon the request."""
-
-
-class _Server(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    # Benchmarks open many connections at once; the default backlog of 5
+class _Server(FakeHTTPServer):
+    # Benchmarks open many connections at once; a smaller backlog
     # would make bursts see connection resets or SYN-retry delays.
     request_queue_size = 256
     fake: FakeAI
 
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # Disconnects are expected (cancelled streams, timeouts): stay quiet.
-        # Anything else is a bug in the fake, so do show it.
-        exc = sys.exc_info()[1]
-        if isinstance(exc, _DISCONNECT_ERRORS + (_Stopping, socket.timeout)):
-            return
-        super().handle_error(request, client_address)
 
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    # HTTP/1.1 so that streams can use chunked encoding: a stream that ends
-    # without the terminating zero-length chunk is then an error on the client
-    # side (httpx raises RemoteProtocolError), which is what a cut stream must
-    # look like.  With "Connection: close" and no length, an early close would
-    # look like a normal end of body.
-    protocol_version = "HTTP/1.1"
-    # Headers and body are separate writes; without TCP_NODELAY, Nagle plus
-    # the client's delayed ACK adds ~40 ms to every response.
-    disable_nagle_algorithm = True
+class _Handler(FakeHandler):
     server_version = "FakeAI/1.0"
-    sys_version = ""
     server: _Server
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-        pass  # quiet: no per-request logging
 
     # -- routing ---------------------------------------------------------
 
@@ -487,22 +451,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             step = batches.content_chunk
             for start in range(0, len(payload), step):
                 self._write(payload[start : start + step])
-        except (_ClientGone, _Stopping):
+        except (ClientGone, Stopping):
             self.close_connection = True
-
-    def _read_body(self) -> bytes:
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            # httpx sends an upload of unknown length (a file upload from a
-            # stream, say) chunked, without Content-Length.
-            parts = []
-            while size := int(self.rfile.readline().split(b";")[0].strip() or b"0", 16):
-                parts.append(self.rfile.read(size))
-                self.rfile.readline()  # the CRLF after each chunk
-            while self.rfile.readline().strip():  # trailers, up to the blank line
-                pass
-            return b"".join(parts)
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length > 0 else b""
 
     # -- chat completions -------------------------------------------------
 
@@ -526,15 +476,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         # Choose the fault, snapshot settings, log the record and count it as
         # in flight, all in one step so tests never see a half-registered request.
         fault, settings = fake._begin(record)
-        try:
+        with self._answering(record):
             self._answer(record, fault, settings)
-        except _ClientGone:
-            fake._mark_disconnected(record)
-            self.close_connection = True
-        except _Stopping:
-            self.close_connection = True
-        finally:
-            fake._end(record)
 
     def _answer(self, record: RequestRecord, fault: Fault | None, settings: dict[str, Any]) -> None:
         fake = self.server.fake
@@ -707,8 +650,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             for name, value in (headers or {}).items():
                 self.send_header(name, value)
             self.end_headers()
-        except _DISCONNECT_ERRORS as exc:
-            raise _ClientGone() from exc
+        except DISCONNECT_ERRORS as exc:
+            raise ClientGone() from exc
 
     def _send_json(
         self,
@@ -751,47 +694,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def _write(self, data: bytes) -> None:
         if self.server.fake._stopping.is_set():
-            raise _Stopping()
+            raise Stopping()
         try:
             self.wfile.write(data)
             self.wfile.flush()
-        except _DISCONNECT_ERRORS as exc:
-            raise _ClientGone() from exc
-
-    # -- waiting ----------------------------------------------------------
-
-    def _pause_until(self, deadline: float) -> None:
-        """Sleep until ``deadline``, noticing a client disconnect or a stop().
-
-        While waiting we watch the socket: the request has been read in full,
-        so it only becomes readable when the client closes it (recv returns
-        b"").  That lets a cancelled request be seen as disconnected promptly
-        instead of at the next write.
-        """
-        fake = self.server.fake
-        sock = self.connection
-        watch = True
-        while True:
-            if fake._stopping.is_set():
-                raise _Stopping()
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return
-            step = min(remaining, 0.05)  # also bounds how late we see stop()
-            if not watch:
-                fake._stopping.wait(step)
-                continue
-            try:
-                readable, _, _ = select.select([sock], [], [], step)
-                gone = bool(readable) and not sock.recv(1, socket.MSG_PEEK)
-            except (OSError, ValueError):  # reset by peer, or socket already closed
-                gone = True
-            if gone:
-                raise _ClientGone()
-            if readable:
-                # The client sent more bytes (pipelining); select would keep
-                # firing, so fall back to plain sleeping for this request.
-                watch = False
+        except DISCONNECT_ERRORS as exc:
+            raise ClientGone() from exc
 
 
 _BATCH_PATHS = ("/v1/files", "/v1/batches")
@@ -806,11 +714,14 @@ def _model_not_found_message(model: str) -> str:
 # --------------------------------------------------------------------------
 
 
-class FakeAI:
+class FakeAI(FakeServer[RequestRecord]):
     """An OpenAI-compatible server on 127.0.0.1, run in a daemon thread.
 
     All public attributes are safe to read and set from other threads.
     """
+
+    _server_class = _Server
+    _handler_class = _Handler
 
     def __init__(
         self,
@@ -823,19 +734,12 @@ class FakeAI:
         seed: int = 0,
         models: tuple[str, ...] | list[str] = DEFAULT_MODELS,
     ) -> None:
-        self._lock = threading.Lock()
-        # Notified on every state change so wait_for() wakes promptly.
-        self._changed = threading.Condition(self._lock)
-        self._host = host
-        self._port = port
+        super().__init__(host, port, threading.Lock())
         self._seed = seed
         self.models = tuple(models)
         self._defaults = {"latency": latency, "chunks": chunks, "words": words}
         self._latency = self._chunks = self._words = None  # set just below
         self.latency, self.chunks, self.words = latency, chunks, words
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
-        self._stopping = threading.Event()
         self._ids = itertools.count(1)
         self._reset_state()
         # Imported here: fakeai_batches uses this module's text helpers.
@@ -845,60 +749,22 @@ class FakeAI:
 
     def _reset_state(self) -> None:
         # Caller holds the lock (or we are in __init__).
-        self._requests: list[RequestRecord] = []
+        self._clear_log()
         self._script: list[Fault] = []
         self._answers: dict[str, str] = {}
         self._default_fault: Fault | None = None
         self._fail_rate = 0.0
         self._fail_fault: Fault | None = None
         self._random = random.Random(self._seed)
-        self._in_flight = getattr(self, "_in_flight", 0)  # live requests still count
-        self._max_concurrent = self._in_flight
 
-    # -- lifecycle --------------------------------------------------------
-
-    def start(self) -> FakeAI:
-        if self._server is not None:
-            return self
-        self._stopping.clear()
-        server = _Server((self._host, self._port), _Handler)
-        server.fake = self
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.05},
-            name=f"FakeAI:{server.server_address[1]}", daemon=True,
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving.  Requests still running (hangs, slow streams) are
-        abandoned within ~50 ms and their connections closed."""
-        server, self._server = self._server, None
-        if server is None:
-            return
-        self._stopping.set()
-        server.shutdown()
-        server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> FakeAI:
-        return self.start()
-
-    def __exit__(self, *exc_info: Any) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("FakeAI is not running; call start() first")
-        return self._server.server_address[1]
+    # -- lifecycle (start, stop, port: FakeServer) ------------------------
 
     @property
     def base_url(self) -> str:
         return f"http://{self._host}:{self.port}/v1"
+
+    def _banner(self) -> Iterable[str]:
+        return [self.base_url]
 
     # -- settings ---------------------------------------------------------
 
@@ -968,14 +834,7 @@ class FakeAI:
             self._fail_fault = fault if fault is not None else Fault.rate_limit(retry_after=0)
             self._random = random.Random(self._seed if seed is None else seed)
 
-    # -- observability ----------------------------------------------------
-
-    @property
-    def requests(self) -> list[RequestRecord]:
-        """Snapshot of the log, oldest first.  Records are live: an in-flight
-        request's record gets its end/status/chunks_sent filled in later."""
-        with self._lock:
-            return list(self._requests)
+    # -- observability (also requests, in_flight, wait_for: FakeServer) ---
 
     def request_count(self) -> int:
         with self._lock:
@@ -984,16 +843,6 @@ class FakeAI:
     def requests_for(self, title: str) -> list[RequestRecord]:
         with self._lock:
             return [r for r in self._requests if r.title == title]
-
-    @property
-    def in_flight(self) -> int:
-        with self._lock:
-            return self._in_flight
-
-    @property
-    def max_concurrent(self) -> int:
-        with self._lock:
-            return self._max_concurrent
 
     def reset(self, restore_settings: bool = False) -> None:
         """Clear the log, queued/default/random faults and counters.  With
@@ -1008,27 +857,6 @@ class FakeAI:
             self._changed.notify_all()
         self.batches.reset(restore_settings)  # outside our lock: it takes its own, then ours
 
-    def wait_for(
-        self, predicate: Callable[[], Any], timeout: float = 5.0, message: str | None = None
-    ) -> Any:
-        """Wait until ``predicate()`` is truthy and return its value; raise
-        TimeoutError after ``timeout`` seconds.  Wakes on every request
-        event, and re-checks at least every 20 ms for outside conditions."""
-        deadline = time.monotonic() + timeout
-        while True:
-            value = predicate()  # called without the lock: it may use our properties
-            if value:
-                return value
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(message or f"condition not met within {timeout}s")
-            with self._changed:
-                self._changed.wait(min(remaining, 0.02))
-
-    def wait_idle(self, timeout: float = 5.0) -> None:
-        """Wait until no chat completion request is in flight."""
-        self.wait_for(lambda: self.in_flight == 0, timeout, "requests still in flight")
-
     # -- called by the handler -------------------------------------------
 
     def _begin(self, record: RequestRecord) -> tuple[Fault | None, dict[str, Any]]:
@@ -1040,19 +868,11 @@ class FakeAI:
             else:
                 fault = self._default_fault
             record.fault = fault.kind if fault is not None else None
-            self._requests.append(record)
-            self._in_flight += 1
-            self._max_concurrent = max(self._max_concurrent, self._in_flight)
+            self._log(record)
             settings = {"latency": self._latency, "chunks": self._chunks, "words": self._words,
                         "answer": self._answers.get(record.title)}
             self._changed.notify_all()
             return fault, settings
-
-    def _end(self, record: RequestRecord) -> None:
-        with self._lock:
-            record.end = time.monotonic()
-            self._in_flight -= 1
-            self._changed.notify_all()
 
     def _mark_disconnected(self, record: RequestRecord) -> None:
         with self._lock:
@@ -1092,17 +912,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     if args.fail_429_rate:
         fake.fail_rate(args.fail_429_rate, Fault.rate_limit(retry_after=0))
-    # Turn SIGTERM (what a benchmark's Popen.terminate() sends) into a clean stop.
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
-    fake.start()
-    print(fake.base_url, flush=True)
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        fake.stop()
+    fake.serve_until_interrupted()
 
 
 if __name__ == "__main__":

@@ -145,21 +145,21 @@ import binascii
 import dataclasses
 import email.utils
 import fnmatch
-import http.server
 import itertools
 import json
 import re
 import select
-import signal
 import socket
-import sys
 import threading
 import time
 import unicodedata
 import urllib.parse
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Iterable, Optional, Union
+
+from tests.fakeserver import (DISCONNECT_ERRORS, ClientGone, FakeHandler, FakeHTTPServer,
+                              FakeServer, Stopping)
 
 __all__ = [
     "FakeWordPress", "Fault", "Hold", "RequestRecord", "Post", "Term", "User",
@@ -181,7 +181,6 @@ CREATE_TAG = "POST /wp/v2/tags"
 
 Matcher = Union[str, Callable[["RequestRecord"], bool]]
 
-_DISCONNECT_ERRORS = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError)
 JSON_TYPE = "application/json; charset=UTF-8"
 HTML_TYPE = "text/html; charset=UTF-8"
 
@@ -1626,25 +1625,9 @@ class _Site:
 # -- HTTP plumbing -------------------------------------------------------------------------------
 
 
-class _ClientGone(Exception):
-    """The client closed the connection."""
-
-
-class _Stopping(Exception):
-    """The server is shutting down; abandon the request."""
-
-
-class _Server(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 128
+class _Server(FakeHTTPServer):
+    quiet_errors = FakeHTTPServer.quiet_errors + (ClientGone,)
     fake: FakeWordPress
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        exc = sys.exc_info()[1]
-        if isinstance(exc, _DISCONNECT_ERRORS + (_Stopping, socket.timeout, _ClientGone)):
-            return
-        super().handle_error(request, client_address)
 
 
 def _encode_json(data: Any) -> bytes:
@@ -1653,15 +1636,9 @@ def _encode_json(data: Any) -> bytes:
         "/", "\\/").encode("ascii")
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
+class _Handler(FakeHandler):
     server_version = "Apache"
-    sys_version = ""
     server: _Server
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-        pass
 
     def do_GET(self) -> None:
         self._serve("GET")
@@ -1681,19 +1658,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def do_DELETE(self) -> None:
         self._serve("DELETE")
 
-    # -- reading -----------------------------------------------------------------------------
-
-    def _read_body(self) -> bytes:
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            parts = []
-            while size := int(self.rfile.readline().split(b";")[0].strip() or b"0", 16):
-                parts.append(self.rfile.read(size))
-                self.rfile.readline()
-            while self.rfile.readline().strip():
-                pass
-            return b"".join(parts)
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length > 0 else b""
+    # -- reading (and _read_body: FakeHandler) ----------------------------------------------
 
     @staticmethod
     def _parse_query(query: str) -> dict[str, Any]:
@@ -1747,15 +1712,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         auth_name = self._basic_user()
         record.auth_sent = auth_name[0] if auth_name else None
         fault, hold = fake._begin(record)
-        try:
+        with self._answering(record):
             self._answer(record, fault, hold, bad_json)
-        except _ClientGone:
-            fake._mark_disconnected(record)
-            self.close_connection = True
-        except _Stopping:
-            self.close_connection = True
-        finally:
-            fake._end(record)
 
     def _basic_user(self) -> Optional[tuple[str, str]]:
         header = self.headers.get("Authorization", "")
@@ -1848,7 +1806,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
               content_type: str, payload: Any) -> None:
         fake = self.server.fake
         if fake._stopping.is_set():
-            raise _Stopping()
+            raise Stopping()
         fake._answered(record, status, payload)
         try:
             self.send_response(status)
@@ -1866,8 +1824,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             if record.method != "HEAD":
                 self.wfile.write(body)
             self.wfile.flush()
-        except _DISCONNECT_ERRORS as exc:
-            raise _ClientGone() from exc
+        except DISCONNECT_ERRORS as exc:
+            raise ClientGone() from exc
 
     def _drop(self) -> None:
         self.close_connection = True
@@ -1876,13 +1834,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         except OSError:
             pass
 
-    # -- waiting -----------------------------------------------------------------------------
+    # -- waiting (and _pause_until: FakeHandler) --------------------------------------------
 
     def _sleep(self, seconds: float) -> None:
         """Slow, not watching the client: the request is applied even if it has left."""
         fake = self.server.fake
         if fake._stopping.wait(seconds):
-            raise _Stopping()
+            raise Stopping()
 
     def _hold(self, record: RequestRecord, hold: Hold) -> None:
         """Wait for release; a client that leaves meanwhile is noted, the wait goes on."""
@@ -1891,7 +1849,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         noted = False
         while not hold.released.wait(0.02):
             if fake._stopping.is_set():
-                raise _Stopping()
+                raise Stopping()
             if not noted and self._client_gone():
                 fake._mark_disconnected(record)
                 noted = True
@@ -1902,25 +1860,6 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return bool(readable) and not self.connection.recv(1, socket.MSG_PEEK)
         except (OSError, ValueError):
             return True
-
-    def _pause_until(self, deadline: float) -> None:
-        """Send nothing until `deadline`; stop early when the client leaves or on stop()."""
-        fake = self.server.fake
-        while True:
-            if fake._stopping.is_set():
-                raise _Stopping()
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return
-            try:
-                readable, _, _ = select.select([self.connection], [], [], min(remaining, 0.05))
-                gone = bool(readable) and not self.connection.recv(1, socket.MSG_PEEK)
-            except (OSError, ValueError):
-                gone = True
-            if gone:
-                raise _ClientGone()
-            if readable:  # pipelined bytes: just wait out the time
-                fake._stopping.wait(max(0.0, deadline - time.monotonic()))
 
 
 # -- the public object ---------------------------------------------------------------------------
@@ -1939,9 +1878,12 @@ _SETTINGS = {
 }
 
 
-class FakeWordPress:
+class FakeWordPress(FakeServer[RequestRecord]):
     """A WordPress REST API on 127.0.0.1, run in a daemon thread. Public attributes may be
     read and set from any thread; the site's state changes under one lock."""
+
+    _server_class = _Server
+    _handler_class = _Handler
 
     site_name: str
     site_mode: str
@@ -1958,74 +1900,36 @@ class FakeWordPress:
         unknown = set(settings) - set(_SETTINGS)
         if unknown:
             raise TypeError(f"unknown settings: {sorted(unknown)}")
-        self._host, self._port = host, port
+        super().__init__(host, port, threading.RLock())
         self._defaults = {**_SETTINGS, **settings}
-        self._lock = threading.RLock()
-        self._changed = threading.Condition(self._lock)
-        self._stopping = threading.Event()
-        self._server: Optional[_Server] = None
-        self._thread: Optional[threading.Thread] = None
         # Post ids never restart, not even across reset(): a post id an app kept from an
         # earlier test never names a post of this one.
         self._post_ids = itertools.count(1)
-        self._in_flight = 0
         self._reset_state()
 
     def _reset_state(self) -> None:
         for name, value in self._defaults.items():
             setattr(self, name, value)
         self._clock_offset = 0.0
-        self._requests: list[RequestRecord] = []
+        self._clear_log()
         self._script: list[tuple[Callable[[RequestRecord], bool], Optional[Fault]]] = []
         self._default_faults: list[tuple[Callable[[RequestRecord], bool], Fault]] = []
         self._holds: list[Hold] = []
         self._taken_holds: list[Hold] = []
-        self._max_concurrent = self._in_flight
         # A fresh site's users and terms: admin is user 1, Uncategorized term 1.
         self._term_ids = itertools.count(1)
         self._user_ids = itertools.count(1)
         self._site = _Site(self)
 
-    # -- lifecycle -------------------------------------------------------------------------
+    # -- lifecycle (start, stop, port: FakeServer) -----------------------------------------
 
-    def start(self) -> FakeWordPress:
-        if self._server is not None:
-            return self
-        self._stopping.clear()
-        server = _Server((self._host, self._port), _Handler)
-        server.fake = self
-        self._server = server
-        self._thread = threading.Thread(target=server.serve_forever,
-                                        kwargs={"poll_interval": 0.05},
-                                        name=f"FakeWordPress:{server.server_address[1]}",
-                                        daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving; held, hanging and slow requests are abandoned within ~50 ms."""
-        server, self._server = self._server, None
-        if server is None:
-            return
-        self._stopping.set()
+    def _on_stop(self) -> None:
         self.release()
-        server.shutdown()
-        server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
 
-    def __enter__(self) -> FakeWordPress:
-        return self.start()
-
-    def __exit__(self, *exc_info: Any) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("FakeWordPress is not running; call start() first")
-        return self._server.server_address[1]
+    def _banner(self) -> Iterable[str]:
+        yield self.url
+        for login, _, password in DEFAULT_USERS:
+            yield f"  {login}: {password}"
 
     @property
     def url(self) -> str:
@@ -2196,13 +2100,7 @@ class FakeWordPress:
         for hold in holds:
             hold.release()
 
-    # -- records ---------------------------------------------------------------------------
-
-    @property
-    def requests(self) -> list[RequestRecord]:
-        """Every request so far, oldest first (live records: an answer fills them in)."""
-        with self._lock:
-            return list(self._requests)
+    # -- records (also requests, in_flight, wait_for: FakeServer) ----------------------------
 
     def requests_to(self, on: Matcher) -> list[RequestRecord]:
         match = _matcher(on)
@@ -2211,16 +2109,6 @@ class FakeWordPress:
 
     def count(self, on: Matcher = ANY) -> int:
         return len(self.requests_to(on))
-
-    @property
-    def in_flight(self) -> int:
-        with self._lock:
-            return self._in_flight
-
-    @property
-    def max_concurrent(self) -> int:
-        with self._lock:
-            return self._max_concurrent
 
     def _snapshot(self, post: Post) -> Post:
         copy = dataclasses.replace(post, categories=list(post.categories), tags=list(post.tags),
@@ -2298,24 +2186,6 @@ class FakeWordPress:
                     out.append(copy)
             return out
 
-    def wait_for(self, predicate: Callable[[], Any], timeout: float = 5.0,
-                 message: Optional[str] = None) -> Any:
-        """Wait until ``predicate()`` is truthy and return it; TimeoutError after
-        ``timeout``. Wakes on every request event."""
-        deadline = time.monotonic() + timeout
-        while True:
-            value = predicate()
-            if value:
-                return value
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(message or f"condition not met within {timeout}s")
-            with self._changed:
-                self._changed.wait(min(remaining, 0.02))
-
-    def wait_idle(self, timeout: float = 5.0) -> None:
-        self.wait_for(lambda: self.in_flight == 0, timeout, "requests still in flight")
-
     # -- called by the handler -------------------------------------------------------------
 
     def _begin(self, record: RequestRecord) -> tuple[Optional[Fault], Optional[Hold]]:
@@ -2339,17 +2209,9 @@ class FakeWordPress:
                     self._taken_holds.append(hold)
                     break
             record.fault = fault.kind if fault is not None else None
-            self._requests.append(record)
-            self._in_flight += 1
-            self._max_concurrent = max(self._max_concurrent, self._in_flight)
+            self._log(record)
             self._changed.notify_all()
             return fault, hold
-
-    def _end(self, record: RequestRecord) -> None:
-        with self._lock:
-            record.end = time.monotonic()
-            self._in_flight -= 1
-            self._changed.notify_all()
 
     def _mark_disconnected(self, record: RequestRecord) -> None:
         with self._lock:
@@ -2463,19 +2325,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--port", type=int, default=0, help="0 = any free port (default)")
     parser.add_argument("--latency", type=float, default=0.0)
     args = parser.parse_args(argv)
-    fake = FakeWordPress(host=args.host, port=args.port, latency=args.latency)
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
-    fake.start()
-    print(fake.url, flush=True)
-    for login, _, password in DEFAULT_USERS:
-        print(f"  {login}: {password}", flush=True)
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        fake.stop()
+    FakeWordPress(host=args.host, port=args.port, latency=args.latency).serve_until_interrupted()
 
 
 if __name__ == "__main__":

@@ -257,8 +257,10 @@ def _with_place(task, publication_id: int, row, redis, lease: float, owner: dict
         password = crypto.decrypt(destination.password_encrypted,
                                   current_app.config["SECRET_KEY"])
     except crypto.Unreadable:
-        states.fail(publication_id, token, UNREADABLE)
+        # The destination is stopped before this publication fails: whoever sees the
+        # failure (a page, the API, a test) sees the stop too.
         _stop(destination.id, UNREADABLE)
+        states.fail(publication_id, token, UNREADABLE)
         return {"status": P.FAILED, "error": UNREADABLE}
     cfg = current_app.config
     client = _GuardedClient(destination.url, destination.username, password,
@@ -444,8 +446,8 @@ def _handle_error(task, err: WPError, publication_id: int, token: str, destinati
     cfg = current_app.config
     metrics.count("publish_errors_total", kind=err.kind)
     if err.kind in CREDENTIALS:
+        stopped = _stop(destination_id, err.message)  # first, as for an unreadable password
         states.fail(publication_id, token, err.message)
-        stopped = _stop(destination_id, err.message)
         log.warning("publication %s failed and destination %s stopped (%d queued failed "
                     "without a request): %s", publication_id, destination_id, stopped,
                     err.detail)
