@@ -10,7 +10,9 @@ worker.
 """
 from __future__ import annotations
 
+import html
 import json
+import re
 import uuid
 from datetime import datetime, timedelta, timezone
 
@@ -25,8 +27,8 @@ from tests.support import ACCOUNTS, PUBLISH_TIMEOUT
 from webapp import crypto
 from webapp.extensions import db
 from webapp.generation import publishing
-from webapp.models import (Article, AuditEvent, Batch, Destination, Publication, ReviewStatus as R,
-                           User, utcnow)
+from webapp.models import (Article, AuditEvent, Batch, BulkAction, Destination, Publication,
+                           ReviewStatus as R, User, utcnow)
 
 # Long enough for a retry or two (backoff from 0.2 s, a 3 s timeout) on a loaded machine.
 PUBLISH_WAIT = 60.0
@@ -498,6 +500,152 @@ def test_one_article_is_published_and_unpublished_alone(app, client, api_headers
     assert {p.title: p.status for p in fakewp.posts} == {"Alone": "draft", "Left out": "pending"}
     page = client.get(f"/articles/{ids['Left out']}").get_data(as_text=True)
     assert "pending review" in page and 'class="post-link"' in page
+
+
+# -- a selection -----------------------------------------------------------------------------
+
+_CONFIRM = re.compile(r'name="confirm" value="([^"]+)"')
+_QUESTION = re.compile(r'<h2 id="bulk-question">(.*?)</h2>', re.S)
+
+
+def bulk_preview(client, csrf: str, batch_ids, **fields):
+    """The dashboard's bulk bar sent with the rows ticked and "publish" chosen."""
+    return client.post("/bulk/preview", data={
+        "csrf_token": csrf, "scope": "batches", "action": "publish", "select": "rows",
+        "filter": "", "ids": [str(i) for i in batch_ids], **fields})
+
+
+def test_a_selection_of_batches_is_published_from_the_dashboard_once(app, client, fakewp,
+                                                                    monkeypatch):
+    """Ticked batches on the dashboard, "publish" with a destination and a scheduled date:
+    the confirmation counts the approved articles of the editor's own batches (someone
+    else's batch is skipped and said), the run (on the worker, past BULK_SYNC_LIMIT) sends
+    exactly those, each once, and a second confirm sends nothing more."""
+    monkeypatch.setitem(app.config, "BULK_SYNC_LIMIT", 2)  # 3 articles: on the worker
+    coast, wildlife, sea = (fakewp.add_category("Coast"), fakewp.add_category("Wildlife"),
+                            fakewp.add_tag("sea"))
+    add_destination(app, fakewp)
+    first, first_ids = approved_batch(app, ["Kelp forests", "Sea otters", "Unreviewed one"],
+                                      not_approved=("Unreviewed one",))
+    second, second_ids = approved_batch(app, ["Harbour seals"])
+    others, others_ids = approved_batch(app, ["The admin's own"], owner="admin")
+    with app.app_context():
+        audit_before = db.session.scalar(select(func.coalesce(func.max(AuditEvent.id), 0)))
+    when = (datetime.now(timezone.utc) + timedelta(days=3)).replace(microsecond=0, second=0)
+
+    dashboard = client.get("/").get_data(as_text=True)
+    assert '<option value="publish">' in dashboard and 'id="bulk-publish-destination"' in dashboard
+    csrf = csrf_from(dashboard)
+    preview = bulk_preview(client, csrf, [first, second, others], destination="Blog",
+                           status="future", publish_at=when.strftime("%Y-%m-%dT%H:%M"),
+                           categories="Coast, Wildlife", tags="sea")
+    page = preview.get_data(as_text=True)
+    assert preview.status_code == 200, page[:2000]
+    assert html.unescape(_QUESTION.search(page).group(1)).strip() == \
+        "Publish 3 approved articles to Blog?"
+    assert "They are in 2 batches." in page
+    assert "1 batch belongs to someone else and will be skipped." in page
+    assert "scheduled for " + when.strftime("%Y-%m-%d %H:%M") in page
+    assert "Categories: Coast, Wildlife" in page and "Tags: sea" in page
+    assert fakewp.count() == 0  # nothing is sent before the confirmation
+
+    token = html.unescape(_CONFIRM.search(page).group(1))
+    ran = client.post("/bulk/run", data={"csrf_token": csrf, "confirm": token})
+    assert ran.status_code == 303 and "/bulk/" in ran.headers["Location"]
+    sent = {**{t: first_ids[t] for t in ("Kelp forests", "Sea otters")}, **second_ids}
+    wait_settled(app, first, 2)
+    wait_settled(app, second, 1)
+    posts = one_post_each(fakewp, sent)
+    for post in posts.values():
+        assert post.status == "future"
+        assert post.date_gmt == when.replace(tzinfo=None)
+        assert post.categories == [coast, wildlife] and post.tags == [sea]
+    assert publications(app, others) == {}  # someone else's batch: never sent
+    assert first_ids["Unreviewed one"] not in publications(app, first)  # not approved
+    report = client.get(ran.headers["Location"]).get_data(as_text=True)
+    assert "3 articles are being published." in report
+    assert "1 batch belongs to someone else and was skipped." in report
+
+    # The same confirmation again (a double submit, the back button): nothing more.
+    again = client.post("/bulk/run", data={"csrf_token": csrf, "confirm": token})
+    assert again.status_code == 303 and again.headers["Location"] == ran.headers["Location"]
+    assert fakewp.count(CREATE_POST) == 3
+    one_post_each(fakewp, sent)
+
+    # One audit entry for the selection, none per batch; each article's page says so.
+    with app.app_context():
+        entries = db.session.scalars(select(AuditEvent).where(
+            AuditEvent.id > audit_before,
+            AuditEvent.action.in_(("bulk_published", "articles_published")))).all()
+        assert [e.action for e in entries] == ["bulk_published"]
+        assert "3 articles are being published." in entries[0].detail
+        assert f"picked batches {first}, {second}, {others}" in entries[0].detail
+    article = client.get(f"/articles/{sent['Harbour seals']}").get_data(as_text=True)
+    assert "Published in bulk by " + ACCOUNTS["editor"][0] in article
+
+
+def test_publishing_a_selection_checks_its_fields_and_stores_nothing(app, client, fakewp):
+    destination_id = add_destination(app, fakewp)
+    batch_id, _ = approved_batch(app, ["Checked in bulk"])
+    csrf = page_csrf(client, "/")
+    with app.app_context():
+        before = db.session.scalar(select(func.count()).select_from(BulkAction))
+    past = (datetime.now(timezone.utc) - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M")
+    cases = [({}, "destination", "Choose a destination."),
+             ({"destination": "Nope"}, "destination", "No destination is named"),
+             ({"destination": "Blog", "status": "future"}, "publish_at", "needs a date"),
+             ({"destination": "Blog", "status": "future", "publish_at": past}, "publish_at",
+              "must be in the future"),
+             ({"destination": "Blog", "status": "live"}, "status", "The status is one of")]
+    for fields, name, words in cases:
+        page = bulk_preview(client, csrf, [batch_id], **fields)
+        text = html.unescape(page.get_data(as_text=True))
+        assert page.status_code == 400, fields
+        assert f'data-field="{name}"' in text and words in text, (fields, text[:3000])
+    # A stopped destination is said at once, not found out by the worker.
+    with app.app_context():
+        db.session.get(Destination, destination_id).status = "needs_credentials"
+        db.session.commit()
+    page = html.unescape(bulk_preview(client, csrf, [batch_id], destination="Blog")
+                         .get_data(as_text=True))
+    assert 'data-field="destination"' in page and "Blog is stopped" in page
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(BulkAction)) == before
+        assert db.session.scalar(select(func.count()).select_from(Publication)) == 0
+    assert fakewp.count() == 0
+
+
+def test_the_api_publishes_a_selection_of_a_batchs_articles(app, client, api_headers, fakewp):
+    add_destination(app, fakewp)
+    batch_id, ids = approved_batch(app, ["Picked one", "Not picked", "Picked two"])
+    _, foreign = approved_batch(app, ["Another batch's"])
+    for articles in ([], "1,2", [True], [ids["Picked one"], foreign["Another batch's"]]):
+        refused = publish(client, api_headers, batch_id, destination="Blog", articles=articles)
+        assert refused.status_code == 400, articles
+        assert "articles" in refused.get_json()["error"]["fields"], refused.get_json()
+    # One article's route names its article in the URL.
+    assert client.post(f"/api/v1/articles/{ids['Not picked']}/publish", headers=api_headers,
+                       json={"destination": "Blog", "articles": [ids["Not picked"]]}
+                       ).status_code == 400
+    assert fakewp.count() == 0
+
+    picked = [ids["Picked one"], ids["Picked two"]]
+    response = publish(client, api_headers, batch_id, destination="Blog", articles=picked)
+    assert response.status_code == 202 and response.get_json()["queued"] == 2
+    rows = wait_settled(app, batch_id, 2)
+    assert sorted(rows) == sorted(picked)
+    one_post_each(fakewp, {"Picked one": ids["Picked one"], "Picked two": ids["Picked two"]})
+    assert len(fakewp.posts) == 2
+
+    # …and takes back just one of them.
+    taken = client.post(f"/api/v1/batches/{batch_id}/unpublish", headers=api_headers,
+                        json={"destination": "Blog", "articles": [ids["Picked two"]]})
+    assert taken.status_code == 202 and taken.get_json()["queued"] == 1
+    wait_until(lambda: publications(app, batch_id)[ids["Picked two"]]["status"] == "unpublished",
+               PUBLISH_WAIT, "the unpublish of one picked article")
+    assert {p.title: p.status for p in fakewp.posts} == {"Picked one": "draft",
+                                                         "Picked two": "draft"}
+    assert publications(app, batch_id)[ids["Picked one"]]["status"] == "published"
 
 
 # -- unpublish -------------------------------------------------------------------------------

@@ -97,6 +97,7 @@ AUDIT = {
     "bulk_approved": _l("approved in bulk"),
     "bulk_cancelled": _l("cancelled in bulk"),
     "bulk_exported": _l("exported in bulk"),
+    "bulk_published": _l("published in bulk"),
     "bulk_regenerated": _l("written again in bulk"),
     "bulk_rejected": _l("rejected in bulk"),
     "bulk_retried": _l("failed articles retried in bulk"),

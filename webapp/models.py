@@ -460,11 +460,14 @@ class BulkAction(db.Model):
     actor: Mapped[str] = mapped_column(String(255), default="")
     # "batches" (the dashboard) or "articles" (the review queue): what a selected row is.
     scope: Mapped[str] = mapped_column(String(16))
-    # approve, reject, regenerate, retry, cancel (export is a download, not stored here).
+    # approve, reject, regenerate, retry, cancel, publish (export is a download, not stored
+    # here).
     action: Mapped[str] = mapped_column(String(16))
     # The selection as text, in English: the filter's terms, or the rows picked.
     filter_text: Mapped[str] = mapped_column(Text, default="")
     reason: Mapped[Optional[str]] = mapped_column(Text)
+    # publish: JSON {destination, status, publish_at, categories, tags} as confirmed.
+    options: Mapped[Optional[str]] = mapped_column(Text)
     state: Mapped[str] = mapped_column(String(16), default=BulkActionState.RUNNING)
     # Items to act on, those done, those skipped when it ran; `skipped_detail` is JSON
     # {why: count}, with what was left out when it was confirmed (someone else's batches).

@@ -45,6 +45,22 @@ def test_counts_are_whole_sentences_in_singular_and_plural(bare_app):
     assert bulk_actions.done_line("reject", 1) == "1 article rejected."
 
 
+def test_publishing_a_selection_says_where_and_how(bare_app):
+    assert bulk.question("publish", 1, options={"destination": "Blog"}) == \
+        "Publish 1 approved article to Blog?"
+    assert bulk.question("publish", 37, options={"destination": "Blog"}) == \
+        "Publish 37 approved articles to Blog?"
+    assert "as pending review;" in bulk.consequence("publish", {"status": "pending"})
+    assert "scheduled for 2030-05-01 09:00:00 UTC" in bulk.consequence(
+        "publish", {"status": "future", "publish_at": "2030-05-01T09:00:00Z"})
+    assert bulk.skip_line(bulk.NOT_SENT, 2, future=False).startswith(
+        "2 articles could not be sent (the destination was stopped or removed")
+    assert bulk_actions.done_line("publish", 3) == "3 articles are being published."
+    # The review queue lists articles awaiting a decision: none of them is publishable.
+    assert "publish" in bulk.ACTIONS[bulk.BATCHES]
+    assert "publish" not in bulk.ACTIONS[bulk.ARTICLES]
+
+
 @pytest.mark.parametrize("form, field", [
     ({"scope": "batches", "action": "approve"}, "ids"),
     ({"scope": "batches", "action": "approve", "ids": ["1", "x"]}, "ids"),

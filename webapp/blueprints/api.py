@@ -316,8 +316,9 @@ def _publish_body(allowed: tuple[str, ...]) -> dict:
     return data
 
 
-PUBLISH_KEYS = ("destination", "status", "publish_at", "categories", "tags")
-UNPUBLISH_KEYS = ("destination", "to")
+PUBLISH_KEYS = ("destination", "status", "publish_at", "categories", "tags", "articles")
+UNPUBLISH_KEYS = ("destination", "to", "articles")
+ONE_ARTICLE = ("articles",)  # the article routes name their article in the URL
 
 
 def _queued(done: publishing.Requested):
@@ -331,25 +332,32 @@ def _queued(done: publishing.Requested):
 def publish_batch(batch_id: int):
     """Send the batch's approved articles to a destination: {"destination", "status"
     (draft, pending, future, publish; default draft), "publish_at" (ISO 8601, for future),
-    "categories", "tags"}. 202 with what was queued and what was skipped."""
+    "categories", "tags", "articles" (a selection: the batch's article ids; default all)}.
+    202 with what was queued and what was skipped."""
     data = _publish_body(PUBLISH_KEYS)
-    return _queued(publishing.publish(g.api_user, _batch(batch_id), data))
+    batch = _batch(batch_id)
+    return _queued(publishing.publish(
+        g.api_user, batch, data,
+        article_ids=publishing.selected_articles(batch, data.get("articles"))))
 
 
 @bp.post("/batches/<int:batch_id>/unpublish")
 @token_required
 def unpublish_batch(batch_id: int):
     """Move the batch's posts on a destination back to draft, or to the trash:
-    {"destination", "to": "draft" or "trash"}. 202."""
+    {"destination", "to": "draft" or "trash", "articles" (as for publish)}. 202."""
     data = _publish_body(UNPUBLISH_KEYS)
-    return _queued(publishing.unpublish(g.api_user, _batch(batch_id), data))
+    batch = _batch(batch_id)
+    return _queued(publishing.unpublish(
+        g.api_user, batch, data,
+        article_ids=publishing.selected_articles(batch, data.get("articles"))))
 
 
 @bp.post("/articles/<int:article_id>/publish")
 @token_required
 def publish_article(article_id: int):
     """Send one approved article to a destination (the batch route's body). 202."""
-    data = _publish_body(PUBLISH_KEYS)
+    data = _publish_body(tuple(k for k in PUBLISH_KEYS if k not in ONE_ARTICLE))
     article = _article(article_id)
     return _queued(publishing.publish(g.api_user, article.batch, data,
                                       article_ids=[article.id]))
@@ -359,7 +367,7 @@ def publish_article(article_id: int):
 @token_required
 def unpublish_article(article_id: int):
     """Move one article's post back to draft, or to the trash. 202."""
-    data = _publish_body(UNPUBLISH_KEYS)
+    data = _publish_body(tuple(k for k in UNPUBLISH_KEYS if k not in ONE_ARTICLE))
     article = _article(article_id)
     return _queued(publishing.unpublish(g.api_user, article.batch, data,
                                         article_ids=[article.id]))

@@ -17,7 +17,7 @@ from ..extensions import db
 from ..forms import NewBatchForm
 from ..models import Batch, Role
 from ..services import (activity, control, exports, pollcache, polls, progress, publishing,
-                        review, submission, templates)
+                        review, submission, templates, users)
 from ..services.errors import Invalid
 from ..services.outcomes import Outcome
 from .access import int_arg, limited_per_user, roles_required
@@ -58,7 +58,11 @@ def _dashboard() -> progress.Dashboard:
 @bp.route("/")
 def dashboard():
     """Batches, newest first, each with a live bar."""
-    return render_template("dashboard.html", table=_dashboard())
+    may_write = users.permissions(current_user).can_write
+    # The bulk bar offers publishing when there is somewhere to publish to.
+    return render_template("dashboard.html", table=_dashboard(),
+                           destinations=publishing.destination_choices() if may_write else [],
+                           remote_statuses=publishing.STATUSES)
 
 
 @bp.route("/batches/rows")

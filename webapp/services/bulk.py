@@ -1,4 +1,4 @@
-"""Bulk actions: approve, reject, regenerate, retry, cancel or export many rows at once, on
+"""Bulk actions: approve, reject, regenerate, retry, cancel, export or publish many rows at once, on
 the dashboard (a row is a batch: the action applies to its articles) or the review queue
 (a row is an article). This module is what a selection is; acting on a confirmed one is
 bulk_actions.py's.
@@ -19,13 +19,14 @@ from urllib.parse import parse_qsl
 from flask import current_app
 from flask_babel import gettext as _, ngettext
 from itsdangerous import BadData, URLSafeTimedSerializer
-from sqlalchemy import select, true
+from sqlalchemy import and_, select, true
 from werkzeug.datastructures import MultiDict
 
 from ..extensions import db
+from ..labels import label
 from ..models import (Article, ArticleStatus as A, Batch, BatchStatus as B,
                       ReviewStatus as R, User)
-from . import exports, review
+from . import exports, publishing, review
 from .control import can_manage
 from .errors import Invalid, NotAllowed
 from .listing import BatchFilter
@@ -33,11 +34,12 @@ from .review_queue import AWAITING, QueueFilter
 from .validation import MAX_ID
 
 BATCHES, ARTICLES = "batches", "articles"
-APPROVE, REJECT, REGENERATE, RETRY, CANCEL, EXPORT = (
-    "approve", "reject", "regenerate", "retry", "cancel", "export")
-# What each page offers: the review queue lists written articles, so nothing there has
-# failed or can be cancelled.
-ACTIONS = {BATCHES: (APPROVE, REJECT, REGENERATE, RETRY, CANCEL, EXPORT),
+APPROVE, REJECT, REGENERATE, RETRY, CANCEL, EXPORT, PUBLISH = (
+    "approve", "reject", "regenerate", "retry", "cancel", "export", "publish")
+# What each page offers: the review queue lists written articles awaiting a decision, so
+# nothing there has failed, can be cancelled or is approved (only approved articles are
+# ever published).
+ACTIONS = {BATCHES: (APPROVE, REJECT, REGENERATE, RETRY, CANCEL, EXPORT, PUBLISH),
            ARTICLES: (APPROVE, REJECT, REGENERATE, EXPORT)}
 MAX_REASON = 2000
 # A confirmation older than this is refused: what it counted may have changed a lot.
@@ -52,6 +54,9 @@ NOT_YOURS_ARTICLES = "not_yours_articles"
 FINISHED_BATCHES = "finished_batches"
 NOT_AWAITING = "not_awaiting"
 NOT_FINISHED = "not_finished"
+NOT_APPROVED = publishing.NOT_APPROVED  # publish: no longer approved when it ran
+IN_FLIGHT = publishing.IN_FLIGHT        # publish: already being sent to that destination
+NOT_SENT = "not_sent"          # publish: the destination stopped or went, or the date passed
 REFUSED_BATCHES = "refused_batches"
 REFUSED_ARTICLES = "refused_articles"
 GONE = "gone"
@@ -59,8 +64,12 @@ GONE = "gone"
 
 # -- what is said -----------------------------------------------------------------------
 
-def question(action: str, count: int, fmt: str = "") -> str:
+def question(action: str, count: int, fmt: str = "", options: Optional[dict] = None) -> str:
     """The confirmation's question, with the exact count."""
+    if action == PUBLISH:
+        return ngettext("Publish %(num)s approved article to %(destination)s?",
+                        "Publish %(num)s approved articles to %(destination)s?", count,
+                        destination=(options or {}).get("destination", ""))
     if action == APPROVE:
         return ngettext("Approve %(num)s article awaiting review?",
                         "Approve %(num)s articles awaiting review?", count)
@@ -80,8 +89,10 @@ def question(action: str, count: int, fmt: str = "") -> str:
     return ngettext("Export %(num)s article as CSV?", "Export %(num)s articles as CSV?", count)
 
 
-def consequence(action: str) -> str:
+def consequence(action: str, options: Optional[dict] = None) -> str:
     """What will happen, said before anything runs."""
+    if action == PUBLISH:
+        return publish_consequence(options or {})
     return {
         APPROVE: _("Each is marked approved by you, and its history says it was done in "
                    "bulk."),
@@ -94,6 +105,17 @@ def consequence(action: str) -> str:
                   "second; articles already written are kept."),
         EXPORT: _("The download starts when you confirm; nothing is changed."),
     }[action]
+
+
+def publish_consequence(options: dict) -> str:
+    """What publishing a selection does, with the post status (and date) asked for."""
+    if options.get("status") == "future":
+        return _("Each goes to the site once, scheduled for %(when)s UTC; an article already "
+                 "there is updated, never posted twice. Articles not approved are never sent.",
+                 when=options.get("publish_at", "").replace("T", " ").rstrip("Z"))
+    return _("Each goes to the site once, as %(status)s; an article already there is "
+             "updated, never posted twice. Articles not approved are never sent.",
+             status=label("remote", options.get("status", "draft")))
 
 
 def skip_line(why: str, count: int, future: bool) -> str:
@@ -131,6 +153,17 @@ def skip_line(why: str, count: int, future: bool) -> str:
                 if future else
                 ngettext("%(num)s article was being written and was skipped.",
                          "%(num)s articles were being written and were skipped.", count))
+    if why == NOT_APPROVED:
+        return ngettext("%(num)s article was no longer approved and was not sent.",
+                        "%(num)s articles were no longer approved and were not sent.", count)
+    if why == IN_FLIGHT:
+        return ngettext("%(num)s article was being sent already and was skipped.",
+                        "%(num)s articles were being sent already and were skipped.", count)
+    if why == NOT_SENT:
+        return ngettext("%(num)s article could not be sent (the destination was stopped or "
+                        "removed, or the scheduled time had passed) and was skipped.",
+                        "%(num)s articles could not be sent (the destination was stopped or "
+                        "removed, or the scheduled time had passed) and were skipped.", count)
     if why == REFUSED_BATCHES:
         return ngettext("%(num)s batch could not be changed and was skipped.",
                         "%(num)s batches could not be changed and were skipped.", count)
@@ -163,6 +196,7 @@ class Selection:
     filter_query: str  # the page's filter, as its URL's query string
     reason: str = ""
     fmt: str = ""
+    options: dict = field(default_factory=dict)  # publish: destination, status, date, terms
 
 
 def _max_items() -> int:
@@ -198,10 +232,21 @@ def parse(form) -> Selection:
     fmt = (form.get("fmt") or "csv") if action == EXPORT else ""
     if action == EXPORT and fmt not in exports.SELECTION_FORMATS:
         errors["fmt"] = _("Export as CSV or as a zip of Markdown files.")
+    options: dict = {}
+    if action == PUBLISH and scope in ACTIONS:
+        try:
+            options = publishing.request_options(
+                {key: form.get(key, "") for key in PUBLISH_FIELDS})
+        except Invalid as exc:
+            errors.update(exc.fields)
     if errors:
         raise Invalid(errors)
     return Selection(scope, action, everything, ids, (form.get("filter") or "")[:2000],
-                     reason, fmt)
+                     reason, fmt, options)
+
+
+# The publish fields of the bulk form, named as the batch page's publish form names them.
+PUBLISH_FIELDS = ("destination", "status", "publish_at", "categories", "tags")
 
 
 def _too_many() -> str:
@@ -235,6 +280,7 @@ class Plan:
     skipped: dict[str, int] = field(default_factory=dict)
     background: bool = False
     token: str = ""
+    options: dict = field(default_factory=dict)
 
     @property
     def count(self) -> int:
@@ -242,11 +288,11 @@ class Plan:
 
     @property
     def question(self) -> str:
-        return question(self.action, self.count, self.fmt)
+        return question(self.action, self.count, self.fmt, self.options)
 
     @property
     def consequence(self) -> str:
-        return consequence(self.action)
+        return consequence(self.action, self.options)
 
     @property
     def span(self) -> Optional[str]:
@@ -274,12 +320,14 @@ def plan(user: User, sel: Selection) -> Plan:
     found = Plan(user.id, sel.scope, sel.action, sel.reason, sel.fmt, text, page_args, items,
                  batches, {k: v for k, v in skipped.items() if v},
                  background=sel.action != EXPORT
-                 and len(items) > current_app.config["BULK_SYNC_LIMIT"])
+                 and len(items) > current_app.config["BULK_SYNC_LIMIT"],
+                 options=sel.options)
     if found.items:
         found.token = _signer().dumps(
             {"u": user.id, "s": found.scope, "a": found.action, "r": found.reason,
              "x": found.fmt, "f": found.filter_text, "p": found.page_args,
-             "n": found.batches, "k": found.skipped, "i": pack(found.items)})
+             "n": found.batches, "k": found.skipped, "i": pack(found.items),
+             "o": found.options})
     return found
 
 
@@ -313,7 +361,7 @@ def _plan_batches(user: User, sel: Selection, page_args: dict):
         select(Batch.id, Batch.user_id, Batch.status).where(Batch.id.in_(chunk))).all()]
     skipped = Counter({GONE: len(ids) - len(rows)})
     text = _describe(sel, page_args)
-    if sel.action in (REGENERATE, RETRY, CANCEL, EXPORT):  # the batch's author's or an admin's
+    if sel.action in (REGENERATE, RETRY, CANCEL, EXPORT, PUBLISH):  # the author's or an admin's
         allowed = [row for row in rows if can_manage(user, row)]
         skipped[NOT_YOURS_BATCHES] = len(rows) - len(allowed)
     else:  # approve and reject: any editor reviews any article
@@ -323,7 +371,9 @@ def _plan_batches(user: User, sel: Selection, page_args: dict):
         skipped[FINISHED_BATCHES] = len(allowed) - len(open_ids)
         return open_ids, len(open_ids), skipped, text
     which = {APPROVE: AWAITING, REJECT: AWAITING, REGENERATE: Article.status.in_(A.FINAL),
-             RETRY: Article.status == A.FAILED, EXPORT: true()}[sel.action]
+             RETRY: Article.status == A.FAILED, EXPORT: true(),
+             PUBLISH: and_(Article.status == A.SUCCEEDED,
+                           Article.review_status == R.APPROVED)}[sel.action]
     pairs = []
     for chunk in id_chunks([row.id for row in allowed]):
         pairs += db.session.execute(select(Article.id, Article.batch_id)
@@ -411,4 +461,5 @@ def confirmed(user: User, token: str) -> Plan:
     return Plan(user.id, data["s"], data["a"], data["r"], data["x"], data["f"], data["p"],
                 items, data["n"], data["k"],
                 background=data["a"] != EXPORT
-                and len(items) > current_app.config["BULK_SYNC_LIMIT"], token=token)
+                and len(items) > current_app.config["BULK_SYNC_LIMIT"], token=token,
+                options=data.get("o") or {})

@@ -32,10 +32,10 @@ from ..extensions import db
 from ..labels import english
 from ..models import (Article, Batch, BulkAction, BulkActionItem, BulkActionState as S,
                       ReviewStatus as R, Role, User, utcnow)
-from . import audit, exports, review
+from . import audit, exports, publishing, review
 from .bulk import (APPROVE, CANCEL, DONE, EXPORT, FINISHED_BATCHES, GONE, ID_CHUNK,
-                   NOT_AWAITING, NOT_FINISHED, NOT_YOURS_ARTICLES, NOT_YOURS_BATCHES,
-                   REFUSED_ARTICLES, REFUSED_BATCHES, REGENERATE, REJECT, RETRY, Plan,
+                   NOT_AWAITING, NOT_FINISHED, NOT_SENT, NOT_YOURS_ARTICLES, NOT_YOURS_BATCHES,
+                   PUBLISH, REFUSED_ARTICLES, REFUSED_BATCHES, REGENERATE, REJECT, RETRY, Plan,
                    id_chunks, is_awaiting, skip_lines)
 from .control import can_manage, cancel_batch
 from .errors import Invalid, NotAllowed, NotFound, ServiceError
@@ -44,9 +44,9 @@ log = logging.getLogger(__name__)
 
 AUDIT_ACTIONS = {APPROVE: "bulk_approved", REJECT: "bulk_rejected",
                  REGENERATE: "bulk_regenerated", RETRY: "bulk_retried",
-                 CANCEL: "bulk_cancelled", EXPORT: "bulk_exported"}
-# Items acted on (and progress saved) per step of a run; regenerate and retry go a batch
-# (at most ID_CHUNK of its articles) at a time, as regenerate_many does.
+                 CANCEL: "bulk_cancelled", EXPORT: "bulk_exported", PUBLISH: "bulk_published"}
+# Items acted on (and progress saved) per step of a run; regenerate, retry and publish go
+# a batch (at most ID_CHUNK of its articles) at a time, as their services take a batch.
 CHUNK = 25
 
 QUEUE_DOWN = _l("The queue could not be reached, so nothing was done. Try again in a "
@@ -65,6 +65,9 @@ def done_line(action: str, count: int) -> str:
     if action == RETRY:
         return ngettext("%(num)s failed article is being written again.",
                         "%(num)s failed articles are being written again.", count)
+    if action == PUBLISH:
+        return ngettext("%(num)s article is being published.",
+                        "%(num)s articles are being published.", count)
     return ngettext("%(num)s batch is being cancelled.", "%(num)s batches are being cancelled.",
                     count)
 
@@ -83,7 +86,8 @@ def start(user: User, confirmed_plan: Plan) -> BulkAction:
         return existing
     bulk = BulkAction(user_id=user.id, actor=user.email, scope=the_plan.scope,
                       action=the_plan.action, filter_text=the_plan.filter_text,
-                      reason=the_plan.reason or None, confirm_hash=key)
+                      reason=the_plan.reason or None, confirm_hash=key,
+                      options=json.dumps(the_plan.options) if the_plan.options else None)
     db.session.add(bulk)
     try:
         db.session.flush()
@@ -138,7 +142,7 @@ def run(bulk_id: int) -> None:
                .where(BulkActionItem.bulk_action_id == bulk_id,
                       BulkActionItem.outcome.is_(None)).order_by(BulkActionItem.id))
     while True:
-        if bulk.action in (REGENERATE, RETRY):
+        if bulk.action in (REGENERATE, RETRY, PUBLISH):
             first = db.session.scalar(pending.limit(1))
             items = db.session.scalars(pending.where(
                 BulkActionItem.batch_id == first.batch_id).limit(ID_CHUNK)).all() if first else []
@@ -147,7 +151,7 @@ def run(bulk_id: int) -> None:
         if not items:
             break
         try:
-            outcomes = _act(bulk.action, bulk.reason or "", user, items)
+            outcomes = _act(bulk, user, items)
         except Exception:  # a bug or an outage: what was left is skipped, never run again
             log.exception("bulk action %s: a step failed", bulk_id)
             db.session.rollback()
@@ -172,9 +176,10 @@ def run(bulk_id: int) -> None:
     db.session.commit()
 
 
-def _act(action: str, reason: str, user: Optional[User], items: list[BulkActionItem]) -> Counter:
+def _act(bulk: BulkAction, user: Optional[User], items: list[BulkActionItem]) -> Counter:
     """Act on some items through the single actions' services; each item gets its
     outcome. Returns how many of each outcome."""
+    action, reason = bulk.action, bulk.reason or ""
     outcomes: Counter = Counter()
     if user is None or user.is_disabled:  # the account went away meanwhile: nothing more
         for item in items:
@@ -185,6 +190,8 @@ def _act(action: str, reason: str, user: Optional[User], items: list[BulkActionI
         _write_again(action, user, items, outcomes)
     elif action == CANCEL:
         _cancel(user, items, outcomes)
+    elif action == PUBLISH:
+        _publish(user, json.loads(bulk.options or "{}"), items, outcomes)
     else:
         _decide(action, reason, user, items, outcomes)
     return outcomes
@@ -226,6 +233,30 @@ def _write_again(action: str, user: User, items, outcomes: Counter) -> None:
         missed = NOT_FINISHED if action == REGENERATE else REFUSED_ARTICLES
     for item in items:
         item.outcome = DONE if item.article_id in moved else missed
+        outcomes[item.outcome] += 1
+
+
+def _publish(user: User, options: dict, items, outcomes: Counter) -> None:
+    """Items of one batch: queued for the destination through publishing.publish, which
+    checks everything again (the author's or an admin's batch, approval, the destination
+    still there and not stopped) and sends after its commit. Delivered twice, an item
+    already queued is found in flight, and one already sent is updated, never posted
+    again: exactly once is the publisher's."""
+    batch = db.session.get(Batch, items[0].batch_id)
+    ids = [item.article_id for item in items]
+    try:
+        if batch is None:
+            raise NotAllowed()
+        done = publishing.publish(user, batch, options, article_ids=ids, record=False,
+                                  strict=False).articles
+    except ServiceError as exc:
+        db.session.rollback()
+        done, missed = {}, NOT_YOURS_ARTICLES if isinstance(exc, NotAllowed) else NOT_SENT
+    else:
+        missed = GONE  # not in the batch any more
+    for item in items:
+        outcome = done.get(item.article_id, missed)
+        item.outcome = DONE if outcome == publishing.QUEUED else outcome
         outcomes[item.outcome] += 1
 
 

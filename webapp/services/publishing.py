@@ -30,12 +30,17 @@ from ..models import (Article, ArticleStatus as A, Batch, Destination, Publicati
 from . import audit, destinations
 from .control import can_manage
 from .errors import Conflict, Invalid, NotAllowed
+from .validation import MAX_ID
 
 STATUSES = ("draft", "pending", "future", "publish")
 UNPUBLISH_TO = ("draft", "trash")
 MAX_TERMS, TERM_MAX = 20, 100
+# Articles one API request may pick out of a batch (a batch has at most 10,000 per request).
+MAX_SELECTED = 10_000
 
-# Why an article of the request was not queued (counted, said on the page and the API).
+# An article of the request that was queued, or why it was not (counted, said on the page
+# and the API).
+QUEUED = "queued"
 NOT_APPROVED = "not_approved"
 IN_FLIGHT = "in_flight"
 NOT_PUBLISHED = "not_published"
@@ -59,6 +64,8 @@ class Requested:
     queued: list[int] = field(default_factory=list)
     skipped: Counter = field(default_factory=Counter)
     send_error: Optional[str] = None
+    # Each article of the request: QUEUED, or why it was skipped (a bulk action's items).
+    articles: dict[int, str] = field(default_factory=dict)
 
     @property
     def message(self) -> str:
@@ -169,22 +176,64 @@ def read_request(data: dict) -> Asked:
 
 # -- publish and unpublish ---------------------------------------------------------------
 
+def selected_articles(batch: Batch, value: Any) -> Optional[list[int]]:
+    """The API's `articles`: a selection of the batch's articles by id (None: all of
+    them). Invalid when it is not a list of ids, or names articles of other batches."""
+    if value is None:
+        return None
+    if (not isinstance(value, list) or not value or len(value) > MAX_SELECTED
+            or not all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= MAX_ID
+                       for v in value)):
+        raise Invalid({"articles": _("Give the articles as a list of 1 to %(max)s article "
+                                     "ids.", max=format(MAX_SELECTED, ","))})
+    wanted = sorted(set(value))
+    found = set()
+    for start in range(0, len(wanted), 500):  # far under every database's bound parameters
+        found.update(db.session.scalars(select(Article.id).where(
+            Article.batch_id == batch.id, Article.id.in_(wanted[start:start + 500]))))
+    strangers = [i for i in wanted if i not in found]
+    if strangers:
+        raise Invalid({"articles": _("Not articles of this batch: %(ids)s.",
+                                     ids=", ".join(map(str, strangers[:10]))
+                                     + (" …" if len(strangers) > 10 else ""))})
+    return wanted
+
+
+
 def _may_publish(user: User, batch: Batch) -> None:
     if not can_manage(user, batch):
         raise NotAllowed(_("Only the batch's author or an admin can publish its articles."))
 
 
+def _stopped(destination: Destination) -> str:
+    return _("%(name)s is stopped: its credentials were rejected. An admin fixes them on the "
+             "Destinations page (a new password, then Test connection).", name=destination.name)
+
+
 def _usable(destination: Destination) -> None:
     if destination.needs_credentials:
-        raise Conflict(_("%(name)s is stopped: its credentials were rejected. An admin fixes "
-                         "them on the Destinations page (a new password, then Test "
-                         "connection).", name=destination.name))
+        raise Conflict(_stopped(destination))
+
+
+def request_options(data: dict) -> dict:
+    """A publish request checked now, as the plain values a bulk action keeps in its
+    confirmation and hands to `publish` when it runs (checked again then). Invalid names
+    each field at fault, a stopped destination included."""
+    asked = read_request(data)
+    if asked.destination.needs_credentials:
+        raise Invalid({"destination": _stopped(asked.destination)})
+    return {"destination": asked.destination.name, "status": asked.status,
+            "publish_at": _iso(asked.publish_at) or "", "categories": asked.categories,
+            "tags": asked.tags}
 
 
 def publish(user: User, batch: Batch, data: dict,
-            article_ids: Optional[Iterable[int]] = None) -> Requested:
+            article_ids: Optional[Iterable[int]] = None, *, record: bool = True,
+            strict: bool = True) -> Requested:
     """Queue the batch's approved articles (or those of `article_ids`) for the destination;
-    others are skipped and counted. One audit entry; the tasks go after the commit."""
+    others are skipped and counted. One audit entry (unless `record` is False: a bulk
+    action writes its own); the tasks go after the commit. With `strict`, a request that
+    queues nothing is a Conflict; without (a bulk action's step), it just says so."""
     _may_publish(user, batch)
     asked = read_request(data)
     _usable(asked.destination)
@@ -204,8 +253,9 @@ def publish(user: User, batch: Batch, data: dict,
               "tags": json.dumps(asked.tags), "requested_by": user.id}
     fresh = []
     for row in articles:
+        outcome = QUEUED
         if row.status != A.SUCCEEDED or row.review_status != R.APPROVED:
-            result.skipped[NOT_APPROVED] += 1
+            outcome = NOT_APPROVED
         elif row.pub is None:
             publication = Publication(article_id=row.id, destination_id=asked.destination.id,
                                       token=secrets.token_hex(16), status=P.QUEUED, **values)
@@ -214,8 +264,13 @@ def publish(user: User, batch: Batch, data: dict,
         elif states.request(row.pub, commit=False, **values):
             result.queued.append(row.pub)
         else:
-            result.skipped[IN_FLIGHT] += 1
+            outcome = IN_FLIGHT
+        result.articles[row.id] = outcome
+        if outcome != QUEUED:
+            result.skipped[outcome] += 1
     if not fresh and not result.queued:
+        if not strict:
+            return result
         db.session.rollback()
         if result.skipped[IN_FLIGHT]:
             raise Conflict(_("Every approved article is being sent already."))
@@ -223,13 +278,14 @@ def publish(user: User, batch: Batch, data: dict,
                          "(only approved articles are ever sent)."))
     db.session.flush()
     result.queued.extend(p.id for p in fresh)
-    when = f" at {_iso(asked.publish_at)}" if asked.publish_at else ""
-    audit.record("articles_published", user=user,
-                 target=f"batch:{batch.id}" if article_ids is None
-                 else f"article:{','.join(map(str, article_ids))}"[:100],
-                 detail=f"{len(result.queued)} as {asked.status}{when} to "
-                        f"{asked.destination.name} ({asked.destination.url}); skipped "
-                        f"{dict(result.skipped) or 'none'}", commit=False)
+    if record:
+        when = f" at {_iso(asked.publish_at)}" if asked.publish_at else ""
+        audit.record("articles_published", user=user,
+                     target=f"batch:{batch.id}" if article_ids is None
+                     else f"article:{','.join(map(str, article_ids))}"[:100],
+                     detail=f"{len(result.queued)} as {asked.status}{when} to "
+                            f"{asked.destination.name} ({asked.destination.url}); skipped "
+                            f"{dict(result.skipped) or 'none'}", commit=False)
     db.session.commit()
     result.send_error = _send(result.queued)
     return result
@@ -348,6 +404,11 @@ def of_positions(batch_id: int, first: int, last: int) -> dict[int, list[Publica
     return out
 
 
+def destination_choices() -> list[Destination]:
+    """The destinations a publish form offers, by name."""
+    return list(db.session.scalars(select(Destination).order_by(Destination.name)))
+
+
 @dataclass
 class BatchPublications:
     """The batch page's publishing area: the form's choices and each article's state."""
@@ -384,9 +445,7 @@ def batch_publications(user: User, batch: Batch, first: int, last: int) -> Batch
                                      .order_by(Article.position)).all()
         rows = [(a.id, a.position, a.title, views[a.id]) for a in titles]
     manage = can_manage(user, batch)
-    return BatchPublications(batch.id, manage,
-                             db.session.scalars(select(Destination).order_by(Destination.name))
-                             .all() if manage else [],
+    return BatchPublications(batch.id, manage, destination_choices() if manage else [],
                              approved, counts, rows, first, last)
 
 
@@ -405,6 +464,5 @@ def article_publications(user: User, article: Article) -> ArticlePublications:
     return ArticlePublications(
         article.id, manage,
         article.status == A.SUCCEEDED and article.review_status == R.APPROVED,
-        db.session.scalars(select(Destination).order_by(Destination.name)).all()
-        if manage else [],
+        destination_choices() if manage else [],
         of_articles([article.id]).get(article.id, []))
