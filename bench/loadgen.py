@@ -16,9 +16,18 @@ from urllib.parse import urlsplit
 
 from bench.procs import cpu_seconds
 
+# The browser the bench signs in with (Bench.sign_in) and polls from, as one person's page
+# does. Flask-Login's session protection compares each request's address and User-Agent
+# with those of the sign-in; a request from another "browser" has its session marked not
+# fresh, so re-signed and sent back in a Set-Cookie. A browser keeps that cookie and pays
+# it once; wrk and these viewers never keep cookies, so with another User-Agent (wrk sends
+# none) every poll would pay it, which no real page's polls do.
+USER_AGENT = "pressroom-bench/1.0"
+
 
 def warm_gunicorn(url: str, cookie: str) -> None:
-    request = urllib.request.Request(url, headers={"Cookie": cookie})
+    request = urllib.request.Request(url, headers={"Cookie": cookie,
+                                                   "User-Agent": USER_AGENT})
     with urllib.request.urlopen(request, timeout=10) as response:
         page = response.read().decode()
         if response.status != 200 or 'id="batch-progress"' not in page:
@@ -29,7 +38,8 @@ def warm_gunicorn(url: str, cookie: str) -> None:
 
 def wrk(url: str, cookie: str | None, server_pid: int, *, connections: int = 50,
         seconds: int = 10, script: Path | None = None) -> dict:
-    args = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency"]
+    args = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency",
+            "-H", f"User-Agent: {USER_AGENT}"]
     if cookie:
         args += ["-H", f"Cookie: {cookie}"]
     if script is not None:
@@ -100,7 +110,7 @@ async def htmx_get(host: str, port: int, path: str, cookie: str,
     t = time.perf_counter()
     reader, writer = await asyncio.open_connection(host, port)
     writer.write((f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
-                  f"Cookie: {cookie}\r\nHX-Request: true\r\n"
+                  f"Cookie: {cookie}\r\nUser-Agent: {USER_AGENT}\r\nHX-Request: true\r\n"
                   "Connection: close\r\n\r\n").encode())
     await writer.drain()
     answer = await reader.read()  # to the end: the server closes the connection

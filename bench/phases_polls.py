@@ -26,7 +26,8 @@ import uuid
 from datetime import timedelta
 from urllib.parse import parse_qsl, urlsplit
 
-from bench.loadgen import drive_viewers, htmx_get, poll_script, warm_gunicorn, wrk
+from bench.loadgen import (USER_AGENT, drive_viewers, htmx_get, poll_script, warm_gunicorn,
+                           wrk)
 from bench.procs import ROOT
 from bench.stack import CONCURRENCY, DEFAULT_WORKERS, Bench, log, utcnow, wait_until
 from webapp.services.progress import ARTICLES_PER_PAGE
@@ -244,7 +245,8 @@ def paced_following(base: str, first_path: str, cookie: str, server_pid: int, *,
 def _page_poll_url(base: str, batch_id: int, cookie: str) -> str:
     """The poll URL of the batch page, as gunicorn renders it for a browser."""
     import urllib.request
-    request = urllib.request.Request(f"{base}/batches/{batch_id}", headers={"Cookie": cookie})
+    request = urllib.request.Request(f"{base}/batches/{batch_id}",
+                                     headers={"Cookie": cookie, "User-Agent": USER_AGENT})
     with urllib.request.urlopen(request, timeout=10) as response:
         page = response.read().decode()
     found = _POLL_URL.search(page)

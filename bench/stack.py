@@ -293,7 +293,10 @@ class Bench:
         return self.session_cookie
 
     def sign_in(self, client) -> None:
-        """Through the real sign-in form, CSRF token and all, like a browser."""
+        """Through the real sign-in form, CSRF token and all, like a browser: the browser
+        whose User-Agent the load generators send too (bench/loadgen.USER_AGENT)."""
+        from bench.loadgen import USER_AGENT
+        client.environ_base["HTTP_USER_AGENT"] = USER_AGENT
         page = client.get("/login").get_data(as_text=True)
         token = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', page)
         if token is None:

@@ -234,6 +234,26 @@ def get_redis_of(app):
         return get_redis()
 
 
+def test_a_redis_without_the_lookup_script_is_sent_it_once(app, client, monkeypatch,
+                                                           ticks):
+    """The lookup goes by its SHA1 (EVALSHA); a Redis that has not run it (restarted, or
+    SCRIPT FLUSH) answers NOSCRIPT, is sent the script once, and the poll still answers."""
+    batch_id, _ = _make_batch(app)
+    first = client.get(_url(batch_id, ticks.since_in(1)), headers=HX)
+    assert first.status_code == 200
+    get_redis_of(app).script_flush()
+
+    with count_redis_round_trips(monkeypatch) as round_trips:
+        again = client.get(_url(batch_id, ticks.since_in(2)), headers=HX)
+    assert again.status_code == 200
+    assert poll_url_of(again.get_data(as_text=True)) == poll_url_of(first.get_data(as_text=True))
+    assert [t.split(b"\r\n")[2].upper() for t in round_trips] == [b"EVALSHA", b"EVAL"]
+
+    with count_redis_round_trips(monkeypatch) as round_trips:
+        assert client.get(_url(batch_id, ticks.since_in(2)), headers=HX).status_code == 200
+    assert len(round_trips) == 1 and b"EVALSHA" in round_trips[0].upper()
+
+
 def test_with_redis_down_polls_answer_from_the_database(app, make_app, ticks):
     from tests.support import free_port
     batch_id, _ = _make_batch(app)

@@ -22,6 +22,7 @@ out per request from the facts stored with the render (the batch's owner and sta
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import time
@@ -54,6 +55,9 @@ if shared then return {'hit', shared} end
 if redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[1]) then return {'claimed'} end
 return {'busy', redis.call('GET', KEYS[3])}
 """
+# Sent by its SHA1 (EVALSHA): Redis then neither receives nor hashes the script on every
+# poll. Redis keeps a script it has run until it restarts; then one EVAL loads it again.
+_LOOKUP_SHA = hashlib.sha1(_LOOKUP.encode()).hexdigest()
 
 
 def clock() -> float:
@@ -115,8 +119,12 @@ def lookup(batch_id: int, first: int, last: int,
     Raises redis.RedisError when Redis cannot be reached."""
     key = _key(batch_id, first, last, w)
     claim_ms = int(max(2 * w.interval, 1.0) * 1000)
-    reply = get_redis().eval(_LOOKUP, 3, key, key + ":claim",
-                             _key(batch_id, first, last, w.previous), claim_ms)
+    args = (3, key, key + ":claim", _key(batch_id, first, last, w.previous), claim_ms)
+    client = get_redis()
+    try:
+        reply = client.evalsha(_LOOKUP_SHA, *args)
+    except redis.exceptions.NoScriptError:  # a Redis that has not run it yet (or restarted)
+        reply = client.eval(_LOOKUP, *args)
     outcome = reply[0]
     if outcome == b"hit":
         return _decode(reply[1]), False, None
