@@ -1,7 +1,8 @@
 """Publishing to WordPress in a real browser (issue 16): an admin adds the tests' fake site
 on the Destinations page and tests the connection; an editor approves a small batch and
 publishes it once from the batch page as drafts, and sees each post's link appear. The site
-then holds exactly one draft per article."""
+then holds exactly one draft per article; ticked on the dashboard and published again as a
+selection, for review, its two posts are updated, not doubled."""
 from __future__ import annotations
 
 import re
@@ -115,3 +116,27 @@ def test_an_editor_publishes_a_reviewed_batch_as_drafts_once(page, app, fake, fa
     assert {p.status for p in posts} == {"draft"}
     assert fakewp.duplicates() == {} and fakewp.duplicates("title") == {}
     assert fakewp.count("POST /wp/v2/posts") == 2
+
+    # The same batch ticked on the dashboard and published again as a selection, now for
+    # review: the publish fields appear only once "publish" is the action, the confirmation
+    # counts the approved articles, and the site's two posts are updated, not doubled.
+    page.goto("/")
+    bar = page.locator("#bulk-form")
+    expect(bar.get_by_label("Post status")).to_be_hidden()
+    page.get_by_label("Select “Coastal guides”").check()
+    bar.get_by_label("Action").select_option("publish")
+    expect(bar.get_by_label("Post status")).to_be_visible()
+    bar.get_by_label("Destination").select_option("Coast blog")
+    bar.get_by_label("Post status").select_option("pending")
+    bar.get_by_role("button", name="Continue to the confirmation").click()
+    panel = page.locator("#bulk-panel")
+    expect(panel.locator("h2")).to_have_text("Publish 2 approved articles to Coast blog?")
+    expect(panel).to_contain_text("as pending review")
+    assert _axe_findings(page) == []  # the bar with its publish fields, and the panel
+    shot(page, "bulk-publish")
+    panel.get_by_role("button", name="Confirm").click()
+    expect(page.locator(".flash-success")).to_contain_text("2 articles are being published.")
+    wait_in_page(page, lambda: {p.status for p in fakewp.posts} == {"pending"}
+                 and all(s == "published" for s, _, _ in _publications(app, batch_id)),
+                 FINISH_TIMEOUT, "both posts to be moved to pending review")
+    assert fakewp.count("POST /wp/v2/posts") == 2 and len(fakewp.posts) == 2
