@@ -11,7 +11,7 @@ from ..models import Article, ReviewStatus as R, Role
 from ..services import article_page, control, progress, publishing, review
 from ..services.errors import Invalid
 from .access import roles_required
-from .publish_form import flash_requested, publish_form
+from .publish_form import flash_requested, publish_form, to_publications
 from .htmx import STOP_POLLING, is_htmx
 
 bp = Blueprint("articles", __name__)
@@ -129,6 +129,5 @@ def article_unpublish(article_id: int):
     flash_requested(publishing.unpublish(current_user, article.batch, publish_form(),
                                          article_ids=[article.id]))
     if request.form.get("back") == "batch":
-        return redirect(url_for("batches.batch_detail", batch_id=article.batch_id,
-                                _anchor="batch-publications"), code=303)
+        return to_publications(article.batch_id)
     return _to_article(article_id)

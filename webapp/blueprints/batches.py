@@ -22,7 +22,7 @@ from ..services.errors import Invalid
 from ..services.outcomes import Outcome
 from .access import int_arg, limited_per_user, roles_required
 from .htmx import STOP_POLLING, is_htmx
-from .publish_form import flash_requested, publish_form
+from .publish_form import flash_requested, publish_form, to_publications
 
 bp = Blueprint("batches", __name__)
 
@@ -278,8 +278,7 @@ def batch_publish(batch_id: int):
     published); the others are never sent."""
     flash_requested(publishing.publish(current_user, db.get_or_404(Batch, batch_id),
                                        publish_form()))
-    return redirect(url_for("batches.batch_detail", batch_id=batch_id,
-                            _anchor="batch-publications"), code=303)
+    return to_publications(batch_id)
 
 
 @bp.post("/batches/<int:batch_id>/unpublish")
@@ -287,8 +286,7 @@ def batch_unpublish(batch_id: int):
     """Move the batch's posts on a destination back to draft, or to the trash."""
     flash_requested(publishing.unpublish(current_user, db.get_or_404(Batch, batch_id),
                                          publish_form()))
-    return redirect(url_for("batches.batch_detail", batch_id=batch_id,
-                            _anchor="batch-publications"), code=303)
+    return to_publications(batch_id)
 
 
 @bp.get("/batches/<int:batch_id>/publications")

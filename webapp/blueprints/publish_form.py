@@ -1,7 +1,7 @@
 """What the batch page's and the article page's publish and unpublish forms share."""
 from __future__ import annotations
 
-from flask import flash, request
+from flask import flash, redirect, request, url_for
 
 from ..labels import stored
 from ..services import publishing
@@ -19,3 +19,9 @@ def flash_requested(done: publishing.Requested) -> None:
     flash(done.message, "success")
     if done.send_error:
         flash(stored(done.send_error), "error")
+
+
+def to_publications(batch_id: int):
+    """Back to the batch page's publications, where what was queued shows."""
+    return redirect(url_for("batches.batch_detail", batch_id=batch_id,
+                            _anchor="batch-publications"), code=303)

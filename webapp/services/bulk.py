@@ -31,7 +31,7 @@ from .control import can_manage
 from .errors import Invalid, NotAllowed
 from .listing import BatchFilter
 from .review_queue import AWAITING, QueueFilter
-from .validation import MAX_ID
+from .validation import MAX_ID, id_chunks
 
 BATCHES, ARTICLES = "batches", "articles"
 APPROVE, REJECT, REGENERATE, RETRY, CANCEL, EXPORT, PUBLISH = (
@@ -44,8 +44,6 @@ ACTIONS = {BATCHES: (APPROVE, REJECT, REGENERATE, RETRY, CANCEL, EXPORT, PUBLISH
 MAX_REASON = 2000
 # A confirmation older than this is refused: what it counted may have changed a lot.
 CONFIRM_MAX_AGE = 3600
-# Ids per IN (...): far under every database's limit on bound parameters.
-ID_CHUNK = 500
 
 # An item's outcome: done, or why it was skipped (also the keys of skipped_detail).
 DONE = "done"
@@ -340,12 +338,6 @@ def _describe(sel: Selection, page_args: dict) -> str:
     what = "batches" if sel.scope == BATCHES else "articles awaiting review"
     terms = ", ".join(f"{key}={value}" for key, value in page_args.items())
     return f"all {what} matching {terms}" if terms else f"all {what}"
-
-
-def id_chunks(ids: list[int]):
-    """`ids` a slice at a time, each small enough for one IN (...)."""
-    for start in range(0, len(ids), ID_CHUNK):
-        yield ids[start:start + ID_CHUNK]
 
 
 def _plan_batches(user: User, sel: Selection, page_args: dict):

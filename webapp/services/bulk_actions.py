@@ -33,12 +33,13 @@ from ..labels import english
 from ..models import (Article, Batch, BulkAction, BulkActionItem, BulkActionState as S,
                       ReviewStatus as R, Role, User, utcnow)
 from . import audit, exports, publishing, review
-from .bulk import (APPROVE, CANCEL, DONE, EXPORT, FINISHED_BATCHES, GONE, ID_CHUNK,
-                   NOT_AWAITING, NOT_FINISHED, NOT_SENT, NOT_YOURS_ARTICLES, NOT_YOURS_BATCHES,
-                   PUBLISH, REFUSED_ARTICLES, REFUSED_BATCHES, REGENERATE, REJECT, RETRY, Plan,
-                   id_chunks, is_awaiting, skip_lines)
+from .bulk import (APPROVE, CANCEL, DONE, EXPORT, FINISHED_BATCHES, GONE, NOT_AWAITING,
+                   NOT_FINISHED, NOT_SENT, NOT_YOURS_ARTICLES, NOT_YOURS_BATCHES, PUBLISH,
+                   REFUSED_ARTICLES, REFUSED_BATCHES, REGENERATE, REJECT, RETRY, Plan,
+                   is_awaiting, skip_lines)
 from .control import can_manage, cancel_batch
 from .errors import Invalid, NotAllowed, NotFound, ServiceError
+from .validation import ID_CHUNK, id_chunks
 
 log = logging.getLogger(__name__)
 

@@ -23,6 +23,7 @@ from ..models import Article, ArticleStatus as A, Batch, ReviewStatus as R, User
 from . import audit
 from .control import can_manage
 from .errors import NotAllowed, NotFound
+from .validation import id_chunks
 
 FORMATS = {"csv": "text/csv; charset=utf-8", "json": "application/json",
            "zip": "application/zip"}
@@ -281,8 +282,6 @@ def _zip(rows, batch) -> Iterator[bytes]:
 
 SELECTION_FORMATS = ("csv", "zip")
 SELECTION_COLUMNS = ("batch_id", "batch") + COLUMNS
-# Ids per IN (...): far under every database's limit on bound parameters.
-_ID_CHUNK = 500
 
 
 def selection(user: User, article_ids: list[int], fmt: str, stamp: str) -> Download:
@@ -302,10 +301,9 @@ def _selected(user, article_ids: list[int]) -> Iterator[tuple[Batch, Iterator[Ar
     time so memory stays flat); a batch the user may not export is left out."""
     by_batch: dict[int, list[int]] = {}
     ids = sorted(set(article_ids))
-    for start in range(0, len(ids), _ID_CHUNK):
+    for chunk in id_chunks(ids):
         for article_id, batch_id in db.session.execute(
-                select(Article.id, Article.batch_id)
-                .where(Article.id.in_(ids[start:start + _ID_CHUNK]))).all():
+                select(Article.id, Article.batch_id).where(Article.id.in_(chunk))).all():
             by_batch.setdefault(batch_id, []).append(article_id)
     for batch_id in sorted(by_batch):
         batch = db.session.get(Batch, batch_id)
@@ -315,9 +313,9 @@ def _selected(user, article_ids: list[int]) -> Iterator[tuple[Batch, Iterator[Ar
 
 
 def _articles_in(chosen: list[int]) -> Iterator[Article]:
-    for start in range(0, len(chosen), _ID_CHUNK):
+    for chunk in id_chunks(chosen):
         yield from db.session.scalars(
-            select(Article).where(Article.id.in_(chosen[start:start + _ID_CHUNK]))
+            select(Article).where(Article.id.in_(chunk))
             .order_by(Article.position, Article.id)).all()
 
 

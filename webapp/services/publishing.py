@@ -30,7 +30,7 @@ from ..models import (Article, ArticleStatus as A, Batch, Destination, Publicati
 from . import audit, destinations
 from .control import can_manage
 from .errors import Conflict, Invalid, NotAllowed
-from .validation import MAX_ID
+from .validation import MAX_ID, id_chunks
 
 STATUSES = ("draft", "pending", "future", "publish")
 UNPUBLISH_TO = ("draft", "trash")
@@ -188,9 +188,9 @@ def selected_articles(batch: Batch, value: Any) -> Optional[list[int]]:
                                      "ids.", max=format(MAX_SELECTED, ","))})
     wanted = sorted(set(value))
     found = set()
-    for start in range(0, len(wanted), 500):  # far under every database's bound parameters
+    for chunk in id_chunks(wanted):
         found.update(db.session.scalars(select(Article.id).where(
-            Article.batch_id == batch.id, Article.id.in_(wanted[start:start + 500]))))
+            Article.batch_id == batch.id, Article.id.in_(chunk))))
     strangers = [i for i in wanted if i not in found]
     if strangers:
         raise Invalid({"articles": _("Not articles of this batch: %(ids)s.",

@@ -15,6 +15,14 @@ from ..models import BatchMode
 TONES = ("neutral", "friendly", "formal", "persuasive", "playful", "authoritative")
 MIN_WORDS, MAX_WORDS = 50, 5000
 MAX_ID = 2**31 - 1  # the largest id PostgreSQL's INTEGER holds
+# Ids per IN (...): far under every database's limit on bound parameters.
+ID_CHUNK = 500
+
+
+def id_chunks(ids: list[int]):
+    """`ids` a slice at a time, each small enough for one IN (...)."""
+    for start in range(0, len(ids), ID_CHUNK):
+        yield ids[start:start + ID_CHUNK]
 _MODEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,99}$")
 
 # Separators a list pasted from a Chinese document leaves around a title (the full-width
