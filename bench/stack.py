@@ -306,6 +306,13 @@ class Bench:
                                                "csrf_token": token.group(1)})
         if response.status_code not in (302, 303):
             raise RuntimeError(f"sign-in answered {response.status_code}")
+        # And on to the page it sends the browser to, as a browser goes: that page's forms
+        # put the CSRF secret in the session cookie. A cookie taken before it would make
+        # every poll that renders a Cancel button add that secret and send a new cookie,
+        # which wrk, keeping its first cookie, would pay on every request.
+        landing = client.get(response.headers["Location"])
+        if landing.status_code != 200:
+            raise RuntimeError(f"the page after sign-in answered {landing.status_code}")
 
     def start_gunicorn(self) -> tuple[subprocess.Popen, str]:
         port = free_port()

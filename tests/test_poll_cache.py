@@ -16,8 +16,9 @@ from sqlalchemy import select, update
 from tests.helpers import count_sql, csrf_from, login, poll_url_of, rows_of
 from tests.sec_support import make_account, signed_in
 from tests.support import ACCOUNTS
-from tests.test_poll_cost import (_change_some, _make_batch, count_redis_round_trips,
-                                  only_the_users_load, ticks)  # noqa: F401 (a fixture)
+from tests.test_poll_cost import (_change_some, _make_batch, as_another_process,
+                                  count_redis_round_trips, only_the_users_load,
+                                  ticks)  # noqa: F401 (a fixture)
 from webapp.extensions import db, get_redis
 from webapp.installation import prefix
 from webapp.models import Article, Batch, Role, User, utcnow
@@ -178,7 +179,8 @@ def test_a_viewer_whose_since_is_before_the_window_gets_its_own(app, client, adm
     late = client.get(_url(batch_id, hidden), headers=HX).get_data(as_text=True)
     assert set(older) <= set(rows_of(late))
     assert poll_url_of(late) != poll_url_of(in_step)  # a render of its own
-    # Another viewer with the same window shares it.
+    # Another viewer with the same window, in another web process, shares it.
+    as_another_process(app)
     with count_redis_round_trips(monkeypatch) as round_trips, count_sql(app) as statements:
         again = admin_client.get(_url(batch_id, hidden + timedelta(microseconds=1)),
                                  headers=HX).get_data(as_text=True)
@@ -242,6 +244,7 @@ def test_a_redis_without_the_lookup_script_is_sent_it_once(app, client, monkeypa
     first = client.get(_url(batch_id, ticks.since_in(1)), headers=HX)
     assert first.status_code == 200
     get_redis_of(app).script_flush()
+    as_another_process(app)
 
     with count_redis_round_trips(monkeypatch) as round_trips:
         again = client.get(_url(batch_id, ticks.since_in(2)), headers=HX)
@@ -249,6 +252,7 @@ def test_a_redis_without_the_lookup_script_is_sent_it_once(app, client, monkeypa
     assert poll_url_of(again.get_data(as_text=True)) == poll_url_of(first.get_data(as_text=True))
     assert [t.split(b"\r\n")[2].upper() for t in round_trips] == [b"EVALSHA", b"EVAL"]
 
+    as_another_process(app)
     with count_redis_round_trips(monkeypatch) as round_trips:
         assert client.get(_url(batch_id, ticks.since_in(2)), headers=HX).status_code == 200
     assert len(round_trips) == 1 and b"EVALSHA" in round_trips[0].upper()

@@ -7,8 +7,10 @@ Celery's Redis backend stores it.
 A batch page's polls render the partial once a tick for every viewer
 (webapp/services/pollcache.py): the poll that renders costs at most 3 statements and 3 Redis
 round trips (the lookup, the MGET of the live words, keeping the render); the other polls of
-the tick cost 1 round trip and no statement but the signed-in user's. The tests hold the
-tick clock still (HeldTicks), so that they, not the wall clock, decide when a tick ends.
+the tick cost 1 round trip and no statement but the signed-in user's in another web process,
+and no round trip in one that has read or made that render already. The tests hold the tick
+clock still (HeldTicks), so that they, not the wall clock, decide when a tick ends; and
+`as_another_process` makes the next poll one of another web process.
 """
 from __future__ import annotations
 
@@ -175,15 +177,24 @@ def test_poll_that_renders_a_1000_article_batch(app, client, monkeypatch, ticks)
     assert len(page) < 20_000, f"a poll of {len(page)} bytes is too big"
 
 
+def as_another_process(app) -> None:
+    """The next poll is one of another web process: it has no copy of this tick's renders
+    (pollcache._Recent), only Redis has them."""
+    with app.app_context():
+        pollcache.forget_recent()
+
+
 def test_poll_answered_from_the_shared_render(app, client, admin_client, monkeypatch, ticks):
-    """Two viewers with different `since` in one tick: one render, the second viewer is
-    sent it for 1 Redis round trip and no SQL but its user's."""
+    """Two viewers with different `since` in one tick: one render; the second viewer, in
+    another web process, is sent it for 1 Redis round trip and no SQL but its user's, and
+    a third in that process for no round trip at all."""
     batch_id, words = _make_batch(app)
     recent = _finish_some(app, batch_id)
     base = f"/batches/{batch_id}/progress?seen=running&first=1&last=500"
     first = client.get(f"{base}&since={ticks.since_in(1).isoformat()}",
                        headers={"HX-Request": "true"})
     assert first.status_code == 200
+    as_another_process(app)
 
     with count_sql(app) as statements, count_redis_round_trips(monkeypatch) as round_trips:
         second = admin_client.get(f"{base}&since={ticks.since_in(2).isoformat()}",
@@ -200,6 +211,21 @@ def test_poll_answered_from_the_shared_render(app, client, admin_client, monkeyp
     # The same render: both carry the same next URL (the time the render was read).
     assert poll_url_of(page) == poll_url_of(first.get_data(as_text=True))
 
+    # The third viewer of the tick in that process: its copy, no round trip.
+    with count_sql(app) as statements, count_redis_round_trips(monkeypatch) as round_trips:
+        third = client.get(f"{base}&since={ticks.since_in(2).isoformat()}",
+                           headers={"HX-Request": "true"})
+    assert third.status_code == 200 and only_the_users_load(statements)
+    assert round_trips == []
+    assert third.get_data(as_text=True) == first.get_data(as_text=True)
+
+    # The next tick asks Redis again: a copy serves only its own tick.
+    ticks.next_tick()
+    with count_redis_round_trips(monkeypatch) as round_trips:
+        assert client.get(f"{base}&since={ticks.since_in(1).isoformat()}",
+                          headers={"HX-Request": "true"}).status_code == 200
+    assert round_trips and b"EVAL" in round_trips[0].upper()
+
 
 def test_first_poll_without_since_sends_active_rows_only(app, client):
     batch_id, words = _make_batch(app)
@@ -213,19 +239,23 @@ def test_first_poll_without_since_sends_active_rows_only(app, client):
     assert '<span class="percent">40%</span>' in page
 
 
-def test_nothing_new_costs_one_round_trip(app, client, monkeypatch, ticks):
+@pytest.mark.parametrize("process", ["another", "the same"])
+def test_nothing_new_costs_at_most_one_round_trip(app, client, monkeypatch, ticks, process):
     """A viewer who already has this tick's render (it polls again within the tick):
-    htmx is told to keep what it shows, for 1 round trip and no SQL but the user's."""
+    htmx is told to keep what it shows, for 1 round trip (none in the process that has
+    the render) and no SQL but the user's."""
     batch_id, _ = _make_batch(app)
     url = poll_url_of(client.get(f"/batches/{batch_id}").get_data(as_text=True))
     answer = client.get(url, headers={"HX-Request": "true"}).get_data(as_text=True)
     again = poll_url_of(answer)  # the URL the answer carries: its `since` is the render's
+    if process == "another":
+        as_another_process(app)
 
     with count_sql(app) as statements, count_redis_round_trips(monkeypatch) as round_trips:
         response = client.get(again, headers={"HX-Request": "true"})
 
     assert only_the_users_load(statements), "\n\n".join(statements)
-    assert len(round_trips) == 1, round_trips
+    assert len(round_trips) == (1 if process == "another" else 0), round_trips
     assert response.status_code == 200
     assert response.headers["HX-Reswap"] == "none"
     assert response.headers["HX-Trigger"] == "pressroom:unchanged"

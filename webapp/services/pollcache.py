@@ -4,7 +4,8 @@ Every viewer of a batch page polls its progress about once a second. Rendered pe
 fifty viewers cost fifty times the SQL, the Redis read and the template; the answers differ
 only by a few milliseconds of staleness. So the first poll of a tick renders the partial
 and keeps it in Redis for a few seconds, and the other polls of that tick are sent the same
-HTML: one Redis round trip, no SQL.
+HTML: one Redis round trip, no SQL; none at all once this process has read that render
+(_Recent).
 
 Ticks cut time into POLL_INTERVAL slices. A render made in tick T holds the rows changed
 since the start of tick T-2 (less the poll's OVERLAP), so it serves every viewer whose
@@ -112,12 +113,54 @@ def _key(batch_id: int, first: int, last: int, w: Window) -> str:
     return f"{prefix()}poll:{batch_id}:{first}-{last}:{w.tick}:{w.since_tick}:{get_locale()}"
 
 
+class _Recent:
+    """The renders this process has read or made in the current tick, by key.
+
+    A render is made once for its tick (its key names the tick) and not changed after, so
+    the other polls of that tick in this process are answered from here, without a Redis
+    round trip: with two web processes, a tick's fifty polls of one batch cost two
+    look-ups. Only the current tick's are kept, and at most LIMIT of them.
+    """
+    LIMIT = 512
+
+    def __init__(self) -> None:
+        self.tick: Optional[int] = None
+        self.renders: dict[str, Shared] = {}
+
+    def get(self, key: str, tick: int) -> Optional[Shared]:
+        return self.renders.get(key) if tick == self.tick else None
+
+    def keep(self, key: str, tick: int, shared: Shared) -> None:
+        if self.tick is None or tick > self.tick or len(self.renders) >= self.LIMIT:
+            # A new tick (or too many windows at once): the old ones are of no more use.
+            # Swapped, not cleared, so a thread reading the old dict is not disturbed.
+            self.tick, self.renders = tick, {}
+        if tick == self.tick:
+            self.renders[key] = shared
+
+
+def _recent() -> _Recent:
+    recent = current_app.extensions.get("pressroom_recent_renders")
+    if recent is None:
+        recent = current_app.extensions["pressroom_recent_renders"] = _Recent()
+    return recent
+
+
+def forget_recent() -> None:
+    """Drop this process's copies of this tick's renders (the next poll asks Redis)."""
+    current_app.extensions.pop("pressroom_recent_renders", None)
+
+
 def lookup(batch_id: int, first: int, last: int,
            w: Window) -> tuple[Optional[Shared], bool, Optional[Shared]]:
     """(this tick's render, whether this poll is to make it, the previous tick's render).
 
     Raises redis.RedisError when Redis cannot be reached."""
     key = _key(batch_id, first, last, w)
+    recent = _recent()
+    kept = recent.get(key, w.tick)
+    if kept is not None:
+        return kept, False, None
     claim_ms = int(max(2 * w.interval, 1.0) * 1000)
     args = (3, key, key + ":claim", _key(batch_id, first, last, w.previous), claim_ms)
     client = get_redis()
@@ -127,7 +170,10 @@ def lookup(batch_id: int, first: int, last: int,
         reply = client.eval(_LOOKUP, *args)
     outcome = reply[0]
     if outcome == b"hit":
-        return _decode(reply[1]), False, None
+        shared = _decode(reply[1])
+        if shared is not None:
+            recent.keep(key, w.tick, shared)
+        return shared, False, None
     if outcome == b"claimed":
         return None, True, None
     return None, False, _decode(reply[1]) if len(reply) > 1 else None
@@ -136,9 +182,11 @@ def lookup(batch_id: int, first: int, last: int,
 def store(batch_id: int, first: int, last: int, w: Window, shared: Shared) -> None:
     """Keep a render for the others of its tick (and the next); a failure only costs them
     a render of their own."""
+    key = _key(batch_id, first, last, w)
+    _recent().keep(key, w.tick, shared)
     keep_ms = int(max(KEEP_TICKS * w.interval, KEEP_AT_LEAST_S) * 1000)
     try:
-        get_redis().set(_key(batch_id, first, last, w), _encode(shared), px=keep_ms)
+        get_redis().set(key, _encode(shared), px=keep_ms)
     except redis.RedisError:
         current_app.logger.warning("could not keep the progress render of batch %s", batch_id)
 

@@ -2,7 +2,7 @@
 viewer through Redis (pollcache), with what each viewer may do checked per request.
 
 A poll that renders costs what reading the batch's progress costs (services/progress.py);
-the other polls of the tick cost one Redis round trip and no SQL.
+the other polls of the tick cost at most one Redis round trip and no SQL.
 """
 from __future__ import annotations
 
