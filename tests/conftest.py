@@ -255,6 +255,7 @@ def reset_state(app, worker, redis_client, fake_server) -> None:
     from webapp.extensions import db
     from webapp.models import (Article, ArticleVersion, Batch, BulkAction, BulkActionItem,
                                Destination, ProviderBatch, Publication, User, WebhookDelivery)
+    from webapp.services import pollcache
 
     # Leftovers (a failed test's batch) run fast and fault-free from now on.
     fake_server.reset(restore_settings=True)
@@ -282,6 +283,10 @@ def reset_state(app, worker, redis_client, fake_server) -> None:
         keys = list(redis_client.scan_iter(match=pattern, count=1000))
         if keys:
             redis_client.delete(*keys)
+    # And this process's copies of the progress renders just deleted from Redis: the next
+    # test's batch may have the same id, in the same tick.
+    with app.app_context():
+        pollcache.forget_recent()
 
 
 @pytest.fixture

@@ -171,6 +171,9 @@ class Dedicated:
             keys = list(self.redis.scan_iter(match=pattern, count=1000))
             if keys:
                 self.redis.delete(*keys)
+        from webapp.services import pollcache
+        with self.app.app_context():  # the copies of the progress renders deleted above
+            pollcache.forget_recent()
 
     @contextmanager
     def in_use(self):
