@@ -7,6 +7,7 @@ Dockerfile, docker-compose.yml and deploy/systemd/pressroom-web.service:
 
 A --bind (or any other flag) on the command line overrides the value here.
 """
+import gc
 import os
 
 
@@ -62,3 +63,12 @@ control_socket_disable = True
 # Load the app once in the master and fork it: a worker (re)start then costs no import,
 # and nothing connects at import time (database and Redis clients are made on first use).
 preload_app = True
+
+
+def pre_fork(server, worker):
+    # Everything the app made at import (modules, templates, SQLAlchemy's tables) lives as
+    # long as the worker: frozen, the garbage collector's full passes no longer walk it, so
+    # they stop costing a request tens of milliseconds now and then; and the forked workers
+    # share those pages with the master instead of copying them when the collector marks
+    # them.
+    gc.freeze()
