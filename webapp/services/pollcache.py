@@ -131,12 +131,13 @@ class _Recent:
         return self.renders.get(key) if tick == self.tick else None
 
     def keep(self, key: str, tick: int, shared: Shared) -> None:
-        if self.tick is None or tick > self.tick or len(self.renders) >= self.LIMIT:
+        if self.tick is not None and tick < self.tick:
+            return  # made late, for a tick that has passed
+        if tick != self.tick or len(self.renders) >= self.LIMIT:
             # A new tick (or too many windows at once): the old ones are of no more use.
             # Swapped, not cleared, so a thread reading the old dict is not disturbed.
             self.tick, self.renders = tick, {}
-        if tick == self.tick:
-            self.renders[key] = shared
+        self.renders[key] = shared
 
 
 def _recent() -> _Recent:

@@ -23,6 +23,8 @@ def id_chunks(ids: list[int]):
     """`ids` a slice at a time, each small enough for one IN (...)."""
     for start in range(0, len(ids), ID_CHUNK):
         yield ids[start:start + ID_CHUNK]
+
+
 _MODEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,99}$")
 
 # Separators a list pasted from a Chinese document leaves around a title (the full-width
