@@ -78,7 +78,10 @@ class Fault:
     * ``silence``: after ``after_chunks`` content chunks, send nothing for
       ``seconds`` (the connection stays open), then carry on as normal;
     * ``finish``: normal text, but ``finish_reason`` is ``finish_reason``;
-    * ``empty``: a normal 200 answer whose content is ``""``.
+    * ``empty``: a normal 200 answer whose content is ``""``;
+    * ``linger``: a whole streamed answer, ``[DONE]`` and all, after which the
+      body is held open for ``seconds`` before its terminating chunk (a
+      server or proxy slow to end the response).
 
     Use the constructors below rather than building these by hand.
     """
@@ -232,6 +235,11 @@ class Fault:
         """A 200 answer whose content is the empty string."""
         return cls(kind="empty")
 
+    @classmethod
+    def linger(cls, seconds: float) -> Fault:
+        """A whole answer whose HTTP body stays open ``seconds`` after ``[DONE]``."""
+        return cls(kind="linger", seconds=seconds)
+
 
 # --------------------------------------------------------------------------
 # Request log
@@ -252,6 +260,7 @@ class RequestRecord:
     client_disconnected: bool = False
     disconnected_at: float | None = None
     chunks_sent: int = 0  # content chunks written (stream only)
+    client_port: int | None = None  # the client's end of the connection: reuse shows here
     finish_reason: str | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -472,6 +481,7 @@ class _Handler(FakeHandler):
             max_tokens=max_tokens if isinstance(max_tokens, int) else None,
             messages=messages,
             body=body,
+            client_port=self.client_address[1] if self.client_address else None,
         )
         # Choose the fault, snapshot settings, log the record and count it as
         # in flight, all in one step so tests never see a half-registered request.
@@ -635,6 +645,8 @@ class _Handler(FakeHandler):
             final["usage"] = usage
             self._send_event(final)
         self._write_chunk(b"data: [DONE]\n\n")
+        if kind == "linger":
+            self._pause_until(time.monotonic() + (fault.seconds or 0.0))
         self._write(b"0\r\n\r\n")
 
     # -- low-level writing ------------------------------------------------

@@ -151,7 +151,9 @@ class OpenAIProvider:
 
         def deltas():
             try:
-                yield from sse.read(http.iter_bytes(), result)
+                body = http.iter_bytes()
+                yield from sse.read(body, result)
+                finish_body(http, body)
             # Once the answer has started, a timeout or a lost connection means a partial
             # answer, whatever the transport calls it.
             except httpx.TimeoutException as exc:
@@ -167,6 +169,39 @@ class OpenAIProvider:
 
         result.deltas = deltas()
         return result
+
+
+# After [DONE], what is left of an HTTP/1.1 body is the chunked encoding's last few bytes.
+# Reading them hands the connection back to the SDK's pool for the next article; closing
+# the response before its end drops the connection, and every article would open a new
+# one (with a real provider, a TLS handshake each: round trips and CPU). The SDK's own
+# sync stream closes early; its async one reads on for up to 0.1 s, as this does.
+FINISH_WAIT_S = 0.1
+FINISH_MAX_BYTES = 64 * 1024
+
+
+def finish_body(http: httpx.Response, body: Iterator[bytes]) -> None:
+    """Read the rest of an answered response's body, waiting at most FINISH_WAIT_S for it;
+    a provider that holds the body open, or sends more, costs that wait and a new
+    connection, never the answer (nothing here raises)."""
+    net = http.extensions.get("network_stream")
+    if net is None or http.http_version != "HTTP/1.1":
+        return  # HTTP/2 ends the stream alone and keeps the connection
+    # httpcore reads with the request's read timeout (the stream idle timeout, a minute):
+    # for these last reads, the network stream of this response waits FINISH_WAIT_S.
+    read = net.read
+    net.read = lambda max_bytes, timeout=None: read(max_bytes, FINISH_WAIT_S)
+    deadline = time.monotonic() + FINISH_WAIT_S
+    left = FINISH_MAX_BYTES
+    try:
+        for chunk in body:
+            left -= len(chunk)
+            if left < 0 or time.monotonic() > deadline:
+                return  # close() drops the connection
+    except Exception:  # a timeout or a reset after a whole answer: only the connection is lost
+        return
+    finally:
+        del net.read  # the connection may serve the next request: its own read again
 
 
 def _retry_after(exc: openai.APIStatusError) -> Optional[float]:
