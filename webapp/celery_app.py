@@ -23,6 +23,10 @@ def celery_init_app(app: Flask) -> Celery:
     celery_app.conf.result_backend = (
         app.config.get("CELERY_RESULT_BACKEND") or app.config["REDIS_URL"]
     )
+    if celery_app.conf.broker_url.startswith("redis://"):
+        # kombu's Redis transport with one client per channel (see broker.py); a TLS or
+        # other broker keeps kombu's own.
+        celery_app.conf.broker_transport = "webapp.broker:Transport"
     check_visibility_timeout(app, celery_app)
 
     @worker_init.connect(weak=False)
