@@ -92,6 +92,28 @@ def _apply(stmt, commit: bool = True, params: Optional[dict] = None) -> bool:
     return _run(stmt, commit, params) == 1  # one row, so it happened
 
 
+# The statements every article runs (its read, claim, completion and the batch's "anything
+# left?" probe) each run in a transaction of their own on a pooled connection, outside the
+# ORM session: the session's transaction and bookkeeping cost the worker more CPU than the
+# statement itself (about 0.4 ms against 0.1). When the session has a transaction open,
+# they join it instead: a second connection could wait on that transaction's SQLite lock.
+
+def _write_alone(stmt, params: dict) -> bool:
+    """Execute a prebuilt guarded UPDATE and commit it; True when it changed one row."""
+    if db.session().in_transaction():
+        return _apply(stmt, params=params)
+    with db.engine.begin() as conn:
+        return conn.execute(stmt, params).rowcount == 1
+
+
+def first_alone(stmt, params: dict):
+    """The first row of a prebuilt SELECT (or None), read as above."""
+    if db.session().in_transaction():
+        return db.session.execute(stmt, params).first()
+    with db.engine.connect() as conn:
+        return conn.execute(stmt, params).first()
+
+
 # -- articles ------------------------------------------------------------------------------
 
 # The two transitions every article goes through are built once, with bound parameters,
@@ -117,9 +139,9 @@ def claim(article_id: int, batch_id: int, token: str, lease_seconds: int) -> boo
     """Take a queued article, or a running one whose owner stopped renewing its lease;
     never in a paused batch (once a pause has committed, nothing new starts)."""
     now = utcnow()
-    return _apply(_CLAIM, params={"p_article": article_id, "p_batch": batch_id, "p_now": now,
-                                  "p_token": token,
-                                  "p_until": now + timedelta(seconds=lease_seconds)})
+    return _write_alone(_CLAIM, {"p_article": article_id, "p_batch": batch_id, "p_now": now,
+                                 "p_token": token,
+                                 "p_until": now + timedelta(seconds=lease_seconds)})
 
 
 def renew(article_id: int, token: str, lease_seconds: int) -> bool:
@@ -152,7 +174,7 @@ def complete(article_id: int, token: str, *, body: str, words: int, prompt_token
 
     One statement: the database keeps the body as the article's next version in the same
     UPDATE (the generated_version trigger, webapp/triggers.py)."""
-    return _apply(_COMPLETE, params={
+    return _write_alone(_COMPLETE, {
         "p_article": article_id, "p_token": token, "p_body": body, "p_words": words,
         "p_unit": length_unit,
         "p_prompt": prompt_tokens, "p_completion": completion_tokens, "p_finish": finish_reason,
@@ -362,8 +384,8 @@ def finalize_batch(batch_id: int) -> Optional[str]:
     """Close the batch once no article is left unfinished; returns the final status."""
     # Cheap first: one index probe tells whether anything is still open, so finishing each
     # article of a 10,000-article batch does not count the whole batch again.
-    if db.session.execute(_ANY_OPEN, {"p_batch": batch_id}).first() is not None:
-        db.session.rollback()
+    if first_alone(_ANY_OPEN, {"p_batch": batch_id}) is not None:
+        db.session.rollback()  # a caller's read transaction ends here, as it always has
         return None
     # Per status: how many, and the tokens and cost they add to the batch's totals.
     per_status = db.session.execute(

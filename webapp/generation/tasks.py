@@ -62,8 +62,8 @@ def generate_article(self, article_id: int) -> dict:
 
 
 def _write(task, article_id: int, redis, wrap_up) -> dict:
-    row = db.session.execute(_ARTICLE_TO_WRITE, {"article_id": article_id}).one_or_none()
-    db.session.rollback()  # end the read transaction before any long work
+    # No read transaction is left open for the long work that follows.
+    row = lifecycle.first_alone(_ARTICLE_TO_WRITE, {"article_id": article_id})
     if row is None:
         return {"status": "missing"}
     if row.status in A.FINAL:
