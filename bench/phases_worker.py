@@ -36,6 +36,7 @@ COST_RUNS = ((40, 200), (400, 200), (1000, 100))
 COST_WORDS = 1000
 COST_ROUNDS = 2
 BARE_TASKS = 1000
+SDK_REQUESTS = 300
 IDLE_SAMPLE_S = 2.0
 
 STREAMS, STREAM_RATE, STREAM_CHUNKS = 64, 60, 600  # 64 × 60 = 3,840 chunks/s in all
@@ -139,6 +140,31 @@ def _cost_batch(bench: Bench, pid: int, idle_rate: float, chunks: int, n: int) -
             "worker_cpu_ms_per_article": round(per_article, 3)}
 
 
+def _sdk_request_ms(bench: Bench) -> float:
+    """CPU of one provider request as the worker makes it (the SDK's request, the answer's
+    body read to its end), alone: one thread of this process, SDK_REQUESTS in turn, an
+    instant two-chunk answer. With the empty task, the part of an article's cost that
+    Pressroom does not choose: DESIGN.md sends each article as a Celery task of its own,
+    and issue 12 has the SDK make the request."""
+    from webapp.generation.provider import OpenAIProvider, Prompt
+    bench.set_fake(latency=0.0, chunks=2, words=20)
+    provider = OpenAIProvider(bench.app.config)
+    prompt = Prompt(title="SDK request", words=20, user_text="Title: SDK request")
+
+    def request():
+        stream = provider.stream(prompt, bench.app.config["OPENAI_MODEL"])
+        try:
+            return "".join(stream)
+        finally:
+            stream.close()
+    for _ in range(20):  # the connection and the SDK's first-use work, outside the figure
+        request()
+    cpu0 = time.process_time()
+    for _ in range(SDK_REQUESTS):
+        request()
+    return (time.process_time() - cpu0) * 1000 / SDK_REQUESTS
+
+
 def worker_cost(bench: Bench) -> None:
     code = code_measured()  # as near as the phase can get to what the worker imported
     pid = bench.workers[0].pid
@@ -147,6 +173,7 @@ def worker_cost(bench: Bench) -> None:
     bare = _measure(bench, pid, idle_rate,
                     lambda: bench.wait_results(bench.send_noops(BARE_TASKS), timeout=120))
     bare_ms = bare["cpu_s"] * 1000 / BARE_TASKS
+    sdk_ms = _sdk_request_ms(bench)
 
     # The pair the line is drawn through is measured twice, in turn, and the lower of
     # each kept: other work on the machine only ever adds CPU time (caches, frequency).
@@ -166,6 +193,7 @@ def worker_cost(bench: Bench) -> None:
     bench.figures["worker_cpu_per_article_ms"] = round(intercept, 2)
     bench.figures["worker_cpu_1000_chunks_ms"] = round(measured, 2)
     bench.figures["bare_task_cpu_ms"] = round(bare_ms, 2)
+    bench.figures["sdk_request_cpu_ms"] = round(sdk_ms, 2)
     bench.details["worker_cost"] = {
         "code": code, "worker_processes": 1, "threads": COST_THREADS,
         "provider_latency_s": 0.0, "words_per_answer": COST_WORDS,
@@ -180,13 +208,18 @@ def worker_cost(bench: Bench) -> None:
                                       for c, s in samples.items()},
         "per_chunk_ms": round(slope, 5), "per_article_ms": round(intercept, 3),
         "per_article_beyond_bare_task_ms": round(intercept - bare_ms, 3),
+        "sdk_requests": SDK_REQUESTS, "sdk_request_cpu_ms": round(sdk_ms, 3),
+        # What every article costs before Pressroom writes a row: its Celery task and its
+        # request through the SDK, each measured alone in this run.
+        "floor_bare_task_plus_sdk_ms": round(bare_ms + sdk_ms, 3),
+        "per_article_beyond_floor_ms": round(intercept - bare_ms - sdk_ms, 3),
         f"predicted_{far}_chunks_ms": round(predicted, 3),
         f"measured_{far}_chunks_ms": round(measured, 3),
         "measured_vs_predicted": round(measured / predicted, 3) if predicted > 0 else None,
     }
     log(f"worker cost: {slope:.4f} ms/chunk, {intercept:.2f} ms/article besides chunks, "
         f"{far} chunks {measured:.2f} ms/article (line predicts {predicted:.2f}); "
-        f"bare task {bare_ms:.2f} ms")
+        f"bare task {bare_ms:.2f} ms, SDK request alone {sdk_ms:.2f} ms")
 
 
 def _as_utc(monotonic: float | None, offset: float) -> datetime | None:

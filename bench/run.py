@@ -122,6 +122,7 @@ GOALS = {
     "worker_cpu_per_article_ms": ("worker_cost", "<= 4", lambda v: v <= 4),
     "worker_cpu_1000_chunks_ms": ("worker_cost", "(info: per article, 1,000 chunks)", None),
     "bare_task_cpu_ms": ("worker_cost", "(info: an empty Celery task)", None),
+    "sdk_request_cpu_ms": ("worker_cost", "(info: one SDK request, alone)", None),
     "streams64_keepup_ratio": ("streams64", "(info: 1 = kept up)", None),
     "streams64_worker_cpu_pct": ("streams64", "(info: % of one core)", None),
     "growth_submit_100k_s": ("growth", "(info: 10 requests + resume)", None),
