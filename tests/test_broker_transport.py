@@ -1,9 +1,13 @@
-"""The broker transport (webapp/broker.py): kombu's Redis transport with one client object per
-channel. Real Redis; the session's workers use the same transport for every task."""
+"""Talking to the broker: the transport (webapp/broker.py), kombu's Redis transport with one
+client object per channel, and a dispatch's messages written in batches. Real Redis; the
+session's workers use the same transport for every task."""
 from __future__ import annotations
+
+import uuid
 
 import kombu
 
+from tests.test_poll_cost import count_redis_round_trips
 from webapp.broker import Transport
 
 
@@ -35,3 +39,15 @@ def test_one_client_serves_every_command_until_its_pool_is_replaced(redis_url):
         fresh = channel._create_client()
         assert fresh is not first and fresh.connection_pool is channel.pool
         assert fresh.ping()
+
+
+def test_a_dispatch_writes_its_messages_a_batch_at_a_time(app, monkeypatch):
+    from webapp.generation import dispatch
+    n = dispatch.PUBLISH_BATCH + 100
+    # No such articles: the workers find nothing to write and end each task at once.
+    rows = [(10_000_000 + i, str(uuid.uuid4())) for i in range(n)]
+    with app.app_context(), count_redis_round_trips(monkeypatch) as sent:
+        assert dispatch.publish_articles(rows) == n
+    pushes = [command for command in sent if b"LPUSH" in command]
+    assert sum(command.count(b"LPUSH") for command in pushes) == n  # every message sent
+    assert len(pushes) == 2  # in two round trips, not one each
