@@ -40,6 +40,18 @@ def test_answers_in_turn_share_one_connection(fake):
     assert len(set(ports)) == 1, ports
 
 
+def test_a_reused_connection_waits_for_a_slow_answer_as_long_as_a_new_one(fake):
+    provider = _provider(fake)
+    _write(provider, "Quick answer")  # its body read to the end, within the short wait
+    # The next answer in two chunks, half a second apart: five times the short wait.
+    fake.chunks, fake.latency = 2, 10 * FINISH_WAIT_S
+    title = "Slow answer"
+    assert _write(provider, title) == "".join(build_chunks(title, fake.words, fake.chunks))
+    # On the same connection, read with the stream idle timeout again, not the short wait.
+    ports = {fake.requests_for(t)[0].client_port for t in ("Quick answer", title)}
+    assert len(ports) == 1
+
+
 def test_a_body_held_open_after_done_keeps_the_answer_without_waiting_for_it(fake):
     provider = _provider(fake)
     _write(provider, "Before the slow server")  # a connection in the pool

@@ -30,8 +30,11 @@ def marker_key(batch_id: int) -> str:
 
 
 # Messages written to the broker in one round trip (kombu's publish batch: a pipeline of
-# LPUSHes) rather than one each; what a failed round trip leaves unsent is sent again by
-# the reconciler, as after any failed dispatch.
+# LPUSHes) rather than one each. Any error inside the batch discards what it has not yet
+# written and raises: the articles are still queued, and are sent again as after any failed
+# dispatch (the batch is marked undispatched; re-queued lost articles are sent again once
+# the queue is found stalled). A task claims its article first, so one sent twice is
+# written once.
 PUBLISH_BATCH = 500
 
 

@@ -6,6 +6,7 @@ already classified, so the task decides retry or fail in one place.
 from __future__ import annotations
 
 import random
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Iterator, Optional
@@ -188,9 +189,16 @@ def finish_body(http: httpx.Response, body: Iterator[bytes]) -> None:
     if net is None or http.http_version != "HTTP/1.1":
         return  # HTTP/2 ends the stream alone and keeps the connection
     # httpcore reads with the request's read timeout (the stream idle timeout, a minute):
-    # for these last reads, the network stream of this response waits FINISH_WAIT_S.
-    read = net.read
-    net.read = lambda max_bytes, timeout=None: read(max_bytes, FINISH_WAIT_S)
+    # for these last reads, the network stream of this response waits FINISH_WAIT_S. The
+    # last read hands the connection back to the pool before this function ends, so
+    # another thread may already be using it: the short wait is this thread's alone, and
+    # only this override is removed (another thread may have put its own over it).
+    me = threading.get_ident()
+    read = type(net).read.__get__(net)
+
+    def short_read(max_bytes, timeout=None):
+        return read(max_bytes, FINISH_WAIT_S if threading.get_ident() == me else timeout)
+    net.read = short_read
     deadline = time.monotonic() + FINISH_WAIT_S
     left = FINISH_MAX_BYTES
     try:
@@ -201,7 +209,8 @@ def finish_body(http: httpx.Response, body: Iterator[bytes]) -> None:
     except Exception:  # a timeout or a reset after a whole answer: only the connection is lost
         return
     finally:
-        del net.read  # the connection may serve the next request: its own read again
+        if vars(net).get("read") is short_read:
+            del net.read  # the connection's own read again, for whoever uses it next
 
 
 def _retry_after(exc: openai.APIStatusError) -> Optional[float]:
