@@ -3,6 +3,7 @@ its article before doing anything, so an article sent twice is written once."""
 from __future__ import annotations
 
 import logging
+from itertools import islice
 from typing import Iterable, Iterator, Optional
 
 from flask import current_app
@@ -29,28 +30,39 @@ def marker_key(batch_id: int) -> str:
     return f"{installation.prefix()}dispatched:{batch_id}"
 
 
-# Messages written to the broker in one round trip (kombu's publish batch: a pipeline of
-# LPUSHes) rather than one each. Any error inside the batch discards what it has not yet
+# Messages go to the broker many to a round trip (kombu's publish batch: a pipeline of
+# LPUSHes) rather than one each: first 8, so that workers start at once, then twice as many
+# each time, up to PUBLISH_BATCH. Any error inside a batch discards what it has not yet
 # written and raises: the articles are still queued, and are sent again as after any failed
 # dispatch (the batch is marked undispatched; re-queued lost articles are sent again once
 # the queue is found stalled). A task claims its article first, so one sent twice is
 # written once.
-PUBLISH_BATCH = 500
+FIRST_PUBLISH, PUBLISH_BATCH = 8, 500
+
+
+def _growing(rows: Iterable[tuple[int, str]]) -> Iterator[list[tuple[int, str]]]:
+    rows = iter(rows)
+    size = FIRST_PUBLISH
+    while piece := list(islice(rows, size)):
+        yield piece
+        size = min(size * 2, PUBLISH_BATCH)
 
 
 def publish_articles(rows: Iterable[tuple[int, str]]) -> int:
     """Publish (article id, task id) pairs over one producer connection."""
     celery = current_app.extensions["celery"]
     sent = 0
-    with celery.producer_or_acquire() as producer, producer.batch(max_size=PUBLISH_BATCH):
-        for article_id, task_id in rows:
-            try:
-                generate_article.apply_async((article_id,), task_id=task_id, queue="generation",
-                                             producer=producer)
-            except Exception:
-                _forget_result(celery, task_id)
-                raise
-            sent += 1
+    with celery.producer_or_acquire() as producer:
+        for piece in _growing(rows):
+            with producer.batch(max_size=len(piece)):  # written when the block ends
+                for article_id, task_id in piece:
+                    try:
+                        generate_article.apply_async((article_id,), task_id=task_id,
+                                                     queue="generation", producer=producer)
+                    except Exception:
+                        _forget_result(celery, task_id)
+                        raise
+            sent += len(piece)
     return sent
 
 
